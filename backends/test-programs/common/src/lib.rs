@@ -1,0 +1,92 @@
+//! A well-behaved backend with one trap door: `create-volume` for a volume named
+//! [`TRIGGER`] runs the misbehaviour the test program was built with. Every other call
+//! succeeds, so tests can show that the host survives the misbehaviour and keeps serving the
+//! very same backend.
+
+pub use modcsi_backend_sdk;
+
+/// The volume name that sets the misbehaviour off.
+pub const TRIGGER: &str = "misbehave";
+
+/// Defines and exports a backend whose `create-volume` calls `$misbehave()` for [`TRIGGER`].
+#[macro_export]
+macro_rules! hostile_backend {
+    ($misbehave:path) => {
+        use $crate::modcsi_backend_sdk::types::*;
+        use $crate::modcsi_backend_sdk::unimplemented;
+
+        struct Hostile;
+
+        impl $crate::modcsi_backend_sdk::identity::Guest for Hostile {
+            fn info() -> BackendInfo {
+                BackendInfo {
+                    name: env!("CARGO_PKG_NAME").into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    capabilities: ControllerCapabilities::empty(),
+                    access_modes: vec![AccessMode::SingleNodeWriter],
+                    volume_modes: VolumeModes::FILESYSTEM,
+                    topology: false,
+                    parameters: vec![],
+                }
+            }
+            fn probe() -> Result<(), Error> {
+                Ok(())
+            }
+        }
+
+        impl $crate::modcsi_backend_sdk::controller::Guest for Hostile {
+            fn create_volume(request: CreateRequest) -> Result<Volume, Error> {
+                if request.name == $crate::TRIGGER {
+                    $misbehave();
+                }
+                Ok(Volume {
+                    id: format!("hostile-{}", request.name),
+                    capacity_bytes: request.capacity.required_bytes,
+                    context: vec![],
+                    topology: vec![],
+                    attachment: Some(Attachment::LocalDir),
+                })
+            }
+            fn delete_volume(_: String, _: KeyValues) -> Result<(), Error> {
+                Ok(())
+            }
+            fn validate_capabilities(
+                _: String,
+                _: Vec<Capability>,
+                _: KeyValues,
+                _: KeyValues,
+            ) -> Result<Validation, Error> {
+                Ok(Validation { confirmed: true, message: String::new() })
+            }
+            fn controller_publish(_: PublishRequest) -> Result<PublishResult, Error> {
+                Err(unimplemented("controller-publish"))
+            }
+            fn controller_unpublish(_: String, _: String, _: KeyValues) -> Result<(), Error> {
+                Err(unimplemented("controller-unpublish"))
+            }
+            fn expand_volume(_: String, _: CapacityRange, _: KeyValues) -> Result<ExpandResult, Error> {
+                Err(unimplemented("expand-volume"))
+            }
+            fn list_volumes(_: u32, _: String) -> Result<VolumePage, Error> {
+                Err(unimplemented("list-volumes"))
+            }
+            fn get_capacity(_: KeyValues) -> Result<u64, Error> {
+                Err(unimplemented("get-capacity"))
+            }
+            fn create_snapshot(_: String, _: String, _: KeyValues, _: KeyValues) -> Result<Snapshot, Error> {
+                Err(unimplemented("create-snapshot"))
+            }
+            fn delete_snapshot(_: String, _: KeyValues) -> Result<(), Error> {
+                Err(unimplemented("delete-snapshot"))
+            }
+            fn list_snapshots(_: u32, _: String, _: String, _: String) -> Result<SnapshotPage, Error> {
+                Err(unimplemented("list-snapshots"))
+            }
+            fn node_identity() -> Result<NodeInfo, Error> {
+                Err(unimplemented("node-identity"))
+            }
+        }
+
+        $crate::modcsi_backend_sdk::export_backend!(Hostile with_types_in $crate::modcsi_backend_sdk);
+    };
+}

@@ -1,0 +1,251 @@
+//! Translation between CSI messages and the backend's WIT types, with the checks the CSI spec
+//! asks of every request (capabilities present and complete, sane capacity ranges).
+
+use std::collections::HashMap;
+
+use super::CsiError;
+use crate::proto;
+use crate::proto::volume_capability::access_mode::Mode as CsiMode;
+use crate::runtime::types;
+
+/// Sorted, so backends see the same order every time.
+pub fn key_values(map: &HashMap<String, String>) -> types::KeyValues {
+    let mut pairs: Vec<_> = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    pairs.sort();
+    pairs
+}
+
+pub fn capability(cap: &proto::VolumeCapability) -> Result<types::Capability, CsiError> {
+    let access_type = match &cap.access_type {
+        Some(proto::volume_capability::AccessType::Block(_)) => types::AccessType::Block,
+        Some(proto::volume_capability::AccessType::Mount(m)) => {
+            types::AccessType::Mount(types::MountVolume {
+                fs_type: m.fs_type.clone(),
+                mount_flags: m.mount_flags.clone(),
+                volume_mount_group: m.volume_mount_group.clone(),
+            })
+        }
+        None => {
+            return Err(invalid(
+                "volume capability has no access type (block or mount)",
+            ));
+        }
+    };
+    let mode = cap
+        .access_mode
+        .as_ref()
+        .map(|m| m.mode())
+        .ok_or_else(|| invalid("volume capability has no access mode"))?;
+    let access_mode = match mode {
+        CsiMode::SingleNodeWriter => types::AccessMode::SingleNodeWriter,
+        CsiMode::SingleNodeReaderOnly => types::AccessMode::SingleNodeReaderOnly,
+        CsiMode::MultiNodeReaderOnly => types::AccessMode::MultiNodeReaderOnly,
+        CsiMode::MultiNodeSingleWriter => types::AccessMode::MultiNodeSingleWriter,
+        CsiMode::MultiNodeMultiWriter => types::AccessMode::MultiNodeMultiWriter,
+        CsiMode::SingleNodeSingleWriter => types::AccessMode::SingleNodeSingleWriter,
+        CsiMode::SingleNodeMultiWriter => types::AccessMode::SingleNodeMultiWriter,
+        CsiMode::Unknown => return Err(invalid("volume capability has an unknown access mode")),
+    };
+    Ok(types::Capability {
+        access_type,
+        access_mode,
+    })
+}
+
+/// Converts a non-empty list of capabilities and checks each against what the backend offers.
+pub fn capabilities(
+    caps: &[proto::VolumeCapability],
+    info: &types::BackendInfo,
+) -> Result<Vec<types::Capability>, CsiError> {
+    if caps.is_empty() {
+        return Err(invalid("volume capabilities are required"));
+    }
+    let converted = caps.iter().map(capability).collect::<Result<Vec<_>, _>>()?;
+    for cap in &converted {
+        supported(cap, info)?;
+    }
+    Ok(converted)
+}
+
+/// Refuses a capability the backend did not declare.
+pub fn supported(cap: &types::Capability, info: &types::BackendInfo) -> Result<(), CsiError> {
+    let (mode_name, offered) = match cap.access_type {
+        types::AccessType::Block => (
+            "block",
+            info.volume_modes.contains(types::VolumeModes::BLOCK),
+        ),
+        types::AccessType::Mount(_) => (
+            "filesystem",
+            info.volume_modes.contains(types::VolumeModes::FILESYSTEM),
+        ),
+    };
+    if !offered {
+        return Err(invalid(format!(
+            "backend {} does not offer {mode_name} volumes",
+            info.name
+        )));
+    }
+    if !info.access_modes.contains(&cap.access_mode) {
+        return Err(invalid(format!(
+            "backend {} does not offer access mode {:?}",
+            info.name, cap.access_mode
+        )));
+    }
+    Ok(())
+}
+
+pub fn capacity_range(
+    range: Option<&proto::CapacityRange>,
+) -> Result<types::CapacityRange, CsiError> {
+    let Some(range) = range else {
+        return Ok(types::CapacityRange {
+            required_bytes: 0,
+            limit_bytes: 0,
+        });
+    };
+    let required = u64::try_from(range.required_bytes).map_err(|_| {
+        invalid(format!(
+            "required_bytes {} is negative",
+            range.required_bytes
+        ))
+    })?;
+    let limit = u64::try_from(range.limit_bytes)
+        .map_err(|_| invalid(format!("limit_bytes {} is negative", range.limit_bytes)))?;
+    if limit != 0 && required > limit {
+        return Err(invalid(format!(
+            "required_bytes {required} exceeds limit_bytes {limit}"
+        )));
+    }
+    Ok(types::CapacityRange {
+        required_bytes: required,
+        limit_bytes: limit,
+    })
+}
+
+pub fn content_source(source: Option<&proto::VolumeContentSource>) -> Option<types::ContentSource> {
+    use proto::volume_content_source::Type;
+    match source?.r#type.as_ref()? {
+        Type::Snapshot(s) => Some(types::ContentSource::Snapshot(s.snapshot_id.clone())),
+        Type::Volume(v) => Some(types::ContentSource::Volume(v.volume_id.clone())),
+    }
+}
+
+fn topology_list(list: &[proto::Topology]) -> Vec<types::Topology> {
+    list.iter().map(|t| key_values(&t.segments)).collect()
+}
+
+pub fn topology_requirement(
+    req: Option<&proto::TopologyRequirement>,
+) -> Option<types::TopologyRequirement> {
+    req.map(|r| types::TopologyRequirement {
+        requisite: topology_list(&r.requisite),
+        preferred: topology_list(&r.preferred),
+    })
+}
+
+pub fn topology_to_csi(topology: &[types::Topology]) -> Vec<proto::Topology> {
+    topology
+        .iter()
+        .map(|segments| proto::Topology {
+            segments: segments.iter().cloned().collect(),
+        })
+        .collect()
+}
+
+/// Clamps a byte count into the proto's signed field.
+pub fn bytes_to_csi(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
+}
+
+fn invalid(message: impl Into<String>) -> CsiError {
+    CsiError::InvalidArgument(message.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume};
+
+    fn cap(access_type: Option<AccessType>, mode: Option<CsiMode>) -> proto::VolumeCapability {
+        proto::VolumeCapability {
+            access_type,
+            access_mode: mode.map(|m| AccessMode { mode: m as i32 }),
+        }
+    }
+
+    fn info(modes: types::VolumeModes) -> types::BackendInfo {
+        types::BackendInfo {
+            name: "test".into(),
+            version: "0".into(),
+            capabilities: types::ControllerCapabilities::empty(),
+            access_modes: vec![types::AccessMode::SingleNodeWriter],
+            volume_modes: modes,
+            topology: false,
+            parameters: vec![],
+        }
+    }
+
+    #[test]
+    fn capabilities_must_be_complete_and_offered() {
+        let fs = info(types::VolumeModes::FILESYSTEM);
+        let mount = Some(AccessType::Mount(MountVolume::default()));
+        let block = Some(AccessType::Block(BlockVolume {}));
+        assert!(capabilities(&[cap(mount.clone(), Some(CsiMode::SingleNodeWriter))], &fs).is_ok());
+        for (caps, reason) in [
+            (vec![], "required"),
+            (
+                vec![cap(None, Some(CsiMode::SingleNodeWriter))],
+                "no access type",
+            ),
+            (vec![cap(mount.clone(), None)], "no access mode"),
+            (
+                vec![cap(mount.clone(), Some(CsiMode::Unknown))],
+                "unknown access mode",
+            ),
+            (
+                vec![cap(block, Some(CsiMode::SingleNodeWriter))],
+                "does not offer block",
+            ),
+            (
+                vec![cap(mount, Some(CsiMode::MultiNodeMultiWriter))],
+                "access mode",
+            ),
+        ] {
+            let err = capabilities(&caps, &fs).unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument);
+            assert!(err.to_string().contains(reason), "{err}");
+        }
+    }
+
+    #[test]
+    fn capacity_ranges() {
+        let range = |required_bytes, limit_bytes| proto::CapacityRange {
+            required_bytes,
+            limit_bytes,
+        };
+        assert_eq!(capacity_range(None).unwrap().required_bytes, 0);
+        assert_eq!(
+            capacity_range(Some(&range(10, 0))).unwrap().required_bytes,
+            10
+        );
+        assert_eq!(
+            capacity_range(Some(&range(10, 10))).unwrap().limit_bytes,
+            10
+        );
+        assert!(capacity_range(Some(&range(11, 10))).is_err());
+        assert!(capacity_range(Some(&range(-1, 0))).is_err());
+        assert!(capacity_range(Some(&range(0, -5))).is_err());
+    }
+
+    #[test]
+    fn key_values_are_sorted() {
+        let map = HashMap::from([
+            ("b".to_owned(), "2".to_owned()),
+            ("a".to_owned(), "1".to_owned()),
+        ]);
+        assert_eq!(
+            key_values(&map),
+            vec![("a".into(), "1".into()), ("b".into(), "2".into())]
+        );
+    }
+}

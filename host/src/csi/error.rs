@@ -1,0 +1,129 @@
+//! The one mapping from everything that can fail to a gRPC status. Messages name the volume
+//! (or request), the backend where one is involved, and the cause.
+
+use tonic::{Code, Status};
+
+use crate::node::NodeError;
+use crate::runtime::{CallError, types};
+use crate::volume::attachment::AttachmentError;
+use crate::volume::validate::{InvalidInput, UnsafePath};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CsiError {
+    #[error("{0}")]
+    Invalid(#[from] InvalidInput),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("volume {volume}: {source}")]
+    UnsafePath { volume: String, source: UnsafePath },
+    #[error("volume {volume}: {source}")]
+    Attachment {
+        volume: String,
+        source: AttachmentError,
+    },
+    #[error("{subject}: {source}")]
+    Backend { subject: String, source: CallError },
+    #[error("volume {volume}: {source}")]
+    Node { volume: String, source: NodeError },
+    #[error("{0}: another operation on it is in progress")]
+    Pending(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    Internal(String),
+    #[error("{0}")]
+    Unimplemented(String),
+}
+
+impl CsiError {
+    pub fn code(&self) -> Code {
+        match self {
+            CsiError::Invalid(_) | CsiError::InvalidArgument(_) | CsiError::UnsafePath { .. } => {
+                Code::InvalidArgument
+            }
+            CsiError::Attachment { .. } => Code::InvalidArgument,
+            CsiError::Backend { source, .. } => call_code(source),
+            CsiError::Node { source, .. } => match source {
+                NodeError::InUse { .. } => Code::FailedPrecondition,
+                NodeError::OtherMount { .. } => Code::AlreadyExists,
+                NodeError::NotEmpty { .. } => Code::FailedPrecondition,
+                _ => Code::Internal,
+            },
+            CsiError::Pending(_) => Code::Aborted,
+            CsiError::NotFound(_) => Code::NotFound,
+            CsiError::AlreadyExists(_) => Code::AlreadyExists,
+            CsiError::Internal(_) => Code::Internal,
+            CsiError::Unimplemented(_) => Code::Unimplemented,
+        }
+    }
+}
+
+fn call_code(error: &CallError) -> Code {
+    match error {
+        CallError::Timeout { .. } => Code::DeadlineExceeded,
+        CallError::MemoryLimit { .. } => Code::ResourceExhausted,
+        CallError::Trap { .. } => Code::Internal,
+        CallError::Busy { .. } => Code::Unavailable,
+        CallError::Refused { error, .. } => match error {
+            types::Error::InvalidArgument(_) => Code::InvalidArgument,
+            types::Error::NotFound(_) => Code::NotFound,
+            types::Error::AlreadyExists(_) => Code::AlreadyExists,
+            types::Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            types::Error::ResourceExhausted(_) => Code::ResourceExhausted,
+            types::Error::OutOfRange(_) => Code::OutOfRange,
+            types::Error::Unavailable(_) => Code::Unavailable,
+            types::Error::Aborted(_) => Code::Aborted,
+            types::Error::Internal(_) => Code::Internal,
+            types::Error::Unimplemented(_) => Code::Unimplemented,
+        },
+    }
+}
+
+impl From<CsiError> for Status {
+    fn from(error: CsiError) -> Self {
+        let code = error.code();
+        let message = error.to_string();
+        match code {
+            Code::Internal | Code::DeadlineExceeded | Code::ResourceExhausted => {
+                tracing::error!(code = ?code, "{message}")
+            }
+            _ => tracing::debug!(code = ?code, "{message}"),
+        }
+        Status::new(code, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn backend_errors_keep_their_code_and_name_the_backend() {
+        let refused = CsiError::Backend {
+            subject: "volume v1".into(),
+            source: CallError::Refused {
+                backend: Arc::from("emma"),
+                operation: "delete-volume",
+                error: types::Error::FailedPrecondition("volume is attached".into()),
+            },
+        };
+        assert_eq!(refused.code(), Code::FailedPrecondition);
+        assert_eq!(
+            refused.to_string(),
+            "volume v1: backend emma: delete-volume: failed precondition: volume is attached"
+        );
+        let timeout = CsiError::Backend {
+            subject: "volume v1".into(),
+            source: CallError::Timeout {
+                backend: Arc::from("rds"),
+                operation: "create-volume",
+                deadline: std::time::Duration::from_secs(1),
+            },
+        };
+        assert_eq!(timeout.code(), Code::DeadlineExceeded);
+        assert!(timeout.to_string().contains("backend rds"));
+    }
+}

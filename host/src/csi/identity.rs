@@ -1,0 +1,64 @@
+//! Identity: who this plugin is, what it offers, and whether its backend is ready.
+
+use tonic::{Request, Response, Status};
+
+use super::{CsiError, SharedDriver, deadline};
+use crate::proto::identity_server::Identity;
+use crate::proto::plugin_capability::{Service, Type, service};
+use crate::proto::*;
+
+pub struct IdentityService(pub SharedDriver);
+
+#[tonic::async_trait]
+impl Identity for IdentityService {
+    async fn get_plugin_info(
+        &self,
+        _request: Request<GetPluginInfoRequest>,
+    ) -> Result<Response<GetPluginInfoResponse>, Status> {
+        let info = self.0.backend.info();
+        Ok(Response::new(GetPluginInfoResponse {
+            name: self.0.driver_name.clone(),
+            vendor_version: env!("CARGO_PKG_VERSION").to_owned(),
+            manifest: [
+                ("backend".to_owned(), info.name.clone()),
+                ("backend-version".to_owned(), info.version.clone()),
+            ]
+            .into(),
+        }))
+    }
+
+    async fn get_plugin_capabilities(
+        &self,
+        _request: Request<GetPluginCapabilitiesRequest>,
+    ) -> Result<Response<GetPluginCapabilitiesResponse>, Status> {
+        let service = |t: service::Type| PluginCapability {
+            r#type: Some(Type::Service(Service { r#type: t as i32 })),
+        };
+        let mut capabilities = vec![];
+        if self.0.mode.serves_controller() {
+            capabilities.push(service(service::Type::ControllerService));
+        }
+        if self.0.backend.info().topology {
+            capabilities.push(service(service::Type::VolumeAccessibilityConstraints));
+        }
+        Ok(Response::new(GetPluginCapabilitiesResponse {
+            capabilities,
+        }))
+    }
+
+    async fn probe(
+        &self,
+        request: Request<ProbeRequest>,
+    ) -> Result<Response<ProbeResponse>, Status> {
+        let timeout = deadline::of(&request);
+        self.0
+            .backend
+            .probe(timeout)
+            .await
+            .map_err(|source| CsiError::Backend {
+                subject: "probe".into(),
+                source,
+            })?;
+        Ok(Response::new(ProbeResponse { ready: Some(true) }))
+    }
+}

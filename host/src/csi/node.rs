@@ -1,0 +1,254 @@
+//! Node: make a volume appear at a target path, take it away, report its usage. The work itself
+//! is done by node/; this layer validates, locks the volume and picks the attachment handler.
+
+use std::path::Path;
+
+use tonic::{Request, Response, Status};
+
+use super::convert::{self, bytes_to_csi};
+use super::{CsiError, Driver, SharedDriver};
+use crate::node::mountinfo::MountTable;
+use crate::node::{NodeError, io_error, mount, stats};
+use crate::proto::node_server::Node;
+use crate::proto::node_service_capability::{Rpc, Type, rpc};
+use crate::proto::*;
+use crate::runtime::types;
+use crate::volume::attachment;
+use crate::volume::validate;
+
+pub struct NodeService(pub SharedDriver);
+
+fn node_err(volume: &str) -> impl FnOnce(NodeError) -> CsiError + '_ {
+    move |source| CsiError::Node {
+        volume: volume.to_owned(),
+        source,
+    }
+}
+
+/// Validates a path argument and that no symbolic link lies on it.
+fn safe_path<'a>(volume: &str, what: &'static str, path: &'a str) -> Result<&'a Path, CsiError> {
+    let path = validate::target_path(what, path)?;
+    validate::check_no_symlinks(path).map_err(|source| CsiError::UnsafePath {
+        volume: volume.to_owned(),
+        source,
+    })?;
+    Ok(path)
+}
+
+impl Driver {
+    /// Publishes a local-dir volume: its node directory bind-mounted at `target`.
+    fn publish_local_dir(&self, id: &str, target: &Path, read_only: bool) -> Result<(), CsiError> {
+        let source = self.local_dirs.ensure(id).map_err(node_err(id))?;
+        let source = std::fs::canonicalize(&source)
+            .map_err(|e| node_err(id)(io_error("resolve", &source)(e)))?;
+        let table = MountTable::read().map_err(|e| node_err(id)(e.into()))?;
+        if let Some(existing) = table.at(target) {
+            if table.is_bind_of(existing, &source) && existing.is_read_only() == read_only {
+                return Ok(()); // already published exactly so
+            }
+            let what = if table.is_bind_of(existing, &source) {
+                format!(
+                    "this volume, {}",
+                    if existing.is_read_only() {
+                        "read-only"
+                    } else {
+                        "read-write"
+                    }
+                )
+            } else {
+                format!("{} from {}", existing.fs_type, existing.source)
+            };
+            return Err(node_err(id)(NodeError::OtherMount {
+                target: target.to_owned(),
+                what,
+            }));
+        }
+        std::fs::create_dir_all(target).map_err(|e| node_err(id)(io_error("create", target)(e)))?;
+        mount::bind(&source, target, read_only).map_err(node_err(id))
+    }
+}
+
+#[tonic::async_trait]
+impl Node for NodeService {
+    async fn node_publish_volume(
+        &self,
+        request: Request<NodePublishVolumeRequest>,
+    ) -> Result<Response<NodePublishVolumeResponse>, Status> {
+        let r = request.into_inner();
+        let driver = &self.0;
+        let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
+        let target =
+            validate::target_path("target path", &r.target_path).map_err(CsiError::from)?;
+        let capability = r.volume_capability.as_ref().ok_or_else(|| {
+            CsiError::InvalidArgument(format!("volume {id}: volume capability is required"))
+        })?;
+        let capability = convert::capability(capability)?;
+        let attachment =
+            attachment::decode(&r.publish_context, &r.volume_context).map_err(|source| {
+                CsiError::Attachment {
+                    volume: id.to_owned(),
+                    source,
+                }
+            })?;
+        if !matches!(attachment, types::Attachment::LocalDir) {
+            return Err(CsiError::Unimplemented(format!(
+                "volume {id}: this host cannot attach {} volumes yet",
+                attachment::kind_name(&attachment)
+            ))
+            .into());
+        }
+        if matches!(capability.access_type, types::AccessType::Block) {
+            return Err(CsiError::InvalidArgument(format!(
+                "volume {id}: a local-dir volume is a directory and cannot be published as a block device"
+            ))
+            .into());
+        }
+        let read_only = r.readonly
+            || matches!(
+                capability.access_mode,
+                types::AccessMode::SingleNodeReaderOnly | types::AccessMode::MultiNodeReaderOnly
+            );
+        safe_path(id, "target path", &r.target_path)?;
+        let _guard = driver
+            .locks
+            .try_lock(id)
+            .ok_or_else(|| CsiError::Pending(format!("volume {id}")))?;
+        driver.publish_local_dir(id, target, read_only)?;
+        tracing::info!(volume = id, target = %target.display(), read_only, "volume published");
+        Ok(Response::new(NodePublishVolumeResponse {}))
+    }
+
+    async fn node_unpublish_volume(
+        &self,
+        request: Request<NodeUnpublishVolumeRequest>,
+    ) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
+        let r = request.into_inner();
+        let driver = &self.0;
+        let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
+        let target = safe_path(id, "target path", &r.target_path)?;
+        let _guard = driver
+            .locks
+            .try_lock(id)
+            .ok_or_else(|| CsiError::Pending(format!("volume {id}")))?;
+        let table = MountTable::read().map_err(|e| node_err(id)(e.into()))?;
+        let target_exists = std::fs::symlink_metadata(target).is_ok();
+        if table.at(target).is_some() {
+            mount::unmount(target).map_err(node_err(id))?;
+        } else if !target_exists && !driver.local_dirs.path(id).exists() {
+            return Err(CsiError::NotFound(format!(
+                "volume {id} is not on node {}",
+                driver.node_id
+            ))
+            .into());
+        }
+        if target_exists {
+            match std::fs::remove_dir(target) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
+                    return Err(node_err(id)(NodeError::NotEmpty {
+                        path: target.to_owned(),
+                    })
+                    .into());
+                }
+                Err(e) => return Err(node_err(id)(io_error("remove", target)(e)).into()),
+            }
+        }
+        tracing::info!(volume = id, target = %target.display(), "volume unpublished");
+        Ok(Response::new(NodeUnpublishVolumeResponse {}))
+    }
+
+    async fn node_get_volume_stats(
+        &self,
+        request: Request<NodeGetVolumeStatsRequest>,
+    ) -> Result<Response<NodeGetVolumeStatsResponse>, Status> {
+        let r = request.into_inner();
+        let driver = &self.0;
+        let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
+        let path = safe_path(id, "volume path", &r.volume_path)?;
+        let source = driver.local_dirs.path(id);
+        if !source.exists() {
+            return Err(CsiError::NotFound(format!(
+                "volume {id} is not on node {}",
+                driver.node_id
+            ))
+            .into());
+        }
+        if !path.exists() {
+            return Err(CsiError::NotFound(format!(
+                "volume {id}: {} does not exist",
+                path.display()
+            ))
+            .into());
+        }
+        let usage = stats::usage(path).map_err(node_err(id))?;
+        let table = MountTable::read().map_err(|e| node_err(id)(e.into()))?;
+        let source = std::fs::canonicalize(&source).unwrap_or(source);
+        let published = table.at(path).is_some_and(|m| table.is_bind_of(m, &source));
+        let volume_condition = Some(VolumeCondition {
+            abnormal: !published,
+            message: if published {
+                "volume is published".into()
+            } else {
+                format!("{} does not show volume {id}", path.display())
+            },
+        });
+        let entry = |unit: volume_usage::Unit, total: u64, available: u64, used: u64| VolumeUsage {
+            total: bytes_to_csi(total),
+            available: bytes_to_csi(available),
+            used: bytes_to_csi(used),
+            unit: unit as i32,
+        };
+        Ok(Response::new(NodeGetVolumeStatsResponse {
+            usage: vec![
+                entry(
+                    volume_usage::Unit::Bytes,
+                    usage.total_bytes,
+                    usage.available_bytes,
+                    usage.used_bytes,
+                ),
+                entry(
+                    volume_usage::Unit::Inodes,
+                    usage.total_inodes,
+                    usage.free_inodes,
+                    usage.used_inodes,
+                ),
+            ],
+            volume_condition,
+        }))
+    }
+
+    async fn node_get_capabilities(
+        &self,
+        _request: Request<NodeGetCapabilitiesRequest>,
+    ) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
+        let mut types = vec![rpc::Type::GetVolumeStats, rpc::Type::VolumeCondition];
+        if self.0.backend.info().access_modes.iter().any(|m| {
+            matches!(
+                m,
+                types::AccessMode::SingleNodeSingleWriter
+                    | types::AccessMode::SingleNodeMultiWriter
+            )
+        }) {
+            types.push(rpc::Type::SingleNodeMultiWriter);
+        }
+        let capabilities = types
+            .into_iter()
+            .map(|t| NodeServiceCapability {
+                r#type: Some(Type::Rpc(Rpc { r#type: t as i32 })),
+            })
+            .collect();
+        Ok(Response::new(NodeGetCapabilitiesResponse { capabilities }))
+    }
+
+    async fn node_get_info(
+        &self,
+        _request: Request<NodeGetInfoRequest>,
+    ) -> Result<Response<NodeGetInfoResponse>, Status> {
+        Ok(Response::new(NodeGetInfoResponse {
+            node_id: self.0.node_id.clone(),
+            max_volumes_per_node: 0,
+            accessible_topology: None,
+        }))
+    }
+}

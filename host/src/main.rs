@@ -1,0 +1,113 @@
+//! The `modcsi` binary: `serve` runs the CSI driver; `csi` is a CSI client for people.
+
+mod cli;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use modcsi::csi::Mode;
+use modcsi::serve::{ServeConfig, Server};
+
+#[derive(Parser)]
+#[command(
+    name = "modcsi",
+    version,
+    about = "CSI driver host for WebAssembly storage backends"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the CSI Identity, Controller and/or Node services with one backend component.
+    Serve(ServeArgs),
+    /// Talk to any CSI endpoint: create, delete, publish, unpublish, stats, info.
+    Csi(cli::csi::CsiArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The backend component (.wasm) to load.
+    #[arg(long)]
+    backend: PathBuf,
+    /// CSI driver name, e.g. node-local-cache.csi.io.
+    #[arg(long)]
+    driver_name: String,
+    /// This node's id (defaults to the host name).
+    #[arg(long, env = "NODE_ID")]
+    node_id: Option<String>,
+    /// Where to listen.
+    #[arg(long, env = "CSI_ENDPOINT", default_value = "unix:///csi/csi.sock")]
+    endpoint: String,
+    /// Which services to serve.
+    #[arg(long, value_enum, default_value = "all")]
+    mode: Mode,
+    /// State: local volume directories and the precompiled component cache.
+    #[arg(long, default_value = "/var/lib/modcsi")]
+    state_dir: PathBuf,
+    /// Upper bound on one backend call, e.g. 30s or 500ms (a shorter gRPC deadline wins).
+    #[arg(long, default_value = "30s", value_parser = cli::parse_duration)]
+    call_timeout: Duration,
+    /// Linear-memory cap of one backend instance, in MiB.
+    #[arg(long, default_value_t = 128)]
+    backend_memory_mib: usize,
+    /// Backend instances that may run at once.
+    #[arg(long, default_value_t = 32)]
+    max_concurrent_calls: u32,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Csi(args) => cli::csi::run(args).await,
+        }
+    })
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let node_id = match args.node_id {
+        Some(id) => id,
+        None => nix::unistd::gethostname()
+            .context("reading the host name for --node-id")?
+            .to_string_lossy()
+            .into_owned(),
+    };
+    let server = Server::prepare(ServeConfig {
+        backend: args.backend,
+        driver_name: args.driver_name,
+        node_id,
+        endpoint: args.endpoint,
+        mode: args.mode,
+        state_dir: args.state_dir,
+        call_timeout: args.call_timeout,
+        memory_limit_mib: args.backend_memory_mib,
+        max_concurrent_calls: args.max_concurrent_calls,
+    })
+    .await?;
+    server.run(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutdown requested");
+}

@@ -1,0 +1,60 @@
+//! Per-node volume directories (`attachment::local-dir`) under `<state-dir>/local/<volume-id>`.
+//! Callers pass validated volume ids only, so a path here is always one component below the root.
+
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::mountinfo::MountTable;
+use super::{NodeError, io_error};
+
+pub struct LocalDirs {
+    root: PathBuf,
+}
+
+impl LocalDirs {
+    pub fn new(state_dir: &Path) -> Self {
+        Self {
+            root: state_dir.join("local"),
+        }
+    }
+
+    pub fn path(&self, volume_id: &str) -> PathBuf {
+        self.root.join(volume_id)
+    }
+
+    /// Creates the volume's directory if needed, world-writable like an emptyDir so pods of
+    /// any user can write to it.
+    pub fn ensure(&self, volume_id: &str) -> Result<PathBuf, NodeError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&self.root)
+            .map_err(io_error("create", &self.root))?;
+        let path = self.path(volume_id);
+        match fs::DirBuilder::new().mode(0o777).create(&path) {
+            Ok(()) => fs::set_permissions(&path, fs::Permissions::from_mode(0o777))
+                .map_err(io_error("chmod", &path))?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_error("create", &path)(e)),
+        }
+        Ok(path)
+    }
+
+    /// Removes the volume's directory and everything in it. Refuses while any mount still
+    /// shows it. Returns false when there was nothing to remove.
+    pub fn remove(&self, volume_id: &str) -> Result<bool, NodeError> {
+        let path = self.path(volume_id);
+        if fs::symlink_metadata(&path).is_err() {
+            return Ok(false);
+        }
+        let canonical = fs::canonicalize(&path).map_err(io_error("resolve", &path))?;
+        let targets = MountTable::read()?.binds_of(&canonical);
+        if !targets.is_empty() {
+            return Err(NodeError::InUse { path, targets });
+        }
+        // remove_dir_all does not follow symbolic links inside the directory.
+        fs::remove_dir_all(&path).map_err(io_error("remove", &path))?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,44 @@
+//! OS work on the node, and the only place that calls mount(2), umount(2), mkdir or statvfs.
+//! Pure parsing (mountinfo) is kept apart from the syscalls so it can be tested on fixtures.
+
+pub mod local_dir;
+pub mod mount;
+pub mod mountinfo;
+pub mod stats;
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{op} {target}: {errno}")]
+    Mount {
+        op: &'static str,
+        target: PathBuf,
+        errno: nix::errno::Errno,
+    },
+    #[error("cannot read the mount table: {0}")]
+    MountTable(#[from] mountinfo::MountTableError),
+    #[error("{path} is still mounted at {}", targets.iter().map(|t| t.display().to_string()).collect::<Vec<_>>().join(", "))]
+    InUse {
+        path: PathBuf,
+        targets: Vec<PathBuf>,
+    },
+    #[error("{target} already holds a different mount ({what})")]
+    OtherMount { target: PathBuf, what: String },
+    #[error("{path} is not empty; refusing to remove it")]
+    NotEmpty { path: PathBuf },
+}
+
+pub(crate) fn io_error(
+    op: &'static str,
+    path: &std::path::Path,
+) -> impl FnOnce(std::io::Error) -> NodeError {
+    let path = path.to_owned();
+    move |source| NodeError::Io { op, path, source }
+}

@@ -1,0 +1,213 @@
+//! `modcsi serve`: load the backend, bind the CSI socket, serve until told to stop.
+
+use std::future::Future;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{UnixListener, UnixStream};
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::csi::{ControllerService, Driver, IdentityService, Mode, NodeService, SharedDriver};
+use crate::node::local_dir::LocalDirs;
+use crate::proto::{
+    controller_server::ControllerServer, identity_server::IdentityServer, node_server::NodeServer,
+};
+use crate::runtime::{Backend, LoadError, RuntimeOptions};
+use crate::volume::locks::OperationLocks;
+use crate::volume::validate::{self, InvalidInput};
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub backend: PathBuf,
+    pub driver_name: String,
+    pub node_id: String,
+    pub endpoint: String,
+    pub mode: Mode,
+    pub state_dir: PathBuf,
+    pub call_timeout: Duration,
+    pub memory_limit_mib: usize,
+    pub max_concurrent_calls: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("endpoint {0:?} is not a unix socket address (unix:///path/to/csi.sock)")]
+    Endpoint(String),
+    #[error(
+        "driver name {0:?} must be 1-63 characters of [a-zA-Z0-9.-], beginning and ending with a letter or digit"
+    )]
+    DriverName(String),
+    #[error("{0}")]
+    NodeId(InvalidInput),
+    #[error("{0}")]
+    Load(#[from] LoadError),
+    #[error("socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("socket {0} is in use by a running server")]
+    InUse(PathBuf),
+    #[error("{path} exists and is not a socket")]
+    NotASocket { path: PathBuf },
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// The path of a `unix://` endpoint (`unix:///abs/path`, `unix:/abs/path` or `/abs/path`).
+pub fn socket_path(endpoint: &str) -> Result<PathBuf, ServeError> {
+    let path = endpoint
+        .strip_prefix("unix://")
+        .or_else(|| endpoint.strip_prefix("unix:"))
+        .unwrap_or(endpoint);
+    if path.starts_with('/') && path.len() > 1 {
+        Ok(PathBuf::from(path))
+    } else {
+        Err(ServeError::Endpoint(endpoint.to_owned()))
+    }
+}
+
+fn check_driver_name(name: &str) -> Result<(), ServeError> {
+    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok = (1..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        && edge_ok(name.chars().next())
+        && edge_ok(name.chars().last());
+    if ok {
+        Ok(())
+    } else {
+        Err(ServeError::DriverName(name.to_owned()))
+    }
+}
+
+/// A loaded backend and a bound socket, ready to serve.
+pub struct Server {
+    driver: SharedDriver,
+    listener: UnixListener,
+    socket: PathBuf,
+}
+
+impl Server {
+    /// Validates the configuration, loads the backend and binds the socket.
+    pub async fn prepare(config: ServeConfig) -> Result<Self, ServeError> {
+        check_driver_name(&config.driver_name)?;
+        validate::token("node id", &config.node_id).map_err(ServeError::NodeId)?;
+        let socket = socket_path(&config.endpoint)?;
+        let backend = Backend::load(
+            &config.backend,
+            RuntimeOptions {
+                cache_dir: config.state_dir.join("cache"),
+                memory_limit: config.memory_limit_mib << 20,
+                call_timeout: config.call_timeout,
+                max_concurrent_calls: config.max_concurrent_calls,
+            },
+        )
+        .await?;
+        tracing::info!(
+            backend = backend.name(),
+            version = %backend.info().version,
+            origin = ?backend.origin(),
+            "backend loaded"
+        );
+        let listener = bind(&socket).await?;
+        let driver = Arc::new(Driver {
+            backend,
+            driver_name: config.driver_name,
+            node_id: config.node_id,
+            mode: config.mode,
+            local_dirs: LocalDirs::new(&config.state_dir),
+            locks: OperationLocks::default(),
+        });
+        Ok(Self {
+            driver,
+            listener,
+            socket,
+        })
+    }
+
+    pub fn driver(&self) -> &SharedDriver {
+        &self.driver
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight calls and removes the socket.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+        let mode = self.driver.mode;
+        tracing::info!(socket = %self.socket.display(), ?mode, driver = %self.driver.driver_name, "serving CSI");
+        let controller = mode
+            .serves_controller()
+            .then(|| ControllerServer::new(ControllerService(self.driver.clone())));
+        let node = mode
+            .serves_node()
+            .then(|| NodeServer::new(NodeService(self.driver.clone())));
+        let result = tonic::transport::Server::builder()
+            .add_service(IdentityServer::new(IdentityService(self.driver.clone())))
+            .add_optional_service(controller)
+            .add_optional_service(node)
+            .serve_with_incoming_shutdown(UnixListenerStream::new(self.listener), shutdown)
+            .await;
+        let _ = std::fs::remove_file(&self.socket);
+        tracing::info!("stopped");
+        Ok(result?)
+    }
+}
+
+/// Binds the socket, replacing a stale one left by a crash but never a live server's.
+async fn bind(path: &Path) -> Result<UnixListener, ServeError> {
+    let socket_err = |source| ServeError::Socket {
+        path: path.to_owned(),
+        source,
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(ServeError::NotASocket {
+                path: path.to_owned(),
+            });
+        }
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(ServeError::InUse(path.to_owned()));
+        }
+        std::fs::remove_file(path).map_err(socket_err)?;
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(socket_err)?;
+    }
+    UnixListener::bind(path).map_err(socket_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            socket_path("unix:///csi/csi.sock").unwrap(),
+            Path::new("/csi/csi.sock")
+        );
+        assert_eq!(
+            socket_path("unix:/csi/csi.sock").unwrap(),
+            Path::new("/csi/csi.sock")
+        );
+        assert_eq!(
+            socket_path("/tmp/x.sock").unwrap(),
+            Path::new("/tmp/x.sock")
+        );
+        for bad in ["tcp://127.0.0.1:1", "unix://relative.sock", "", "unix://"] {
+            assert!(socket_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn driver_names() {
+        for ok in ["node-local-cache.csi.io", "a", "rds.csi.srvlab.io"] {
+            assert!(check_driver_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "a_b", "a/b", &"a".repeat(64)] {
+            assert!(check_driver_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Validation of every value that reaches the filesystem or a backend. Pure functions: no I/O
+//! except [`check_no_symlinks`], which only reads metadata.
+
+use std::path::{Path, PathBuf};
+
+/// Longest accepted volume id or name, in bytes (the CSI spec's recommended string bound).
+pub const MAX_ID_LEN: usize = 128;
+/// Longest accepted target path, in bytes.
+pub const MAX_PATH_LEN: usize = 4096;
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidInput {
+    #[error("{what} is required")]
+    Missing { what: &'static str },
+    #[error("{what} {value:?} is longer than {max} bytes")]
+    TooLong {
+        what: &'static str,
+        value: String,
+        max: usize,
+    },
+    #[error("{what} {value:?} {reason}")]
+    Malformed {
+        what: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+}
+
+/// Accepts a volume id that is safe as a single path component and in any backend command:
+/// ASCII letters, digits, `.`, `_`, `-` and `:`, not starting with `.` or `-`.
+pub fn volume_id(id: &str) -> Result<&str, InvalidInput> {
+    token("volume id", id)
+}
+
+/// Like [`volume_id`], for other identifiers that may reach paths or commands (node ids).
+pub fn token<'a>(what: &'static str, value: &'a str) -> Result<&'a str, InvalidInput> {
+    let malformed = |reason| InvalidInput::Malformed {
+        what,
+        value: value.to_owned(),
+        reason,
+    };
+    if value.is_empty() {
+        return Err(InvalidInput::Missing { what });
+    }
+    if value.len() > MAX_ID_LEN {
+        return Err(InvalidInput::TooLong {
+            what,
+            value: value.to_owned(),
+            max: MAX_ID_LEN,
+        });
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._-:".contains(*c)))
+    {
+        return Err(malformed(if bad == '/' {
+            "contains '/'"
+        } else if bad.is_control() {
+            "contains a control character"
+        } else {
+            "contains a character outside [A-Za-z0-9._:-]"
+        }));
+    }
+    if value.starts_with('.') || value.starts_with('-') {
+        return Err(malformed("starts with '.' or '-'"));
+    }
+    Ok(value)
+}
+
+/// A CreateVolume name: the orchestrator's idempotency key. It reaches backends, never paths,
+/// so it may hold any printable character.
+pub fn volume_name(name: &str) -> Result<&str, InvalidInput> {
+    let what = "volume name";
+    if name.is_empty() {
+        return Err(InvalidInput::Missing { what });
+    }
+    if name.len() > MAX_ID_LEN {
+        return Err(InvalidInput::TooLong {
+            what,
+            value: name.to_owned(),
+            max: MAX_ID_LEN,
+        });
+    }
+    if name.chars().any(char::is_control) {
+        return Err(InvalidInput::Malformed {
+            what,
+            value: name.to_owned(),
+            reason: "contains a control character",
+        });
+    }
+    Ok(name)
+}
+
+/// Accepts a path that is absolute and already normal: no `.` or `..`, no empty components,
+/// no trailing `/`, no control characters.
+pub fn target_path<'a>(what: &'static str, path: &'a str) -> Result<&'a Path, InvalidInput> {
+    let malformed = |reason| InvalidInput::Malformed {
+        what,
+        value: path.to_owned(),
+        reason,
+    };
+    if path.is_empty() {
+        return Err(InvalidInput::Missing { what });
+    }
+    if path.len() > MAX_PATH_LEN {
+        return Err(InvalidInput::TooLong {
+            what,
+            value: path.to_owned(),
+            max: MAX_PATH_LEN,
+        });
+    }
+    if path.chars().any(char::is_control) {
+        return Err(malformed("contains a control character"));
+    }
+    if !path.starts_with('/') {
+        return Err(malformed("is not absolute"));
+    }
+    if path == "/" {
+        return Err(malformed("is the root directory"));
+    }
+    if path.ends_with('/') || path.contains("//") {
+        return Err(malformed(
+            "is not normalised (empty component or trailing '/')",
+        ));
+    }
+    if path.split('/').any(|c| c == "." || c == "..") {
+        return Err(malformed("is not normalised ('.' or '..')"));
+    }
+    Ok(Path::new(path))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnsafePath {
+    #[error("{path} is a symbolic link")]
+    Symlink { path: PathBuf },
+    #[error("{path} resolves through a symbolic link to {resolved}")]
+    ThroughSymlink { path: PathBuf, resolved: PathBuf },
+    #[error("cannot inspect {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Checks that neither a validated absolute `path` nor any existing ancestor is a symbolic
+/// link, so a later mkdir, mount or rmdir acts exactly where the request said.
+pub fn check_no_symlinks(path: &Path) -> Result<(), UnsafePath> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            return Err(UnsafePath::Symlink {
+                path: path.to_owned(),
+            });
+        }
+        Ok(_) | Err(_) => {}
+    }
+    let existing = path
+        .ancestors()
+        .find(|a| std::fs::symlink_metadata(a).is_ok())
+        .unwrap_or(Path::new("/"));
+    let resolved = std::fs::canonicalize(existing).map_err(|source| UnsafePath::Io {
+        path: existing.to_owned(),
+        source,
+    })?;
+    if resolved != existing {
+        return Err(UnsafePath::ThroughSymlink {
+            path: path.to_owned(),
+            resolved,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_ids() {
+        for ok in [
+            "nlc-8f1c2f4e-5a8b-5c9e-9a41-0c3c1d2e4f50",
+            "pvc_1",
+            "a:b.c",
+            "V9",
+        ] {
+            assert_eq!(volume_id(ok), Ok(ok));
+        }
+        let long = "a".repeat(MAX_ID_LEN + 1);
+        for (bad, reason) in [
+            ("", "required"),
+            ("a/b", "'/'"),
+            ("..", "starts with"),
+            (".hidden", "starts with"),
+            ("-rf", "starts with"),
+            ("a\nb", "control"),
+            ("a\0b", "control"),
+            ("a b", "outside"),
+            ("a;reboot", "outside"),
+            ("$(x)", "outside"),
+            ("é", "outside"),
+            (long.as_str(), "longer"),
+        ] {
+            let err = volume_id(bad).unwrap_err().to_string();
+            assert!(err.contains(reason), "{bad:?}: {err}");
+        }
+        assert_eq!(
+            volume_id(&"a".repeat(MAX_ID_LEN)).map(str::len),
+            Ok(MAX_ID_LEN)
+        );
+    }
+
+    #[test]
+    fn volume_names() {
+        assert!(volume_name("pvc-1 with spaces/and slashes").is_ok());
+        assert!(volume_name("").is_err());
+        assert!(volume_name("a\tb").is_err());
+        assert!(volume_name(&"n".repeat(MAX_ID_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn target_paths() {
+        for ok in ["/var/lib/kubelet/pods/x/volumes/mount", "/a"] {
+            assert_eq!(target_path("target path", ok).unwrap(), Path::new(ok));
+        }
+        for (bad, reason) in [
+            ("", "required"),
+            ("relative/path", "not absolute"),
+            ("/", "root"),
+            ("/a/../etc", "'..'"),
+            ("/a/./b", "'.'"),
+            ("/a//b", "empty component"),
+            ("/a/b/", "trailing"),
+            ("/a\nb", "control"),
+        ] {
+            let err = target_path("target path", bad).unwrap_err().to_string();
+            assert!(err.contains(reason), "{bad:?}: {err}");
+        }
+        let long = format!("/{}", "a".repeat(MAX_PATH_LEN));
+        assert!(target_path("target path", &long).is_err());
+    }
+
+    #[test]
+    fn symlinks_are_refused_anywhere_on_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        let real = base.join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, base.join("link")).unwrap();
+
+        check_no_symlinks(&real.join("new/target")).unwrap();
+        check_no_symlinks(&real).unwrap();
+        assert!(matches!(
+            check_no_symlinks(&base.join("link")),
+            Err(UnsafePath::Symlink { .. })
+        ));
+        assert!(matches!(
+            check_no_symlinks(&base.join("link/new/target")),
+            Err(UnsafePath::ThroughSymlink { .. })
+        ));
+    }
+}
