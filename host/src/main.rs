@@ -49,6 +49,9 @@ struct ServeArgs {
     /// State: local volume directories and the precompiled component cache.
     #[arg(long, default_value = "/var/lib/modcsi")]
     state_dir: PathBuf,
+    /// Where precompiled components are cached (default: <state-dir>/cache).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
     /// Upper bound on one backend call, e.g. 30s or 500ms (a shorter gRPC deadline wins).
     #[arg(long, default_value = "30s", value_parser = cli::parse_duration)]
     call_timeout: Duration,
@@ -60,8 +63,14 @@ struct ServeArgs {
     max_concurrent_calls: u32,
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() {
+    if let Err(err) = run(Cli::parse()) {
+        eprintln!("modcsi: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -92,6 +101,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         node_id,
         endpoint: args.endpoint,
         mode: args.mode,
+        cache_dir: args
+            .cache_dir
+            .unwrap_or_else(|| args.state_dir.join("cache")),
         state_dir: args.state_dir,
         call_timeout: args.call_timeout,
         memory_limit_mib: args.backend_memory_mib,

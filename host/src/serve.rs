@@ -26,6 +26,7 @@ pub struct ServeConfig {
     pub endpoint: String,
     pub mode: Mode,
     pub state_dir: PathBuf,
+    pub cache_dir: PathBuf,
     pub call_timeout: Duration,
     pub memory_limit_mib: usize,
     pub max_concurrent_calls: u32,
@@ -100,7 +101,7 @@ impl Server {
         let backend = Backend::load(
             &config.backend,
             RuntimeOptions {
-                cache_dir: config.state_dir.join("cache"),
+                cache_dir: config.cache_dir,
                 memory_limit: config.memory_limit_mib << 20,
                 call_timeout: config.call_timeout,
                 max_concurrent_calls: config.max_concurrent_calls,

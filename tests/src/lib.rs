@@ -1,1 +1,201 @@
+//! Test support: the backend components built in this repo, and a modcsi host started
+//! in-process on a temporary unix socket with its own state directory.
+//!
+//! Tests here are root tests: they make real bind mounts under their temporary directories and
+//! remove them again when the host is dropped, even after a failed assertion.
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use modcsi::client::CsiClient;
+use modcsi::csi::{Mode, SharedDriver};
+use modcsi::node::mountinfo::MountTable;
+use modcsi::serve::{ServeConfig, Server};
+use tokio::sync::oneshot;
+
+/// The node-local-cache backend.
+pub const NODE_LOCAL_CACHE: &str = "node_local_cache";
+/// Test backends that misbehave in `create-volume` for a volume named [`TRIGGER`].
+pub const LOOP_FOREVER: &str = "loop_forever";
+pub const MEMORY_BOMB: &str = "memory_bomb";
+pub const PANIC: &str = "panic";
+pub const TRIGGER: &str = "misbehave";
+
+/// Path of a backend component built by `just build-backends`.
+pub fn component(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../backends/target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run `just build-backends` first",
+        path.display()
+    );
+    path
+}
+
+/// Precompiled components shared by all tests, so each component compiles once per build.
+pub fn shared_cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/modcsi-test-cache")
+}
+
+pub struct TestHost {
+    pub client: CsiClient,
+    pub driver: SharedDriver,
+    pub endpoint: String,
+    dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl TestHost {
+    pub async fn start(backend: &str) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Starts a host serving every service, after letting `adjust` change its configuration.
+    pub async fn start_with(backend: &str, adjust: impl FnOnce(&mut ServeConfig)) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let endpoint = format!("unix://{}/csi.sock", root.display());
+        let mut config = ServeConfig {
+            backend: component(backend),
+            driver_name: "test.modcsi.io".into(),
+            node_id: "test-node".into(),
+            endpoint: endpoint.clone(),
+            mode: Mode::All,
+            state_dir: root.join("state"),
+            cache_dir: shared_cache_dir(),
+            call_timeout: Duration::from_secs(10),
+            memory_limit_mib: 64,
+            max_concurrent_calls: 8,
+        };
+        adjust(&mut config);
+        let server = Server::prepare(config).await.expect("host starts");
+        let driver = server.driver().clone();
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(server.run(async {
+            let _ = rx.await;
+        }));
+        let client = CsiClient::connect(&endpoint)
+            .await
+            .expect("client connects");
+        Self {
+            client,
+            driver,
+            endpoint,
+            dir,
+            shutdown: Some(tx),
+        }
+    }
+
+    /// The host's temporary root (canonical).
+    pub fn root(&self) -> PathBuf {
+        std::fs::canonicalize(self.dir.path()).unwrap()
+    }
+
+    /// A target path under the host's temporary root (not created).
+    pub fn target(&self, name: &str) -> String {
+        self.root().join("targets").join(name).display().to_string()
+    }
+
+    /// Where the node keeps a local-dir volume.
+    pub fn local_dir(&self, volume_id: &str) -> PathBuf {
+        self.root().join("state/local").join(volume_id)
+    }
+
+    /// Mount points under this host's temporary root.
+    pub fn mounts(&self) -> Vec<PathBuf> {
+        let root = self.root();
+        MountTable::read()
+            .unwrap()
+            .entries()
+            .iter()
+            .filter(|e| e.mount_point.starts_with(&root))
+            .map(|e| e.mount_point.clone())
+            .collect()
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        // Leave no mounts behind, whatever the test did.
+        for mount in self.mounts().into_iter().rev() {
+            let _ = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// Request builders shared by the tests and the benchmark.
+pub mod requests {
+    use std::collections::HashMap;
+
+    use modcsi::proto::volume_capability::{
+        AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode,
+    };
+    use modcsi::proto::*;
+
+    pub fn mount_capability(mode: Mode) -> VolumeCapability {
+        VolumeCapability {
+            access_type: Some(AccessType::Mount(MountVolume::default())),
+            access_mode: Some(AccessMode { mode: mode as i32 }),
+        }
+    }
+
+    pub fn block_capability() -> VolumeCapability {
+        VolumeCapability {
+            access_type: Some(AccessType::Block(BlockVolume {})),
+            access_mode: Some(AccessMode {
+                mode: Mode::SingleNodeWriter as i32,
+            }),
+        }
+    }
+
+    pub fn create(name: &str) -> CreateVolumeRequest {
+        CreateVolumeRequest {
+            name: name.into(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: 1 << 20,
+                limit_bytes: 0,
+            }),
+            volume_capabilities: vec![mount_capability(Mode::SingleNodeWriter)],
+            ..Default::default()
+        }
+    }
+
+    pub fn delete(volume_id: &str) -> DeleteVolumeRequest {
+        DeleteVolumeRequest {
+            volume_id: volume_id.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn publish(volume: &Volume, target: &str, readonly: bool) -> NodePublishVolumeRequest {
+        NodePublishVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+            target_path: target.into(),
+            volume_capability: Some(mount_capability(Mode::SingleNodeWriter)),
+            readonly,
+            volume_context: volume.volume_context.clone(),
+            publish_context: HashMap::new(),
+            ..Default::default()
+        }
+    }
+
+    pub fn unpublish(volume_id: &str, target: &str) -> NodeUnpublishVolumeRequest {
+        NodeUnpublishVolumeRequest {
+            volume_id: volume_id.into(),
+            target_path: target.into(),
+        }
+    }
+
+    pub fn stats(volume_id: &str, path: &str) -> NodeGetVolumeStatsRequest {
+        NodeGetVolumeStatsRequest {
+            volume_id: volume_id.into(),
+            volume_path: path.into(),
+            ..Default::default()
+        }
+    }
+}

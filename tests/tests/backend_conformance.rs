@@ -1,0 +1,216 @@
+//! The backend conformance kit: drives a backend component through the real runtime (no gRPC)
+//! and checks the contract every backend owes the host. `MODCSI_BACKEND=/path/to/backend.wasm`
+//! points it at any component; by default it checks node-local-cache, whose own promises
+//! (deterministic `nlc-<uuid v5>` ids, local-dir attachment, no topology, no block) follow.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use modcsi::runtime::types::{
+    AccessMode, AccessType, Attachment, Capability, CapacityRange, CreateRequest, MountVolume,
+};
+use modcsi::runtime::{Backend, CallError, RuntimeOptions};
+use modcsi::volume::validate;
+use modcsi_tests::{NODE_LOCAL_CACHE, component, shared_cache_dir};
+
+fn backend_path() -> PathBuf {
+    std::env::var_os("MODCSI_BACKEND").map_or_else(|| component(NODE_LOCAL_CACHE), PathBuf::from)
+}
+
+async fn load() -> Backend {
+    Backend::load(
+        &backend_path(),
+        RuntimeOptions {
+            cache_dir: shared_cache_dir(),
+            memory_limit: 64 << 20,
+            call_timeout: Duration::from_secs(10),
+            max_concurrent_calls: 4,
+        },
+    )
+    .await
+    .expect("the backend loads")
+}
+
+fn filesystem(mode: AccessMode) -> Capability {
+    Capability {
+        access_type: AccessType::Mount(MountVolume {
+            fs_type: String::new(),
+            mount_flags: vec![],
+            volume_mount_group: String::new(),
+        }),
+        access_mode: mode,
+    }
+}
+
+fn request(name: &str, capabilities: Vec<Capability>) -> CreateRequest {
+    CreateRequest {
+        name: name.into(),
+        capacity: CapacityRange {
+            required_bytes: 1 << 30,
+            limit_bytes: 0,
+        },
+        capabilities,
+        parameters: vec![],
+        secrets: vec![("token".into(), "never-logged".into())],
+        source: None,
+        accessibility: None,
+    }
+}
+
+/// A capability the backend says it supports.
+fn supported(backend: &Backend) -> Capability {
+    filesystem(
+        *backend
+            .info()
+            .access_modes
+            .first()
+            .expect("at least one access mode"),
+    )
+}
+
+#[tokio::test]
+async fn describes_itself_and_is_ready() {
+    let backend = load().await;
+    let info = backend.info();
+    assert!(!info.name.is_empty() && !info.version.is_empty());
+    assert!(!info.access_modes.is_empty(), "declares its access modes");
+    assert!(
+        info.volume_modes != modcsi::runtime::types::VolumeModes::empty(),
+        "declares filesystem and/or block"
+    );
+    backend.probe(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn create_is_idempotent_and_ids_are_safe() {
+    let backend = load().await;
+    let cap = supported(&backend);
+    let first = backend
+        .create_volume(request("pvc-a", vec![cap.clone()]), None)
+        .await
+        .unwrap();
+    let again = backend
+        .create_volume(request("pvc-a", vec![cap.clone()]), None)
+        .await
+        .unwrap();
+    let other = backend
+        .create_volume(request("pvc-b", vec![cap]), None)
+        .await
+        .unwrap();
+    assert_eq!(first.id, again.id, "the same name yields the same volume");
+    assert_ne!(
+        first.id, other.id,
+        "different names yield different volumes"
+    );
+    for volume in [&first, &other] {
+        validate::volume_id(&volume.id).expect("ids are safe for paths and commands");
+        assert!(
+            volume
+                .context
+                .iter()
+                .all(|(k, _)| !k.starts_with("modcsi.io/")),
+            "reserved keys"
+        );
+    }
+}
+
+#[tokio::test]
+async fn delete_is_idempotent() {
+    let backend = load().await;
+    let volume = backend
+        .create_volume(request("pvc-del", vec![supported(&backend)]), None)
+        .await
+        .unwrap();
+    backend
+        .delete_volume(volume.id.clone(), vec![], None)
+        .await
+        .unwrap();
+    backend
+        .delete_volume(volume.id, vec![], None)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn validates_what_it_created() {
+    let backend = load().await;
+    let cap = supported(&backend);
+    let volume = backend
+        .create_volume(request("pvc-val", vec![cap.clone()]), None)
+        .await
+        .unwrap();
+    let validation = backend
+        .validate_capabilities(volume.id, vec![cap], vec![], vec![], None)
+        .await
+        .unwrap();
+    assert!(validation.confirmed, "{}", validation.message);
+}
+
+// node-local-cache's own promises.
+
+fn is_node_local_cache() -> bool {
+    std::env::var_os("MODCSI_BACKEND").is_none()
+}
+
+#[tokio::test]
+async fn node_local_cache_ids_are_uuid_v5_of_the_name() {
+    if !is_node_local_cache() {
+        return;
+    }
+    let backend = load().await;
+    let volume = backend
+        .create_volume(
+            request(
+                "pvc-123",
+                vec![filesystem(AccessMode::MultiNodeMultiWriter)],
+            ),
+            None,
+        )
+        .await
+        .unwrap();
+    let uuid = volume.id.strip_prefix("nlc-").expect("nlc- prefix");
+    let parts: Vec<_> = uuid.split('-').map(str::len).collect();
+    assert_eq!(parts, [8, 4, 4, 4, 12], "{uuid}");
+    assert_eq!(&uuid[14..15], "5", "version 5");
+    assert!(matches!(volume.attachment, Some(Attachment::LocalDir)));
+    assert!(volume.topology.is_empty());
+    assert_eq!(volume.capacity_bytes, 1 << 30);
+}
+
+#[tokio::test]
+async fn node_local_cache_refuses_block_and_unknown_ids() {
+    if !is_node_local_cache() {
+        return;
+    }
+    let backend = load().await;
+    let block = Capability {
+        access_type: AccessType::Block,
+        access_mode: AccessMode::SingleNodeWriter,
+    };
+    match backend
+        .create_volume(request("pvc-block", vec![block.clone()]), None)
+        .await
+    {
+        Err(CallError::Refused { error, .. }) => assert!(format!("{error:?}").contains("block")),
+        other => panic!("block accepted: {other:?}"),
+    }
+    let volume = backend
+        .create_volume(
+            request("pvc-x", vec![filesystem(AccessMode::SingleNodeWriter)]),
+            None,
+        )
+        .await
+        .unwrap();
+    let validation = backend
+        .validate_capabilities(volume.id, vec![block], vec![], vec![], None)
+        .await
+        .unwrap();
+    assert!(!validation.confirmed);
+    let unknown = backend
+        .validate_capabilities("pvc-not-ours".into(), vec![], vec![], vec![], None)
+        .await;
+    assert!(
+        matches!(unknown, Err(CallError::Refused { .. })),
+        "{unknown:?}"
+    );
+}
