@@ -249,10 +249,8 @@ async fn identity_and_capabilities() {
     let node_types: Vec<_> = node
         .capabilities
         .iter()
-        .filter_map(|c| match &c.r#type {
-            Some(node_service_capability::Type::Rpc(r)) => Some(r.r#type()),
-            None => None,
-        })
+        .filter_map(|c| c.r#type.as_ref())
+        .map(|node_service_capability::Type::Rpc(r)| r.r#type())
         .collect();
     assert!(node_types.contains(&node_service_capability::rpc::Type::GetVolumeStats));
     assert!(

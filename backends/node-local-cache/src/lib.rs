@@ -20,7 +20,10 @@ const ID_PREFIX: &str = "nlc-";
 struct NodeLocalCache;
 
 fn volume_id(name: &str) -> String {
-    format!("{ID_PREFIX}{}", Uuid::new_v5(&ID_NAMESPACE, name.as_bytes()))
+    format!(
+        "{ID_PREFIX}{}",
+        Uuid::new_v5(&ID_NAMESPACE, name.as_bytes())
+    )
 }
 
 fn is_our_id(id: &str) -> bool {
@@ -76,7 +79,11 @@ impl Controller for NodeLocalCache {
             ));
         }
         let id = volume_id(&request.name);
-        log_at(LogLevel::Debug, "volume named", &[("name", &request.name), ("volume", &id)]);
+        log_at(
+            LogLevel::Debug,
+            "volume named",
+            &[("name", &request.name), ("volume", &id)],
+        );
         Ok(Volume {
             id,
             capacity_bytes: request.capacity.required_bytes,
@@ -98,11 +105,19 @@ impl Controller for NodeLocalCache {
         _parameters: KeyValues,
     ) -> Result<Validation, Error> {
         if !is_our_id(&volume_id) {
-            return Err(Error::NotFound(format!("{volume_id} is not a node-local-cache volume id")));
+            return Err(Error::NotFound(format!(
+                "{volume_id} is not a node-local-cache volume id"
+            )));
         }
         Ok(match block_rejection(&capabilities) {
-            Some(message) => Validation { confirmed: false, message },
-            None => Validation { confirmed: true, message: String::new() },
+            Some(message) => Validation {
+                confirmed: false,
+                message,
+            },
+            None => Validation {
+                confirmed: true,
+                message: String::new(),
+            },
         })
     }
 
@@ -126,7 +141,12 @@ impl Controller for NodeLocalCache {
         Err(unimplemented("get-capacity"))
     }
 
-    fn create_snapshot(_: String, _: String, _: KeyValues, _: KeyValues) -> Result<Snapshot, Error> {
+    fn create_snapshot(
+        _: String,
+        _: String,
+        _: KeyValues,
+        _: KeyValues,
+    ) -> Result<Snapshot, Error> {
         Err(unimplemented("create-snapshot"))
     }
 

@@ -19,8 +19,10 @@ use types::{Error, LogLevel};
 
 /// Logs a message through the host, which attributes it to this backend.
 pub fn log_at(level: LogLevel, message: &str, fields: &[(&str, &str)]) {
-    let fields: Vec<(String, String)> =
-        fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let fields: Vec<(String, String)> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     log::log(level, message, &fields);
 }
 
@@ -31,5 +33,8 @@ pub fn unimplemented(operation: &str) -> Error {
 
 /// Looks a key up in a list of key-value pairs (parameters, context, secrets).
 pub fn lookup<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }

@@ -1,0 +1,40 @@
+# modcsi: `just demo` shows a whole volume lifecycle; `just test` is what CI runs.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+backends_out := "backends/target/wasm32-wasip2/release"
+
+# List the recipes
+default:
+    @just --list
+
+# Build the backend components (node-local-cache and the hostile test backends) for wasm32-wasip2
+build-backends:
+    cargo build --release --target wasm32-wasip2 --manifest-path backends/Cargo.toml
+
+# Build the host and the backends
+build: build-backends
+    cargo build -p modcsi
+
+# Run the host with node-local-cache and drive create → publish → write → read-only read → unpublish → delete
+demo: build
+    scripts/demo.sh target/debug/modcsi {{backends_out}}/node_local_cache.wasm
+
+# Formatting and lints, host and backends
+check:
+    cargo fmt --all -- --check
+    cargo fmt --all --manifest-path backends/Cargo.toml -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    cargo clippy --manifest-path backends/Cargo.toml --target wasm32-wasip2 --all-targets -- -D warnings
+
+# Everything: lints, unit tests, backend conformance, CSI integration and runtime containment (needs root)
+test: build-backends check
+    cargo nextest run --workspace --no-fail-fast
+
+# The backend conformance kit; MODCSI_BACKEND=path/to/backend.wasm checks another component
+test-backends: build-backends
+    cargo nextest run -p modcsi-tests --test backend_conformance
+
+# Lifecycle throughput and per-call latency through the socket, plus backend-call overhead
+bench: build-backends
+    cargo run --release -p modcsi-tests --bin lifecycle-bench
