@@ -174,18 +174,11 @@ impl Controller for ControllerService {
         &self,
         _request: Request<ControllerGetCapabilitiesRequest>,
     ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
-        let info = self.0.backend.info();
-        let mut types = vec![rpc::Type::CreateDeleteVolume];
-        if info.access_modes.iter().any(|m| {
-            matches!(
-                m,
-                types::AccessMode::SingleNodeSingleWriter
-                    | types::AccessMode::SingleNodeMultiWriter
-            )
-        }) {
-            types.push(rpc::Type::SingleNodeMultiWriter);
+        let mut rpcs = vec![rpc::Type::CreateDeleteVolume];
+        if self.0.offers_single_node_multi_writer() {
+            rpcs.push(rpc::Type::SingleNodeMultiWriter);
         }
-        let capabilities = types
+        let capabilities = rpcs
             .into_iter()
             .map(|t| ControllerServiceCapability {
                 r#type: Some(Type::Rpc(Rpc { r#type: t as i32 })),

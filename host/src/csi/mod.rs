@@ -17,7 +17,7 @@ pub use identity::IdentityService;
 pub use node::NodeService;
 
 use crate::node::local_dir::LocalDirs;
-use crate::runtime::Backend;
+use crate::runtime::{Backend, types};
 use crate::volume::locks::OperationLocks;
 
 /// Which CSI services a process serves.
@@ -46,6 +46,20 @@ pub struct Driver {
     pub mode: Mode,
     pub local_dirs: LocalDirs,
     pub locks: OperationLocks,
+}
+
+impl Driver {
+    /// Whether the backend offers the single-node multi-writer modes (a capability both the
+    /// controller and the node advertise).
+    fn offers_single_node_multi_writer(&self) -> bool {
+        self.backend.info().access_modes.iter().any(|m| {
+            matches!(
+                m,
+                types::AccessMode::SingleNodeSingleWriter
+                    | types::AccessMode::SingleNodeMultiWriter
+            )
+        })
+    }
 }
 
 pub type SharedDriver = Arc<Driver>;

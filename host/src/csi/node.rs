@@ -222,17 +222,11 @@ impl Node for NodeService {
         &self,
         _request: Request<NodeGetCapabilitiesRequest>,
     ) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
-        let mut types = vec![rpc::Type::GetVolumeStats, rpc::Type::VolumeCondition];
-        if self.0.backend.info().access_modes.iter().any(|m| {
-            matches!(
-                m,
-                types::AccessMode::SingleNodeSingleWriter
-                    | types::AccessMode::SingleNodeMultiWriter
-            )
-        }) {
-            types.push(rpc::Type::SingleNodeMultiWriter);
+        let mut rpcs = vec![rpc::Type::GetVolumeStats, rpc::Type::VolumeCondition];
+        if self.0.offers_single_node_multi_writer() {
+            rpcs.push(rpc::Type::SingleNodeMultiWriter);
         }
-        let capabilities = types
+        let capabilities = rpcs
             .into_iter()
             .map(|t| NodeServiceCapability {
                 r#type: Some(Type::Rpc(Rpc { r#type: t as i32 })),

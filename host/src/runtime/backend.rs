@@ -129,7 +129,8 @@ impl WasiView for CallState {
     }
 }
 
-/// Mean cost of a backend call, split into instantiation and the call itself.
+/// Mean cost of a backend call, split into instantiation (store, WASI context and instance)
+/// and the call into the component itself.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CallTimings {
     pub calls: u64,
@@ -350,6 +351,7 @@ impl Backend {
             })?
             .expect("the slot semaphore is never closed");
 
+        let started = Instant::now();
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
         let mut store = Store::new(
             &self.engine,
@@ -372,7 +374,6 @@ impl Backend {
             }
         });
 
-        let started = Instant::now();
         let run = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
             let instantiated = Instant::now();
@@ -484,5 +485,63 @@ fn placeholder_info() -> types::BackendInfo {
         volume_modes: types::VolumeModes::empty(),
         topology: false,
         parameters: vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn load_wat(wat: &str) -> Result<Backend, LoadError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("component.wasm");
+        std::fs::write(&path, wat::parse_str(wat).unwrap()).unwrap();
+        Backend::load(
+            &path,
+            RuntimeOptions {
+                cache_dir: dir.path().join("cache"),
+                memory_limit: 16 << 20,
+                call_timeout: Duration::from_secs(5),
+                max_concurrent_calls: 2,
+            },
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn refuses_a_component_of_another_wit_version_naming_both() {
+        let err = load_wat(
+            r#"(component (instance $i) (export "modcsi:backend/identity@0.2.0" (instance $i)))"#,
+        )
+        .await
+        .err()
+        .expect("refused");
+        assert!(matches!(err, LoadError::Version { .. }), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains("modcsi:backend@0.2.0") && message.contains("modcsi:backend@0.1.0"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn refuses_a_component_that_is_not_a_backend() {
+        let err = load_wat("(component)").await.err().expect("refused");
+        assert!(matches!(err, LoadError::NotABackend { .. }), "{err}");
+    }
+
+    #[test]
+    fn stderr_excerpt_keeps_the_tail() {
+        use wasmtime_wasi::p2::{OutputStream, pipe::MemoryOutputPipe};
+        let mut pipe = MemoryOutputPipe::new(4096);
+        assert_eq!(stderr_excerpt(&pipe), "");
+        let long = format!("{}panicked at src/lib.rs:1: boom\n", "x".repeat(1000));
+        pipe.write(long.into()).unwrap();
+        let excerpt = stderr_excerpt(&pipe);
+        assert!(
+            excerpt.starts_with("; backend stderr: ") && excerpt.ends_with("boom"),
+            "{excerpt}"
+        );
+        assert!(excerpt.len() < 500);
     }
 }
