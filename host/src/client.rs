@@ -11,13 +11,27 @@ use crate::serve::{ServeError, socket_path};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("{0}")]
+    #[error(transparent)]
     Endpoint(#[from] ServeError),
-    #[error("cannot connect to {endpoint}: {source}")]
+    #[error("cannot connect to {endpoint}: {}", with_causes(cause))]
     Connect {
         endpoint: String,
-        source: tonic::transport::Error,
+        cause: tonic::transport::Error,
     },
+}
+
+/// An error and its causes on one line (tonic's transport error alone says little).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let line = c.to_string();
+        if !text.ends_with(&line) {
+            text = format!("{text}: {line}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// Clients for the three services on one connection.
@@ -41,9 +55,9 @@ impl CsiClient {
                     }
                 }))
                 .await
-                .map_err(|source| ClientError::Connect {
+                .map_err(|cause| ClientError::Connect {
                     endpoint: endpoint.to_owned(),
-                    source,
+                    cause,
                 })?;
         Ok(Self {
             identity: IdentityClient::new(channel.clone()),

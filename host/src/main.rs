@@ -5,7 +5,6 @@ mod cli;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use modcsi::csi::Mode;
 use modcsi::serve::{ServeConfig, Server};
@@ -65,7 +64,8 @@ struct ServeArgs {
 
 fn main() {
     if let Err(err) = run(Cli::parse()) {
-        eprintln!("modcsi: {err:#}");
+        // Our errors carry their causes in their messages; print the outermost only.
+        eprintln!("modcsi: {err}");
         std::process::exit(1);
     }
 }
@@ -78,7 +78,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| anyhow::anyhow!("starting the async runtime: {e}"))?;
     runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
@@ -91,7 +92,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let node_id = match args.node_id {
         Some(id) => id,
         None => nix::unistd::gethostname()
-            .context("reading the host name for --node-id")?
+            .map_err(|e| anyhow::anyhow!("reading the host name for --node-id: {e}"))?
             .to_string_lossy()
             .into_owned(),
     };

@@ -40,9 +40,9 @@ pub enum ServeError {
         "driver name {0:?} must be 1-63 characters of [a-zA-Z0-9.-], beginning and ending with a letter or digit"
     )]
     DriverName(String),
-    #[error("{0}")]
+    #[error(transparent)]
     NodeId(InvalidInput),
-    #[error("{0}")]
+    #[error(transparent)]
     Load(#[from] LoadError),
     #[error("socket {path}: {source}")]
     Socket {

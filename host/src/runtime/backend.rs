@@ -45,6 +45,8 @@ pub enum LoadError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("backend {path} is not a WebAssembly component: {reason}")]
+    NotAComponent { path: PathBuf, reason: &'static str },
     #[error("cannot start the wasmtime engine: {0:#}")]
     Engine(wasmtime::Error),
     #[error("backend component {path}: {source}")]
@@ -166,6 +168,10 @@ impl Backend {
         let wasm = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.to_owned(),
             source,
+        })?;
+        check_header(&wasm).map_err(|reason| LoadError::NotAComponent {
+            path: path.to_owned(),
+            reason,
         })?;
         let engine = engine::build(options.max_concurrent_calls, options.memory_limit)
             .map_err(LoadError::Engine)?;
@@ -450,6 +456,18 @@ fn stderr_excerpt(pipe: &MemoryOutputPipe) -> String {
     format!("; backend stderr: {}", &text[start..])
 }
 
+/// Tells a component from a core module or a stray file before the compiler sees it (its own
+/// message for these is a byte dump).
+fn check_header(wasm: &[u8]) -> Result<(), &'static str> {
+    match wasm.get(..8) {
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => Ok(()),
+        Some([0, b'a', b's', b'm', _, _, 0, 0]) => {
+            Err("it is a core module; build the backend for wasm32-wasip2 to get a component")
+        }
+        _ => Err("it does not start with the WebAssembly magic number"),
+    }
+}
+
 fn check_wit_version(
     path: &Path,
     engine: &Engine,
@@ -522,6 +540,25 @@ mod tests {
             message.contains("modcsi:backend@0.2.0") && message.contains("modcsi:backend@0.1.0"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn headers() {
+        assert_eq!(
+            check_header(&wat::parse_str("(component)").unwrap()),
+            Ok(())
+        );
+        assert!(
+            check_header(&wat::parse_str("(module)").unwrap())
+                .unwrap_err()
+                .contains("core module")
+        );
+        assert!(
+            check_header(b"not wasm at all")
+                .unwrap_err()
+                .contains("magic")
+        );
+        assert!(check_header(b"").is_err());
     }
 
     #[tokio::test]
