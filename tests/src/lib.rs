@@ -15,6 +15,8 @@ use tokio::sync::oneshot;
 
 /// The node-local-cache backend.
 pub const NODE_LOCAL_CACHE: &str = "node_local_cache";
+/// A test backend that declares every optional controller capability the host forwards.
+pub const FULL_FEATURED: &str = "full_featured";
 /// Test backends that misbehave in `create-volume` for a volume named [`TRIGGER`].
 pub const LOOP_FOREVER: &str = "loop_forever";
 pub const MEMORY_BOMB: &str = "memory_bomb";

@@ -19,6 +19,50 @@ impl ControllerService {
     fn backend_error(subject: String) -> impl FnOnce(crate::runtime::CallError) -> CsiError {
         move |source| CsiError::Backend { subject, source }
     }
+
+    /// Refuses an RPC whose capability the backend did not declare.
+    fn require(
+        &self,
+        capability: types::ControllerCapabilities,
+        rpc: &str,
+    ) -> Result<(), CsiError> {
+        if self.0.backend.info().capabilities.contains(capability) {
+            Ok(())
+        } else {
+            Err(CsiError::Unimplemented(format!(
+                "{rpc} is not offered by backend {}",
+                self.0.backend.name()
+            )))
+        }
+    }
+
+    /// The context the CO gets back: the backend's keys plus the attachment under the host's
+    /// reserved prefix, which a backend may not use itself.
+    fn host_context(
+        &self,
+        subject: &str,
+        context: types::KeyValues,
+        attachment: Option<&types::Attachment>,
+    ) -> Result<HashMap<String, String>, CsiError> {
+        if let Some((key, _)) = context.iter().find(|(k, _)| k.starts_with(RESERVED_PREFIX)) {
+            return Err(CsiError::Internal(format!(
+                "{subject}: backend {} set the reserved context key {key}",
+                self.0.backend.name()
+            )));
+        }
+        let mut map: HashMap<String, String> = context.into_iter().collect();
+        if let Some(a) = attachment {
+            attachment::encode(a, &mut map);
+        }
+        Ok(map)
+    }
+
+    fn lock<'a>(&'a self, id: &str) -> Result<crate::volume::locks::OperationGuard<'a>, CsiError> {
+        self.0
+            .locks
+            .try_lock(id)
+            .ok_or_else(|| CsiError::Pending(format!("volume {id}")))
+    }
 }
 
 #[tonic::async_trait]
@@ -58,21 +102,8 @@ impl Controller for ControllerService {
                 driver.backend.name()
             ))
         })?;
-        if let Some((key, _)) = volume
-            .context
-            .iter()
-            .find(|(k, _)| k.starts_with(RESERVED_PREFIX))
-        {
-            return Err(CsiError::Internal(format!(
-                "{subject}: backend {} set the reserved context key {key}",
-                driver.backend.name()
-            ))
-            .into());
-        }
-        let mut volume_context: HashMap<String, String> = volume.context.into_iter().collect();
-        if let Some(a) = &volume.attachment {
-            attachment::encode(a, &mut volume_context);
-        }
+        let volume_context =
+            self.host_context(&subject, volume.context, volume.attachment.as_ref())?;
         tracing::info!(volume = %volume.id, name, "volume created");
         Ok(Response::new(CreateVolumeResponse {
             volume: Some(Volume {
@@ -93,10 +124,7 @@ impl Controller for ControllerService {
         let r = request.into_inner();
         let driver = &self.0;
         let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
-        let _guard = driver
-            .locks
-            .try_lock(id)
-            .ok_or_else(|| CsiError::Pending(format!("volume {id}")))?;
+        let _guard = self.lock(id)?;
         // A local directory of this volume on this node goes with it (refused while published).
         let removed = driver
             .local_dirs
@@ -174,7 +202,20 @@ impl Controller for ControllerService {
         &self,
         _request: Request<ControllerGetCapabilitiesRequest>,
     ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
+        use types::ControllerCapabilities as C;
+        let declared = self.0.backend.info().capabilities;
         let mut rpcs = vec![rpc::Type::CreateDeleteVolume];
+        for (flag, rpc) in [
+            (C::PUBLISH_UNPUBLISH, rpc::Type::PublishUnpublishVolume),
+            (C::PUBLISH_UNPUBLISH, rpc::Type::PublishReadonly),
+            (C::EXPAND, rpc::Type::ExpandVolume),
+            (C::GET_CAPACITY, rpc::Type::GetCapacity),
+            (C::CLONE, rpc::Type::CloneVolume),
+        ] {
+            if declared.contains(flag) {
+                rpcs.push(rpc);
+            }
+        }
         if self.0.offers_single_node_multi_writer() {
             rpcs.push(rpc::Type::SingleNodeMultiWriter);
         }
@@ -186,6 +227,136 @@ impl Controller for ControllerService {
             .collect();
         Ok(Response::new(ControllerGetCapabilitiesResponse {
             capabilities,
+        }))
+    }
+
+    async fn controller_publish_volume(
+        &self,
+        request: Request<ControllerPublishVolumeRequest>,
+    ) -> Result<Response<ControllerPublishVolumeResponse>, Status> {
+        self.require(
+            types::ControllerCapabilities::PUBLISH_UNPUBLISH,
+            "ControllerPublishVolume",
+        )?;
+        let timeout = deadline::of(&request);
+        let r = request.into_inner();
+        let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
+        let node = validate::token("node id", &r.node_id).map_err(CsiError::from)?;
+        let capability = r.volume_capability.as_ref().ok_or_else(|| {
+            CsiError::InvalidArgument(format!("volume {id}: volume capability is required"))
+        })?;
+        let capability = convert::capability(capability)?;
+        convert::supported(&capability, self.0.backend.info())?;
+        let subject = format!("volume {id} on node {node}");
+        let _guard = self.lock(id)?;
+        let published = self
+            .0
+            .backend
+            .controller_publish(
+                types::PublishRequest {
+                    volume_id: id.to_owned(),
+                    node_id: node.to_owned(),
+                    capability,
+                    readonly: r.readonly,
+                    context: convert::key_values(&r.volume_context),
+                    secrets: convert::key_values(&r.secrets),
+                },
+                timeout,
+            )
+            .await
+            .map_err(Self::backend_error(subject.clone()))?;
+        let publish_context =
+            self.host_context(&subject, published.context, published.attachment.as_ref())?;
+        tracing::info!(volume = id, node, "volume published to node");
+        Ok(Response::new(ControllerPublishVolumeResponse {
+            publish_context,
+        }))
+    }
+
+    async fn controller_unpublish_volume(
+        &self,
+        request: Request<ControllerUnpublishVolumeRequest>,
+    ) -> Result<Response<ControllerUnpublishVolumeResponse>, Status> {
+        self.require(
+            types::ControllerCapabilities::PUBLISH_UNPUBLISH,
+            "ControllerUnpublishVolume",
+        )?;
+        let timeout = deadline::of(&request);
+        let r = request.into_inner();
+        let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
+        if !r.node_id.is_empty() {
+            validate::token("node id", &r.node_id).map_err(CsiError::from)?;
+        }
+        let _guard = self.lock(id)?;
+        self.0
+            .backend
+            .controller_unpublish(
+                id.to_owned(),
+                r.node_id.clone(),
+                convert::key_values(&r.secrets),
+                timeout,
+            )
+            .await
+            .map_err(Self::backend_error(format!("volume {id}")))?;
+        tracing::info!(volume = id, node = %r.node_id, "volume unpublished from node");
+        Ok(Response::new(ControllerUnpublishVolumeResponse {}))
+    }
+
+    async fn controller_expand_volume(
+        &self,
+        request: Request<ControllerExpandVolumeRequest>,
+    ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
+        self.require(
+            types::ControllerCapabilities::EXPAND,
+            "ControllerExpandVolume",
+        )?;
+        let timeout = deadline::of(&request);
+        let r = request.into_inner();
+        let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
+        let range = r.capacity_range.as_ref().ok_or_else(|| {
+            CsiError::InvalidArgument(format!("volume {id}: capacity range is required"))
+        })?;
+        let capacity = convert::capacity_range(Some(range))?;
+        let _guard = self.lock(id)?;
+        let expanded = self
+            .0
+            .backend
+            .expand_volume(
+                id.to_owned(),
+                capacity,
+                convert::key_values(&r.secrets),
+                timeout,
+            )
+            .await
+            .map_err(Self::backend_error(format!("volume {id}")))?;
+        tracing::info!(
+            volume = id,
+            capacity = expanded.capacity_bytes,
+            "volume expanded"
+        );
+        Ok(Response::new(ControllerExpandVolumeResponse {
+            capacity_bytes: bytes_to_csi(expanded.capacity_bytes),
+            node_expansion_required: expanded.node_expansion_required,
+        }))
+    }
+
+    async fn get_capacity(
+        &self,
+        request: Request<GetCapacityRequest>,
+    ) -> Result<Response<GetCapacityResponse>, Status> {
+        self.require(types::ControllerCapabilities::GET_CAPACITY, "GetCapacity")?;
+        let timeout = deadline::of(&request);
+        let r = request.into_inner();
+        let available = self
+            .0
+            .backend
+            .get_capacity(convert::key_values(&r.parameters), timeout)
+            .await
+            .map_err(Self::backend_error("capacity".to_owned()))?;
+        Ok(Response::new(GetCapacityResponse {
+            available_capacity: bytes_to_csi(available),
+            maximum_volume_size: None,
+            minimum_volume_size: None,
         }))
     }
 }

@@ -6,6 +6,7 @@ use super::{CsiError, SharedDriver, deadline};
 use crate::proto::identity_server::Identity;
 use crate::proto::plugin_capability::{Service, Type, service};
 use crate::proto::*;
+use crate::runtime::types;
 
 pub struct IdentityService(pub SharedDriver);
 
@@ -40,6 +41,19 @@ impl Identity for IdentityService {
         }
         if self.0.backend.info().topology {
             capabilities.push(service(service::Type::VolumeAccessibilityConstraints));
+        }
+        if self
+            .0
+            .backend
+            .info()
+            .capabilities
+            .contains(types::ControllerCapabilities::EXPAND)
+        {
+            capabilities.push(PluginCapability {
+                r#type: Some(Type::VolumeExpansion(plugin_capability::VolumeExpansion {
+                    r#type: plugin_capability::volume_expansion::Type::Online as i32,
+                })),
+            });
         }
         Ok(Response::new(GetPluginCapabilitiesResponse {
             capabilities,

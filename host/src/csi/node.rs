@@ -6,7 +6,7 @@ use std::path::Path;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, bytes_to_csi};
-use super::{CsiError, Driver, SharedDriver};
+use super::{CsiError, Driver, SharedDriver, deadline};
 use crate::node::mountinfo::MountTable;
 use crate::node::{NodeError, io_error, mount, stats};
 use crate::proto::node_server::Node;
@@ -237,12 +237,43 @@ impl Node for NodeService {
 
     async fn node_get_info(
         &self,
-        _request: Request<NodeGetInfoRequest>,
+        request: Request<NodeGetInfoRequest>,
     ) -> Result<Response<NodeGetInfoResponse>, Status> {
-        Ok(Response::new(NodeGetInfoResponse {
-            node_id: self.0.node_id.clone(),
+        let driver = &self.0;
+        let mut info = NodeGetInfoResponse {
+            node_id: driver.node_id.clone(),
             max_volumes_per_node: 0,
             accessible_topology: None,
-        }))
+        };
+        // A backend that knows better (a cloud VM id, a zone) describes the node itself.
+        if driver
+            .backend
+            .info()
+            .capabilities
+            .contains(types::ControllerCapabilities::NODE_IDENTITY)
+        {
+            let identity = driver
+                .backend
+                .node_identity(deadline::of(&request))
+                .await
+                .map_err(|source| CsiError::Backend {
+                    subject: format!("node {}", driver.node_id),
+                    source,
+                })?;
+            if let Some(id) = identity.node_id {
+                validate::token("node id", &id).map_err(|e| {
+                    CsiError::Internal(format!(
+                        "backend {} returned an unusable node id: {e}",
+                        driver.backend.name()
+                    ))
+                })?;
+                info.node_id = id;
+            }
+            info.max_volumes_per_node = i64::from(identity.max_volumes);
+            if !identity.topology.is_empty() {
+                info.accessible_topology = convert::topology_to_csi(&[identity.topology]).pop();
+            }
+        }
+        Ok(Response::new(info))
     }
 }

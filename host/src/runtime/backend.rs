@@ -318,6 +318,90 @@ impl Backend {
         self.refused("validate-capabilities", result)
     }
 
+    pub async fn controller_publish(
+        &self,
+        request: types::PublishRequest,
+        timeout: Option<Duration>,
+    ) -> Result<types::PublishResult, CallError> {
+        let result = self
+            .invoke("controller-publish", timeout, move |store, b| {
+                Box::pin(async move {
+                    b.modcsi_backend_controller()
+                        .call_controller_publish(store, &request)
+                        .await
+                })
+            })
+            .await?;
+        self.refused("controller-publish", result)
+    }
+
+    pub async fn controller_unpublish(
+        &self,
+        volume_id: String,
+        node_id: String,
+        secrets: types::KeyValues,
+        timeout: Option<Duration>,
+    ) -> Result<(), CallError> {
+        let result = self
+            .invoke("controller-unpublish", timeout, move |store, b| {
+                Box::pin(async move {
+                    b.modcsi_backend_controller()
+                        .call_controller_unpublish(store, &volume_id, &node_id, &secrets)
+                        .await
+                })
+            })
+            .await?;
+        self.refused("controller-unpublish", result)
+    }
+
+    pub async fn expand_volume(
+        &self,
+        volume_id: String,
+        capacity: types::CapacityRange,
+        secrets: types::KeyValues,
+        timeout: Option<Duration>,
+    ) -> Result<types::ExpandResult, CallError> {
+        let result = self
+            .invoke("expand-volume", timeout, move |store, b| {
+                Box::pin(async move {
+                    b.modcsi_backend_controller()
+                        .call_expand_volume(store, &volume_id, capacity, &secrets)
+                        .await
+                })
+            })
+            .await?;
+        self.refused("expand-volume", result)
+    }
+
+    pub async fn get_capacity(
+        &self,
+        parameters: types::KeyValues,
+        timeout: Option<Duration>,
+    ) -> Result<u64, CallError> {
+        let result = self
+            .invoke("get-capacity", timeout, move |store, b| {
+                Box::pin(async move {
+                    b.modcsi_backend_controller()
+                        .call_get_capacity(store, &parameters)
+                        .await
+                })
+            })
+            .await?;
+        self.refused("get-capacity", result)
+    }
+
+    pub async fn node_identity(
+        &self,
+        timeout: Option<Duration>,
+    ) -> Result<types::NodeInfo, CallError> {
+        let result = self
+            .invoke("node-identity", timeout, |store, b| {
+                Box::pin(b.modcsi_backend_controller().call_node_identity(store))
+            })
+            .await?;
+        self.refused("node-identity", result)
+    }
+
     fn refused<T>(
         &self,
         operation: &'static str,
