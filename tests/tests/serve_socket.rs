@@ -1,0 +1,70 @@
+//! The CSI socket: a live server's socket is never taken over, a stale one left by a crash is
+//! replaced, and a clean shutdown removes it.
+
+use std::time::Duration;
+
+use modcsi::csi::Mode;
+use modcsi::serve::{ServeConfig, ServeError, Server};
+use modcsi_tests::{NODE_LOCAL_CACHE, TestHost, component, shared_cache_dir};
+
+fn config(endpoint: &str, state: &std::path::Path) -> ServeConfig {
+    ServeConfig {
+        backend: component(NODE_LOCAL_CACHE),
+        driver_name: "test.modcsi.io".into(),
+        node_id: "n1".into(),
+        endpoint: endpoint.into(),
+        mode: Mode::All,
+        state_dir: state.to_owned(),
+        cache_dir: shared_cache_dir(),
+        call_timeout: Duration::from_secs(5),
+        memory_limit_mib: 64,
+        max_concurrent_calls: 2,
+    }
+}
+
+#[tokio::test]
+async fn a_live_socket_is_refused() {
+    let host = TestHost::start(NODE_LOCAL_CACHE).await;
+    let state = tempfile::tempdir().unwrap();
+    let err = Server::prepare(config(&host.endpoint, state.path()))
+        .await
+        .err()
+        .expect("refused");
+    assert!(matches!(err, ServeError::InUse(_)), "{err}");
+}
+
+#[tokio::test]
+async fn a_stale_socket_is_replaced_and_shutdown_removes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("csi.sock");
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap()); // a crash leaves this behind
+    assert!(socket.exists());
+    let endpoint = format!("unix://{}", socket.display());
+    let server = Server::prepare(config(&endpoint, &dir.path().join("state")))
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async {
+        let _ = rx.await;
+    }));
+    modcsi::client::CsiClient::connect(&endpoint)
+        .await
+        .expect("serving on the replaced socket");
+    tx.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    assert!(!socket.exists(), "a clean shutdown removes the socket");
+}
+
+#[tokio::test]
+async fn a_path_that_is_not_a_socket_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("important.txt");
+    std::fs::write(&file, b"keep me").unwrap();
+    let endpoint = format!("unix://{}", file.display());
+    let err = Server::prepare(config(&endpoint, &dir.path().join("state")))
+        .await
+        .err()
+        .expect("refused");
+    assert!(matches!(err, ServeError::NotASocket { .. }), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+}
