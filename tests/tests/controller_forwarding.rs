@@ -1,5 +1,6 @@
 //! What a backend declares, the host serves: ControllerPublish/Unpublish (with the backend's
-//! attachment encoded into the publish context), expansion, capacity and node identity; what it
+//! attachment encoded into the publish context), expansion, capacity, listing, snapshots and
+//! node identity; what it
 //! does not declare is UNIMPLEMENTED. Uses the full-featured test backend, which keeps its
 //! volumes in the host's cache capability, across per-call instances.
 
@@ -321,5 +322,159 @@ async fn expansion_capacity_and_node_identity() {
             .get("topology.test/zone")
             .map(String::as_str),
         Some("a")
+    );
+}
+
+#[tokio::test]
+async fn list_volumes_pages_through_everything() {
+    let mut host = TestHost::start(FULL_FEATURED).await;
+    let c = &mut host.client.controller;
+    let mut created = Vec::new();
+    for name in ["l1", "l2", "l3"] {
+        created.push(
+            c.create_volume(requests::create(name))
+                .await
+                .unwrap()
+                .into_inner()
+                .volume
+                .unwrap()
+                .volume_id,
+        );
+    }
+    let first = c
+        .list_volumes(ListVolumesRequest {
+            max_entries: 2,
+            starting_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.entries.len(), 2);
+    assert!(!first.next_token.is_empty());
+    let rest = c
+        .list_volumes(ListVolumesRequest {
+            max_entries: 2,
+            starting_token: first.next_token,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(rest.next_token.is_empty());
+    let mut listed: Vec<_> = first
+        .entries
+        .iter()
+        .chain(&rest.entries)
+        .map(|e| e.volume.as_ref().unwrap().volume_id.clone())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, created);
+    let bad = c
+        .list_volumes(ListVolumesRequest {
+            max_entries: 0,
+            starting_token: "bogus".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        bad.code(),
+        Code::Aborted,
+        "the spec's code for an invalid starting token"
+    );
+    assert_eq!(
+        c.list_volumes(ListVolumesRequest {
+            max_entries: -1,
+            starting_token: String::new()
+        })
+        .await
+        .unwrap_err()
+        .code(),
+        Code::InvalidArgument
+    );
+}
+
+#[tokio::test]
+async fn snapshots_are_idempotent_and_listed() {
+    let mut host = TestHost::start(FULL_FEATURED).await;
+    let c = &mut host.client.controller;
+    let volume = c
+        .create_volume(requests::create("s1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let create = |name: &str, source: &str| CreateSnapshotRequest {
+        name: name.into(),
+        source_volume_id: source.into(),
+        ..Default::default()
+    };
+    let snap = c
+        .create_snapshot(create("daily", &volume.volume_id))
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert_eq!(snap.source_volume_id, volume.volume_id);
+    assert!(snap.ready_to_use && snap.creation_time.is_some());
+    let again = c
+        .create_snapshot(create("daily", &volume.volume_id))
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert_eq!(again, snap);
+    assert_eq!(
+        c.create_snapshot(create("", &volume.volume_id))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        c.create_snapshot(create("x", "")).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        c.create_snapshot(create("x", "ff-missing"))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+
+    let by_id = ListSnapshotsRequest {
+        snapshot_id: snap.snapshot_id.clone(),
+        ..Default::default()
+    };
+    let listed = c.list_snapshots(by_id.clone()).await.unwrap().into_inner();
+    assert_eq!(listed.entries.len(), 1);
+    c.delete_snapshot(DeleteSnapshotRequest {
+        snapshot_id: snap.snapshot_id.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    c.delete_snapshot(DeleteSnapshotRequest {
+        snapshot_id: snap.snapshot_id.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(
+        c.list_snapshots(by_id)
+            .await
+            .unwrap()
+            .into_inner()
+            .entries
+            .is_empty()
+    );
+    assert_eq!(
+        c.delete_snapshot(DeleteSnapshotRequest::default())
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
     );
 }

@@ -56,13 +56,6 @@ impl ControllerService {
         }
         Ok(map)
     }
-
-    fn lock<'a>(&'a self, id: &str) -> Result<crate::volume::locks::OperationGuard<'a>, CsiError> {
-        self.0
-            .locks
-            .try_lock(id)
-            .ok_or_else(|| CsiError::Pending(format!("volume {id}")))
-    }
 }
 
 #[tonic::async_trait]
@@ -86,10 +79,7 @@ impl Controller for ControllerService {
             accessibility: convert::topology_requirement(r.accessibility_requirements.as_ref()),
         };
         let subject = format!("create volume {name:?}");
-        let _guard = driver
-            .locks
-            .try_lock(&format!("name/{name}"))
-            .ok_or_else(|| CsiError::Pending(subject.clone()))?;
+        let _guard = self.0.lock_key(&format!("name/{name}"), &subject)?;
 
         let volume = driver
             .backend
@@ -124,7 +114,7 @@ impl Controller for ControllerService {
         let r = request.into_inner();
         let driver = &self.0;
         let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
-        let _guard = self.lock(id)?;
+        let _guard = self.0.lock(id)?;
         // A local directory of this volume on this node goes with it (refused while published).
         let removed = driver
             .local_dirs
@@ -210,6 +200,9 @@ impl Controller for ControllerService {
             (C::PUBLISH_UNPUBLISH, rpc::Type::PublishReadonly),
             (C::EXPAND, rpc::Type::ExpandVolume),
             (C::GET_CAPACITY, rpc::Type::GetCapacity),
+            (C::LIST_VOLUMES, rpc::Type::ListVolumes),
+            (C::SNAPSHOTS, rpc::Type::CreateDeleteSnapshot),
+            (C::SNAPSHOTS, rpc::Type::ListSnapshots),
             (C::CLONE, rpc::Type::CloneVolume),
         ] {
             if declared.contains(flag) {
@@ -248,7 +241,7 @@ impl Controller for ControllerService {
         let capability = convert::capability(capability)?;
         convert::supported(&capability, self.0.backend.info())?;
         let subject = format!("volume {id} on node {node}");
-        let _guard = self.lock(id)?;
+        let _guard = self.0.lock(id)?;
         let published = self
             .0
             .backend
@@ -287,7 +280,7 @@ impl Controller for ControllerService {
         if !r.node_id.is_empty() {
             validate::token("node id", &r.node_id).map_err(CsiError::from)?;
         }
-        let _guard = self.lock(id)?;
+        let _guard = self.0.lock(id)?;
         self.0
             .backend
             .controller_unpublish(
@@ -317,7 +310,7 @@ impl Controller for ControllerService {
             CsiError::InvalidArgument(format!("volume {id}: capacity range is required"))
         })?;
         let capacity = convert::capacity_range(Some(range))?;
-        let _guard = self.lock(id)?;
+        let _guard = self.0.lock(id)?;
         let expanded = self
             .0
             .backend
@@ -358,5 +351,158 @@ impl Controller for ControllerService {
             maximum_volume_size: None,
             minimum_volume_size: None,
         }))
+    }
+
+    async fn list_volumes(
+        &self,
+        request: Request<ListVolumesRequest>,
+    ) -> Result<Response<ListVolumesResponse>, Status> {
+        self.require(types::ControllerCapabilities::LIST_VOLUMES, "ListVolumes")?;
+        let timeout = deadline::of(&request);
+        let r = request.into_inner();
+        let max_entries = max_entries(r.max_entries)?;
+        let page = self
+            .0
+            .backend
+            .list_volumes(max_entries, r.starting_token, timeout)
+            .await
+            .map_err(Self::backend_error("list volumes".to_owned()))?;
+        let mut entries = Vec::with_capacity(page.volumes.len());
+        for volume in page.volumes {
+            let subject = format!("list volumes: volume {}", volume.id);
+            validate::volume_id(&volume.id)
+                .map_err(|e| CsiError::Internal(format!("{subject}: unusable id: {e}")))?;
+            entries.push(list_volumes_response::Entry {
+                volume: Some(Volume {
+                    capacity_bytes: bytes_to_csi(volume.capacity_bytes),
+                    volume_context: self.host_context(
+                        &subject,
+                        volume.context,
+                        volume.attachment.as_ref(),
+                    )?,
+                    accessible_topology: convert::topology_to_csi(&volume.topology),
+                    volume_id: volume.id,
+                    content_source: None,
+                }),
+                status: None,
+            });
+        }
+        Ok(Response::new(ListVolumesResponse {
+            entries,
+            next_token: page.next_token,
+        }))
+    }
+
+    async fn create_snapshot(
+        &self,
+        request: Request<CreateSnapshotRequest>,
+    ) -> Result<Response<CreateSnapshotResponse>, Status> {
+        self.require(types::ControllerCapabilities::SNAPSHOTS, "CreateSnapshot")?;
+        let timeout = deadline::of(&request);
+        let r = request.into_inner();
+        let name = validate::volume_name(&r.name).map_err(CsiError::from)?;
+        let source =
+            validate::token("source volume id", &r.source_volume_id).map_err(CsiError::from)?;
+        let subject = format!("snapshot {name:?} of volume {source}");
+        let _guard = self.0.lock_key(&format!("snapshot/{name}"), &subject)?;
+        let snapshot = self
+            .0
+            .backend
+            .create_snapshot(
+                source.to_owned(),
+                name.to_owned(),
+                convert::key_values(&r.parameters),
+                convert::key_values(&r.secrets),
+                timeout,
+            )
+            .await
+            .map_err(Self::backend_error(subject.clone()))?;
+        validate::token("snapshot id", &snapshot.id).map_err(|e| {
+            CsiError::Internal(format!("{subject}: backend returned an unusable id: {e}"))
+        })?;
+        tracing::info!(snapshot = %snapshot.id, volume = source, "snapshot created");
+        Ok(Response::new(CreateSnapshotResponse {
+            snapshot: Some(snapshot_to_csi(snapshot)),
+        }))
+    }
+
+    async fn delete_snapshot(
+        &self,
+        request: Request<DeleteSnapshotRequest>,
+    ) -> Result<Response<DeleteSnapshotResponse>, Status> {
+        self.require(types::ControllerCapabilities::SNAPSHOTS, "DeleteSnapshot")?;
+        let timeout = deadline::of(&request);
+        let r = request.into_inner();
+        let id = validate::token("snapshot id", &r.snapshot_id).map_err(CsiError::from)?;
+        let subject = format!("snapshot {id}");
+        let _guard = self.0.lock_key(&format!("snapshot-id/{id}"), &subject)?;
+        self.0
+            .backend
+            .delete_snapshot(id.to_owned(), convert::key_values(&r.secrets), timeout)
+            .await
+            .map_err(Self::backend_error(subject))?;
+        tracing::info!(snapshot = id, "snapshot deleted");
+        Ok(Response::new(DeleteSnapshotResponse {}))
+    }
+
+    async fn list_snapshots(
+        &self,
+        request: Request<ListSnapshotsRequest>,
+    ) -> Result<Response<ListSnapshotsResponse>, Status> {
+        self.require(types::ControllerCapabilities::SNAPSHOTS, "ListSnapshots")?;
+        let timeout = deadline::of(&request);
+        let r = request.into_inner();
+        let max_entries = max_entries(r.max_entries)?;
+        // Filters are compared, never used as paths, but must still be sane identifiers.
+        for (what, value) in [
+            ("source volume id", &r.source_volume_id),
+            ("snapshot id", &r.snapshot_id),
+        ] {
+            if !value.is_empty() {
+                validate::token(what, value).map_err(CsiError::from)?;
+            }
+        }
+        let page = self
+            .0
+            .backend
+            .list_snapshots(
+                max_entries,
+                r.starting_token,
+                r.source_volume_id,
+                r.snapshot_id,
+                timeout,
+            )
+            .await
+            .map_err(Self::backend_error("list snapshots".to_owned()))?;
+        let entries = page
+            .snapshots
+            .into_iter()
+            .map(|s| list_snapshots_response::Entry {
+                snapshot: Some(snapshot_to_csi(s)),
+            })
+            .collect();
+        Ok(Response::new(ListSnapshotsResponse {
+            entries,
+            next_token: page.next_token,
+        }))
+    }
+}
+
+fn max_entries(requested: i32) -> Result<u32, CsiError> {
+    u32::try_from(requested)
+        .map_err(|_| CsiError::InvalidArgument(format!("max_entries {requested} is negative")))
+}
+
+fn snapshot_to_csi(snapshot: types::Snapshot) -> Snapshot {
+    Snapshot {
+        size_bytes: bytes_to_csi(snapshot.size_bytes),
+        snapshot_id: snapshot.id,
+        source_volume_id: snapshot.source_volume_id,
+        creation_time: Some(prost_types::Timestamp {
+            seconds: snapshot.created_unix_seconds,
+            nanos: 0,
+        }),
+        ready_to_use: snapshot.ready,
+        group_snapshot_id: String::new(),
     }
 }

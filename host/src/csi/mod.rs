@@ -18,7 +18,7 @@ pub use node::NodeService;
 
 use crate::node::local_dir::LocalDirs;
 use crate::runtime::{Backend, types};
-use crate::volume::locks::OperationLocks;
+use crate::volume::locks::{OperationGuard, OperationLocks};
 
 /// Which CSI services a process serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -49,6 +49,18 @@ pub struct Driver {
 }
 
 impl Driver {
+    /// Takes the operation lock of a volume id (ABORTED while another operation holds it).
+    fn lock(&self, id: &str) -> Result<OperationGuard<'_>, CsiError> {
+        self.lock_key(id, &format!("volume {id}"))
+    }
+
+    /// Takes the lock for `key`; `subject` names it in the ABORTED error.
+    fn lock_key(&self, key: &str, subject: &str) -> Result<OperationGuard<'_>, CsiError> {
+        self.locks
+            .try_lock(key)
+            .ok_or_else(|| CsiError::Pending(subject.to_owned()))
+    }
+
     /// Whether the backend offers the single-node multi-writer modes (a capability both the
     /// controller and the node advertise).
     fn offers_single_node_multi_writer(&self) -> bool {

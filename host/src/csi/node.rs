@@ -109,10 +109,7 @@ impl Node for NodeService {
                 types::AccessMode::SingleNodeReaderOnly | types::AccessMode::MultiNodeReaderOnly
             );
         safe_path(id, "target path", &r.target_path)?;
-        let _guard = driver
-            .locks
-            .try_lock(id)
-            .ok_or_else(|| CsiError::Pending(format!("volume {id}")))?;
+        let _guard = driver.lock(id)?;
         driver.publish_local_dir(id, target, read_only)?;
         tracing::info!(volume = id, target = %target.display(), read_only, "volume published");
         Ok(Response::new(NodePublishVolumeResponse {}))
@@ -126,10 +123,7 @@ impl Node for NodeService {
         let driver = &self.0;
         let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
         let target = safe_path(id, "target path", &r.target_path)?;
-        let _guard = driver
-            .locks
-            .try_lock(id)
-            .ok_or_else(|| CsiError::Pending(format!("volume {id}")))?;
+        let _guard = driver.lock(id)?;
         let table = MountTable::read().map_err(|e| node_err(id)(e.into()))?;
         let target_exists = std::fs::symlink_metadata(target).is_ok();
         if table.at(target).is_some() {

@@ -402,6 +402,94 @@ impl Backend {
         self.refused("node-identity", result)
     }
 
+    pub async fn list_volumes(
+        &self,
+        max_entries: u32,
+        starting_token: String,
+        timeout: Option<Duration>,
+    ) -> Result<types::VolumePage, CallError> {
+        let result = self
+            .invoke("list-volumes", timeout, move |store, b| {
+                Box::pin(async move {
+                    b.modcsi_backend_controller()
+                        .call_list_volumes(store, max_entries, &starting_token)
+                        .await
+                })
+            })
+            .await?;
+        self.refused("list-volumes", result)
+    }
+
+    pub async fn create_snapshot(
+        &self,
+        source_volume_id: String,
+        name: String,
+        parameters: types::KeyValues,
+        secrets: types::KeyValues,
+        timeout: Option<Duration>,
+    ) -> Result<types::Snapshot, CallError> {
+        let result = self
+            .invoke("create-snapshot", timeout, move |store, b| {
+                Box::pin(async move {
+                    b.modcsi_backend_controller()
+                        .call_create_snapshot(
+                            store,
+                            &source_volume_id,
+                            &name,
+                            &parameters,
+                            &secrets,
+                        )
+                        .await
+                })
+            })
+            .await?;
+        self.refused("create-snapshot", result)
+    }
+
+    pub async fn delete_snapshot(
+        &self,
+        snapshot_id: String,
+        secrets: types::KeyValues,
+        timeout: Option<Duration>,
+    ) -> Result<(), CallError> {
+        let result = self
+            .invoke("delete-snapshot", timeout, move |store, b| {
+                Box::pin(async move {
+                    b.modcsi_backend_controller()
+                        .call_delete_snapshot(store, &snapshot_id, &secrets)
+                        .await
+                })
+            })
+            .await?;
+        self.refused("delete-snapshot", result)
+    }
+
+    pub async fn list_snapshots(
+        &self,
+        max_entries: u32,
+        starting_token: String,
+        source_volume_id: String,
+        snapshot_id: String,
+        timeout: Option<Duration>,
+    ) -> Result<types::SnapshotPage, CallError> {
+        let result = self
+            .invoke("list-snapshots", timeout, move |store, b| {
+                Box::pin(async move {
+                    b.modcsi_backend_controller()
+                        .call_list_snapshots(
+                            store,
+                            max_entries,
+                            &starting_token,
+                            &source_volume_id,
+                            &snapshot_id,
+                        )
+                        .await
+                })
+            })
+            .await?;
+        self.refused("list-snapshots", result)
+    }
+
     fn refused<T>(
         &self,
         operation: &'static str,

@@ -1,4 +1,5 @@
-//! Test backend: declares publish/unpublish, expansion, capacity and node identity, and keeps
+//! Test backend: declares publish/unpublish, expansion, capacity, listing, snapshots and node
+//! identity, and keeps
 //! its volumes in the host's `cache` capability, the only state that outlives the per-call
 //! instances. Publishing answers with an NVMe/TCP attachment so the host's publish-context
 //! encoding can be checked.
@@ -7,7 +8,6 @@ use modcsi_backend_sdk::cache;
 use modcsi_backend_sdk::controller::Guest as Controller;
 use modcsi_backend_sdk::identity::Guest as Identity;
 use modcsi_backend_sdk::types::*;
-use modcsi_backend_sdk::unimplemented;
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
 const CAPACITY: u64 = 42 << 30;
@@ -27,6 +27,78 @@ fn load(id: &str) -> Result<u64, Error> {
 
 fn store(id: &str, capacity: u64, ttl_ms: u64) {
     cache::set(&key(id), &capacity.to_le_bytes(), ttl_ms);
+    if ttl_ms == 0 {
+        unindex("volumes", id);
+    } else {
+        index_add("volumes", id);
+    }
+}
+
+fn index(name: &str) -> Vec<String> {
+    cache::get(&format!("index/{name}"))
+        .map(|v| {
+            String::from_utf8_lossy(&v)
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn set_index(name: &str, ids: &[String]) {
+    cache::set(&format!("index/{name}"), ids.join("\n").as_bytes(), DAY_MS);
+}
+
+fn index_add(name: &str, id: &str) {
+    let mut ids = index(name);
+    if !ids.iter().any(|i| i == id) {
+        ids.push(id.to_owned());
+        set_index(name, &ids);
+    }
+}
+
+fn unindex(name: &str, id: &str) {
+    let mut ids = index(name);
+    ids.retain(|i| i != id);
+    set_index(name, &ids);
+}
+
+/// One page of `items` from the offset in `token`; the next token is the following offset.
+fn page<T>(items: Vec<T>, max_entries: u32, token: &str) -> Result<(Vec<T>, String), Error> {
+    let start: usize = if token.is_empty() {
+        0
+    } else {
+        token
+            .parse()
+            .map_err(|_| Error::Aborted(format!("invalid starting token {token:?}")))?
+    };
+    let take = if max_entries == 0 {
+        usize::MAX
+    } else {
+        max_entries as usize
+    };
+    let total = items.len();
+    let page: Vec<T> = items.into_iter().skip(start).take(take).collect();
+    let end = start + page.len();
+    Ok((
+        page,
+        if end < total {
+            end.to_string()
+        } else {
+            String::new()
+        },
+    ))
+}
+
+fn snapshot(id: &str) -> Option<Snapshot> {
+    let source = String::from_utf8(cache::get(&format!("snapshot/{id}"))?).ok()?;
+    Some(Snapshot {
+        id: id.to_owned(),
+        size_bytes: load(&source).unwrap_or(0),
+        source_volume_id: source,
+        created_unix_seconds: 1_700_000_000,
+        ready: true,
+    })
 }
 
 impl Identity for FullFeatured {
@@ -37,6 +109,8 @@ impl Identity for FullFeatured {
             capabilities: ControllerCapabilities::PUBLISH_UNPUBLISH
                 | ControllerCapabilities::EXPAND
                 | ControllerCapabilities::GET_CAPACITY
+                | ControllerCapabilities::LIST_VOLUMES
+                | ControllerCapabilities::SNAPSHOTS
                 | ControllerCapabilities::NODE_IDENTITY,
             access_modes: vec![
                 AccessMode::SingleNodeWriter,
@@ -122,8 +196,25 @@ impl Controller for FullFeatured {
         })
     }
 
-    fn list_volumes(_: u32, _: String) -> Result<VolumePage, Error> {
-        Err(unimplemented("list-volumes"))
+    fn list_volumes(max_entries: u32, starting_token: String) -> Result<VolumePage, Error> {
+        let volumes = index("volumes")
+            .into_iter()
+            .filter_map(|id| {
+                let capacity = load(&id).ok()?;
+                Some(Volume {
+                    id,
+                    capacity_bytes: capacity,
+                    context: vec![],
+                    topology: vec![],
+                    attachment: None,
+                })
+            })
+            .collect();
+        let (volumes, next_token) = page(volumes, max_entries, &starting_token)?;
+        Ok(VolumePage {
+            volumes,
+            next_token,
+        })
     }
 
     fn get_capacity(_: KeyValues) -> Result<u64, Error> {
@@ -131,20 +222,49 @@ impl Controller for FullFeatured {
     }
 
     fn create_snapshot(
-        _: String,
-        _: String,
+        source: String,
+        name: String,
         _: KeyValues,
         _: KeyValues,
     ) -> Result<Snapshot, Error> {
-        Err(unimplemented("create-snapshot"))
+        load(&source)?;
+        let id = format!("snap-{name}");
+        if let Some(existing) = snapshot(&id) {
+            if existing.source_volume_id != source {
+                return Err(Error::AlreadyExists(format!(
+                    "snapshot {name} exists for another volume"
+                )));
+            }
+            return Ok(existing);
+        }
+        cache::set(&format!("snapshot/{id}"), source.as_bytes(), DAY_MS);
+        index_add("snapshots", &id);
+        snapshot(&id).ok_or_else(|| Error::Internal("snapshot vanished".into()))
     }
 
-    fn delete_snapshot(_: String, _: KeyValues) -> Result<(), Error> {
-        Err(unimplemented("delete-snapshot"))
+    fn delete_snapshot(id: String, _: KeyValues) -> Result<(), Error> {
+        cache::set(&format!("snapshot/{id}"), &[], 0);
+        unindex("snapshots", &id);
+        Ok(())
     }
 
-    fn list_snapshots(_: u32, _: String, _: String, _: String) -> Result<SnapshotPage, Error> {
-        Err(unimplemented("list-snapshots"))
+    fn list_snapshots(
+        max_entries: u32,
+        starting_token: String,
+        source_volume_id: String,
+        snapshot_id: String,
+    ) -> Result<SnapshotPage, Error> {
+        let snapshots = index("snapshots")
+            .iter()
+            .filter(|id| snapshot_id.is_empty() || **id == snapshot_id)
+            .filter_map(|id| snapshot(id))
+            .filter(|s| source_volume_id.is_empty() || s.source_volume_id == source_volume_id)
+            .collect();
+        let (snapshots, next_token) = page(snapshots, max_entries, &starting_token)?;
+        Ok(SnapshotPage {
+            snapshots,
+            next_token,
+        })
     }
 
     fn node_identity() -> Result<NodeInfo, Error> {
