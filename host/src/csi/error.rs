@@ -49,6 +49,7 @@ impl CsiError {
                 NodeError::InUse { .. } => Code::FailedPrecondition,
                 NodeError::OtherMount { .. } => Code::AlreadyExists,
                 NodeError::NotEmpty { .. } => Code::FailedPrecondition,
+                NodeError::Missing { .. } => Code::NotFound,
                 _ => Code::Internal,
             },
             CsiError::Pending(_) => Code::Aborted,

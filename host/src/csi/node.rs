@@ -6,9 +6,8 @@ use std::path::Path;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, bytes_to_csi};
-use super::{CsiError, Driver, SharedDriver, deadline};
-use crate::node::mountinfo::MountTable;
-use crate::node::{NodeError, io_error, mount, stats};
+use super::{CsiError, SharedDriver, deadline};
+use crate::node::{NodeError, publish, stats};
 use crate::proto::node_server::Node;
 use crate::proto::node_service_capability::{Rpc, Type, rpc};
 use crate::proto::*;
@@ -33,39 +32,6 @@ fn safe_path<'a>(volume: &str, what: &'static str, path: &'a str) -> Result<&'a 
         source,
     })?;
     Ok(path)
-}
-
-impl Driver {
-    /// Publishes a local-dir volume: its node directory bind-mounted at `target`.
-    fn publish_local_dir(&self, id: &str, target: &Path, read_only: bool) -> Result<(), CsiError> {
-        let source = self.local_dirs.ensure(id).map_err(node_err(id))?;
-        let source = std::fs::canonicalize(&source)
-            .map_err(|e| node_err(id)(io_error("resolve", &source)(e)))?;
-        let table = MountTable::read().map_err(|e| node_err(id)(e.into()))?;
-        if let Some(existing) = table.at(target) {
-            if table.is_bind_of(existing, &source) && existing.is_read_only() == read_only {
-                return Ok(()); // already published exactly so
-            }
-            let what = if table.is_bind_of(existing, &source) {
-                format!(
-                    "this volume, {}",
-                    if existing.is_read_only() {
-                        "read-only"
-                    } else {
-                        "read-write"
-                    }
-                )
-            } else {
-                format!("{} from {}", existing.fs_type, existing.source)
-            };
-            return Err(node_err(id)(NodeError::OtherMount {
-                target: target.to_owned(),
-                what,
-            }));
-        }
-        std::fs::create_dir_all(target).map_err(|e| node_err(id)(io_error("create", target)(e)))?;
-        mount::bind(&source, target, read_only).map_err(node_err(id))
-    }
 }
 
 #[tonic::async_trait]
@@ -110,7 +76,8 @@ impl Node for NodeService {
             );
         safe_path(id, "target path", &r.target_path)?;
         let _guard = driver.lock(id)?;
-        driver.publish_local_dir(id, target, read_only)?;
+        let source = driver.local_dirs.ensure(id).map_err(node_err(id))?;
+        publish::bind_dir(&source, target, read_only).map_err(node_err(id))?;
         tracing::info!(volume = id, target = %target.display(), read_only, "volume published");
         Ok(Response::new(NodePublishVolumeResponse {}))
     }
@@ -124,29 +91,13 @@ impl Node for NodeService {
         let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
         let target = safe_path(id, "target path", &r.target_path)?;
         let _guard = driver.lock(id)?;
-        let table = MountTable::read().map_err(|e| node_err(id)(e.into()))?;
-        let target_exists = std::fs::symlink_metadata(target).is_ok();
-        if table.at(target).is_some() {
-            mount::unmount(target).map_err(node_err(id))?;
-        } else if !target_exists && !driver.local_dirs.path(id).exists() {
+        let found = publish::unpublish(target).map_err(node_err(id))?;
+        if !found.existed && !driver.local_dirs.exists(id) {
             return Err(CsiError::NotFound(format!(
                 "volume {id} is not on node {}",
                 driver.node_id
             ))
             .into());
-        }
-        if target_exists {
-            match std::fs::remove_dir(target) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
-                    return Err(node_err(id)(NodeError::NotEmpty {
-                        path: target.to_owned(),
-                    })
-                    .into());
-                }
-                Err(e) => return Err(node_err(id)(io_error("remove", target)(e)).into()),
-            }
         }
         tracing::info!(volume = id, target = %target.display(), "volume unpublished");
         Ok(Response::new(NodeUnpublishVolumeResponse {}))
@@ -160,25 +111,15 @@ impl Node for NodeService {
         let driver = &self.0;
         let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
         let path = safe_path(id, "volume path", &r.volume_path)?;
-        let source = driver.local_dirs.path(id);
-        if !source.exists() {
+        if !driver.local_dirs.exists(id) {
             return Err(CsiError::NotFound(format!(
                 "volume {id} is not on node {}",
                 driver.node_id
             ))
             .into());
         }
-        if !path.exists() {
-            return Err(CsiError::NotFound(format!(
-                "volume {id}: {} does not exist",
-                path.display()
-            ))
-            .into());
-        }
         let usage = stats::usage(path).map_err(node_err(id))?;
-        let table = MountTable::read().map_err(|e| node_err(id)(e.into()))?;
-        let source = std::fs::canonicalize(&source).unwrap_or(source);
-        let published = table.at(path).is_some_and(|m| table.is_bind_of(m, &source));
+        let published = publish::shows(&driver.local_dirs.path(id), path).map_err(node_err(id))?;
         let volume_condition = Some(VolumeCondition {
             abnormal: !published,
             message: if published {

@@ -23,6 +23,11 @@ impl LocalDirs {
         self.root.join(volume_id)
     }
 
+    /// Whether this node holds the volume's directory.
+    pub fn exists(&self, volume_id: &str) -> bool {
+        fs::symlink_metadata(self.path(volume_id)).is_ok()
+    }
+
     /// Creates the volume's directory if needed, world-writable like an emptyDir so pods of
     /// any user can write to it.
     pub fn ensure(&self, volume_id: &str) -> Result<PathBuf, NodeError> {

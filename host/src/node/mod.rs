@@ -4,6 +4,7 @@
 pub mod local_dir;
 pub mod mount;
 pub mod mountinfo;
+pub mod publish;
 pub mod stats;
 
 use std::path::PathBuf;
@@ -31,6 +32,8 @@ pub enum NodeError {
     },
     #[error("{target} already holds a different mount ({what})")]
     OtherMount { target: PathBuf, what: String },
+    #[error("{path} does not exist")]
+    Missing { path: PathBuf },
     #[error("{path} is not empty; refusing to remove it")]
     NotEmpty { path: PathBuf },
 }

@@ -17,10 +17,15 @@ pub struct Usage {
 }
 
 pub fn usage(path: &Path) -> Result<Usage, NodeError> {
-    let s = statvfs(path).map_err(|errno| NodeError::Io {
-        op: "statvfs",
-        path: path.to_owned(),
-        source: errno.into(),
+    let s = statvfs(path).map_err(|errno| match errno {
+        nix::errno::Errno::ENOENT => NodeError::Missing {
+            path: path.to_owned(),
+        },
+        _ => NodeError::Io {
+            op: "statvfs",
+            path: path.to_owned(),
+            source: errno.into(),
+        },
     })?;
     let block = s.fragment_size();
     let total_bytes = s.blocks() * block;
