@@ -88,13 +88,23 @@ impl log::Host for CallState {
         fields: types::KeyValues,
     ) -> wasmtime::Result<()> {
         let backend = &*self.backend;
-        let fields = render_fields(&fields);
+        // Field values are rendered only when the level is enabled.
         match level {
-            types::LogLevel::Trace => tracing::trace!(backend, %fields, "{message}"),
-            types::LogLevel::Debug => tracing::debug!(backend, %fields, "{message}"),
-            types::LogLevel::Info => tracing::info!(backend, %fields, "{message}"),
-            types::LogLevel::Warn => tracing::warn!(backend, %fields, "{message}"),
-            types::LogLevel::Error => tracing::error!(backend, %fields, "{message}"),
+            types::LogLevel::Trace => {
+                tracing::trace!(backend, fields = %render_fields(&fields), "{message}")
+            }
+            types::LogLevel::Debug => {
+                tracing::debug!(backend, fields = %render_fields(&fields), "{message}")
+            }
+            types::LogLevel::Info => {
+                tracing::info!(backend, fields = %render_fields(&fields), "{message}")
+            }
+            types::LogLevel::Warn => {
+                tracing::warn!(backend, fields = %render_fields(&fields), "{message}")
+            }
+            types::LogLevel::Error => {
+                tracing::error!(backend, fields = %render_fields(&fields), "{message}")
+            }
         }
         Ok(())
     }
