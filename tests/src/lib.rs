@@ -21,6 +21,8 @@ pub const FULL_FEATURED: &str = "full_featured";
 pub const LOOP_FOREVER: &str = "loop_forever";
 pub const MEMORY_BOMB: &str = "memory_bomb";
 pub const PANIC: &str = "panic";
+/// Tries to reach the filesystem and the network, and panics with what it managed.
+pub const ESCAPE: &str = "escape";
 pub const TRIGGER: &str = "misbehave";
 
 /// Path of a backend component built by `just build-backends`.

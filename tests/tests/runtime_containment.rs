@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use modcsi::proto::ProbeRequest;
-use modcsi_tests::{LOOP_FOREVER, MEMORY_BOMB, PANIC, TRIGGER, TestHost, requests};
+use modcsi_tests::{ESCAPE, LOOP_FOREVER, MEMORY_BOMB, PANIC, TRIGGER, TestHost, requests};
 use tonic::Code;
 
 /// Starts `backend` with one instance slot, so a call that leaked its instance would block the
@@ -118,4 +118,15 @@ async fn a_short_grpc_deadline_bounds_the_backend_call() {
     let mut next = tonic::Request::new(requests::create("after"));
     next.set_timeout(Duration::from_secs(5));
     host.client.controller.create_volume(next).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_backend_gets_no_filesystem_and_no_network() {
+    misbehave_then_recover(
+        ESCAPE,
+        Code::Internal,
+        &["escape attempt: read=denied list=denied write=denied connect=denied"],
+    )
+    .await;
+    assert!(!std::path::Path::new("/tmp/escaped-from-wasm").exists());
 }
