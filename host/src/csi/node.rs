@@ -43,8 +43,7 @@ impl Node for NodeService {
         let r = request.into_inner();
         let driver = &self.0;
         let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
-        let target =
-            validate::target_path("target path", &r.target_path).map_err(CsiError::from)?;
+        let target = safe_path(id, "target path", &r.target_path)?;
         let capability = r.volume_capability.as_ref().ok_or_else(|| {
             CsiError::InvalidArgument(format!("volume {id}: volume capability is required"))
         })?;
@@ -74,7 +73,6 @@ impl Node for NodeService {
                 capability.access_mode,
                 types::AccessMode::SingleNodeReaderOnly | types::AccessMode::MultiNodeReaderOnly
             );
-        safe_path(id, "target path", &r.target_path)?;
         let _guard = driver.lock(id)?;
         let source = driver.local_dirs.ensure(id).map_err(node_err(id))?;
         publish::bind_dir(&source, target, read_only).map_err(node_err(id))?;

@@ -149,6 +149,29 @@ struct TimingCounters {
 
 type CallFuture<'a, R> = Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>;
 
+/// Defines a public method for one WIT export: it runs the export through [`Backend::invoke`]
+/// (fresh instance, deadline, memory cap) and turns the backend's error value into
+/// [`CallError::Refused`]. `arg: Type => how-it-is-passed` lists the arguments.
+macro_rules! backend_call {
+    ($name:ident, $op:literal, identity.$call:ident($($arg:ident: $ty:ty => $pass:expr),*) -> $ret:ty) => {
+        backend_call!(@method $name, $op, modcsi_backend_identity, $call, ($($arg: $ty => $pass),*), $ret);
+    };
+    ($name:ident, $op:literal, controller.$call:ident($($arg:ident: $ty:ty => $pass:expr),*) -> $ret:ty) => {
+        backend_call!(@method $name, $op, modcsi_backend_controller, $call, ($($arg: $ty => $pass),*), $ret);
+    };
+    (@method $name:ident, $op:literal, $iface:ident, $call:ident, ($($arg:ident: $ty:ty => $pass:expr),*), $ret:ty) => {
+        #[doc = concat!("Calls the backend's `", $op, "`.")]
+        pub async fn $name(&self, $($arg: $ty,)* timeout: Option<Duration>) -> Result<$ret, CallError> {
+            let result = self
+                .invoke($op, timeout, move |store, b| {
+                    Box::pin(async move { b.$iface().$call(store, $($pass),*).await })
+                })
+                .await?;
+            self.refused($op, result)
+        }
+    };
+}
+
 pub struct Backend {
     name: Arc<str>,
     info: types::BackendInfo,
@@ -248,247 +271,45 @@ impl Backend {
         }
     }
 
-    pub async fn probe(&self, timeout: Option<Duration>) -> Result<(), CallError> {
-        let result = self
-            .invoke("probe", timeout, |store, b| {
-                Box::pin(b.modcsi_backend_identity().call_probe(store))
-            })
-            .await?;
-        self.refused("probe", result)
-    }
-
-    pub async fn create_volume(
-        &self,
-        request: types::CreateRequest,
-        timeout: Option<Duration>,
-    ) -> Result<types::Volume, CallError> {
-        let result = self
-            .invoke("create-volume", timeout, move |store, b| {
-                Box::pin(async move {
-                    b.modcsi_backend_controller()
-                        .call_create_volume(store, &request)
-                        .await
-                })
-            })
-            .await?;
-        self.refused("create-volume", result)
-    }
-
-    pub async fn delete_volume(
-        &self,
-        volume_id: String,
-        secrets: types::KeyValues,
-        timeout: Option<Duration>,
-    ) -> Result<(), CallError> {
-        let result = self
-            .invoke("delete-volume", timeout, move |store, b| {
-                Box::pin(async move {
-                    b.modcsi_backend_controller()
-                        .call_delete_volume(store, &volume_id, &secrets)
-                        .await
-                })
-            })
-            .await?;
-        self.refused("delete-volume", result)
-    }
-
-    pub async fn validate_capabilities(
-        &self,
-        volume_id: String,
-        capabilities: Vec<types::Capability>,
-        context: types::KeyValues,
-        parameters: types::KeyValues,
-        timeout: Option<Duration>,
-    ) -> Result<types::Validation, CallError> {
-        let result = self
-            .invoke("validate-capabilities", timeout, move |store, b| {
-                Box::pin(async move {
-                    b.modcsi_backend_controller()
-                        .call_validate_capabilities(
-                            store,
-                            &volume_id,
-                            &capabilities,
-                            &context,
-                            &parameters,
-                        )
-                        .await
-                })
-            })
-            .await?;
-        self.refused("validate-capabilities", result)
-    }
-
-    pub async fn controller_publish(
-        &self,
-        request: types::PublishRequest,
-        timeout: Option<Duration>,
-    ) -> Result<types::PublishResult, CallError> {
-        let result = self
-            .invoke("controller-publish", timeout, move |store, b| {
-                Box::pin(async move {
-                    b.modcsi_backend_controller()
-                        .call_controller_publish(store, &request)
-                        .await
-                })
-            })
-            .await?;
-        self.refused("controller-publish", result)
-    }
-
-    pub async fn controller_unpublish(
-        &self,
-        volume_id: String,
-        node_id: String,
-        secrets: types::KeyValues,
-        timeout: Option<Duration>,
-    ) -> Result<(), CallError> {
-        let result = self
-            .invoke("controller-unpublish", timeout, move |store, b| {
-                Box::pin(async move {
-                    b.modcsi_backend_controller()
-                        .call_controller_unpublish(store, &volume_id, &node_id, &secrets)
-                        .await
-                })
-            })
-            .await?;
-        self.refused("controller-unpublish", result)
-    }
-
-    pub async fn expand_volume(
-        &self,
-        volume_id: String,
-        capacity: types::CapacityRange,
-        secrets: types::KeyValues,
-        timeout: Option<Duration>,
-    ) -> Result<types::ExpandResult, CallError> {
-        let result = self
-            .invoke("expand-volume", timeout, move |store, b| {
-                Box::pin(async move {
-                    b.modcsi_backend_controller()
-                        .call_expand_volume(store, &volume_id, capacity, &secrets)
-                        .await
-                })
-            })
-            .await?;
-        self.refused("expand-volume", result)
-    }
-
-    pub async fn get_capacity(
-        &self,
-        parameters: types::KeyValues,
-        timeout: Option<Duration>,
-    ) -> Result<u64, CallError> {
-        let result = self
-            .invoke("get-capacity", timeout, move |store, b| {
-                Box::pin(async move {
-                    b.modcsi_backend_controller()
-                        .call_get_capacity(store, &parameters)
-                        .await
-                })
-            })
-            .await?;
-        self.refused("get-capacity", result)
-    }
-
-    pub async fn node_identity(
-        &self,
-        timeout: Option<Duration>,
-    ) -> Result<types::NodeInfo, CallError> {
-        let result = self
-            .invoke("node-identity", timeout, |store, b| {
-                Box::pin(b.modcsi_backend_controller().call_node_identity(store))
-            })
-            .await?;
-        self.refused("node-identity", result)
-    }
-
-    pub async fn list_volumes(
-        &self,
-        max_entries: u32,
-        starting_token: String,
-        timeout: Option<Duration>,
-    ) -> Result<types::VolumePage, CallError> {
-        let result = self
-            .invoke("list-volumes", timeout, move |store, b| {
-                Box::pin(async move {
-                    b.modcsi_backend_controller()
-                        .call_list_volumes(store, max_entries, &starting_token)
-                        .await
-                })
-            })
-            .await?;
-        self.refused("list-volumes", result)
-    }
-
-    pub async fn create_snapshot(
-        &self,
-        source_volume_id: String,
-        name: String,
-        parameters: types::KeyValues,
-        secrets: types::KeyValues,
-        timeout: Option<Duration>,
-    ) -> Result<types::Snapshot, CallError> {
-        let result = self
-            .invoke("create-snapshot", timeout, move |store, b| {
-                Box::pin(async move {
-                    b.modcsi_backend_controller()
-                        .call_create_snapshot(
-                            store,
-                            &source_volume_id,
-                            &name,
-                            &parameters,
-                            &secrets,
-                        )
-                        .await
-                })
-            })
-            .await?;
-        self.refused("create-snapshot", result)
-    }
-
-    pub async fn delete_snapshot(
-        &self,
-        snapshot_id: String,
-        secrets: types::KeyValues,
-        timeout: Option<Duration>,
-    ) -> Result<(), CallError> {
-        let result = self
-            .invoke("delete-snapshot", timeout, move |store, b| {
-                Box::pin(async move {
-                    b.modcsi_backend_controller()
-                        .call_delete_snapshot(store, &snapshot_id, &secrets)
-                        .await
-                })
-            })
-            .await?;
-        self.refused("delete-snapshot", result)
-    }
-
-    pub async fn list_snapshots(
-        &self,
-        max_entries: u32,
-        starting_token: String,
-        source_volume_id: String,
-        snapshot_id: String,
-        timeout: Option<Duration>,
-    ) -> Result<types::SnapshotPage, CallError> {
-        let result = self
-            .invoke("list-snapshots", timeout, move |store, b| {
-                Box::pin(async move {
-                    b.modcsi_backend_controller()
-                        .call_list_snapshots(
-                            store,
-                            max_entries,
-                            &starting_token,
-                            &source_volume_id,
-                            &snapshot_id,
-                        )
-                        .await
-                })
-            })
-            .await?;
-        self.refused("list-snapshots", result)
-    }
+    backend_call!(probe, "probe", identity.call_probe() -> ());
+    backend_call!(create_volume, "create-volume",
+        controller.call_create_volume(request: types::CreateRequest => &request) -> types::Volume);
+    backend_call!(delete_volume, "delete-volume",
+        controller.call_delete_volume(volume_id: String => &volume_id,
+            secrets: types::KeyValues => &secrets) -> ());
+    backend_call!(validate_capabilities, "validate-capabilities",
+        controller.call_validate_capabilities(volume_id: String => &volume_id,
+            capabilities: Vec<types::Capability> => &capabilities,
+            context: types::KeyValues => &context,
+            parameters: types::KeyValues => &parameters) -> types::Validation);
+    backend_call!(controller_publish, "controller-publish",
+        controller.call_controller_publish(request: types::PublishRequest => &request)
+            -> types::PublishResult);
+    backend_call!(controller_unpublish, "controller-unpublish",
+        controller.call_controller_unpublish(volume_id: String => &volume_id,
+            node_id: String => &node_id, secrets: types::KeyValues => &secrets) -> ());
+    backend_call!(expand_volume, "expand-volume",
+        controller.call_expand_volume(volume_id: String => &volume_id,
+            capacity: types::CapacityRange => capacity,
+            secrets: types::KeyValues => &secrets) -> types::ExpandResult);
+    backend_call!(get_capacity, "get-capacity",
+        controller.call_get_capacity(parameters: types::KeyValues => &parameters) -> u64);
+    backend_call!(node_identity, "node-identity", controller.call_node_identity() -> types::NodeInfo);
+    backend_call!(list_volumes, "list-volumes",
+        controller.call_list_volumes(max_entries: u32 => max_entries,
+            starting_token: String => &starting_token) -> types::VolumePage);
+    backend_call!(create_snapshot, "create-snapshot",
+        controller.call_create_snapshot(source_volume_id: String => &source_volume_id,
+            name: String => &name, parameters: types::KeyValues => &parameters,
+            secrets: types::KeyValues => &secrets) -> types::Snapshot);
+    backend_call!(delete_snapshot, "delete-snapshot",
+        controller.call_delete_snapshot(snapshot_id: String => &snapshot_id,
+            secrets: types::KeyValues => &secrets) -> ());
+    backend_call!(list_snapshots, "list-snapshots",
+        controller.call_list_snapshots(max_entries: u32 => max_entries,
+            starting_token: String => &starting_token,
+            source_volume_id: String => &source_volume_id,
+            snapshot_id: String => &snapshot_id) -> types::SnapshotPage);
 
     fn refused<T>(
         &self,
