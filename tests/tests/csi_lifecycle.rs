@@ -293,6 +293,23 @@ async fn controller_status_codes() {
         Code::InvalidArgument
     );
 
+    let mut clone = requests::create("x");
+    clone.volume_content_source = Some(VolumeContentSource {
+        r#type: Some(volume_content_source::Type::Volume(
+            volume_content_source::VolumeSource {
+                volume_id: "nlc-other".into(),
+            },
+        )),
+    });
+    let err = c.create_volume(clone).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message()
+            .contains("cannot create volumes from other volumes"),
+        "{}",
+        err.message()
+    );
+
     assert_eq!(
         code(c.delete_volume(requests::delete("")).await),
         Code::InvalidArgument

@@ -8,7 +8,9 @@ use modcsi_tests::{ESCAPE, LOOP_FOREVER, MEMORY_BOMB, PANIC, TRIGGER, TestHost, 
 use tonic::Code;
 
 /// Starts `backend` with one instance slot, so a call that leaked its instance would block the
-/// next one, sets off the misbehaviour, and checks the error and the host's recovery.
+/// next one, sets off the misbehaviour, and checks the error and the host's recovery. That the
+/// failure came at the deadline is in the error itself ("did not finish within"); no wall-clock
+/// assertion here.
 async fn misbehave_then_recover(backend: &str, expected: Code, message_parts: &[&str]) {
     let mut host = TestHost::start_with(backend, |c| {
         c.call_timeout = Duration::from_millis(1500);
@@ -16,7 +18,6 @@ async fn misbehave_then_recover(backend: &str, expected: Code, message_parts: &[
         c.max_concurrent_calls = 1;
     })
     .await;
-    let started = std::time::Instant::now();
     let err = host
         .client
         .controller
@@ -31,10 +32,6 @@ async fn misbehave_then_recover(backend: &str, expected: Code, message_parts: &[
             err.message()
         );
     }
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "failed within its deadline"
-    );
 
     let volume = host
         .client

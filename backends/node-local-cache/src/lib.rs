@@ -1,14 +1,15 @@
 //! node-local-cache: every volume is a scratch directory that exists separately on each node
 //! that publishes it. The backend only names volumes; the host creates and removes the
 //! directories (`attachment::local-dir`). Volumes carry no topology, so a pod may land anywhere.
+//! What `info` declares (filesystem only, no snapshots or clones) the host enforces for every
+//! backend, so the calls below only see requests this backend can serve.
 
 use modcsi_backend_sdk::controller::Guest as Controller;
 use modcsi_backend_sdk::identity::Guest as Identity;
 use modcsi_backend_sdk::types::{
-    AccessMode, AccessType, Attachment, BackendInfo, Capability, CapacityRange,
-    ControllerCapabilities, CreateRequest, Error, ExpandResult, KeyValues, LogLevel, NodeInfo,
-    PublishRequest, PublishResult, Snapshot, SnapshotPage, Validation, Volume, VolumeModes,
-    VolumePage,
+    AccessMode, Attachment, BackendInfo, Capability, CapacityRange, ControllerCapabilities,
+    CreateRequest, Error, ExpandResult, KeyValues, LogLevel, NodeInfo, PublishRequest,
+    PublishResult, Snapshot, SnapshotPage, Validation, Volume, VolumeModes, VolumePage,
 };
 use modcsi_backend_sdk::{log_at, unimplemented};
 use uuid::Uuid;
@@ -29,13 +30,6 @@ fn volume_id(name: &str) -> String {
 fn is_our_id(id: &str) -> bool {
     id.strip_prefix(ID_PREFIX)
         .is_some_and(|uuid| Uuid::try_parse(uuid).is_ok_and(|u| u.get_version_num() == 5))
-}
-
-fn block_rejection(capabilities: &[Capability]) -> Option<String> {
-    capabilities
-        .iter()
-        .any(|c| matches!(c.access_type, AccessType::Block))
-        .then(|| "node-local-cache volumes are directories: block access is not supported".into())
 }
 
 impl Identity for NodeLocalCache {
@@ -66,18 +60,6 @@ impl Identity for NodeLocalCache {
 
 impl Controller for NodeLocalCache {
     fn create_volume(request: CreateRequest) -> Result<Volume, Error> {
-        if request.name.is_empty() {
-            return Err(Error::InvalidArgument("volume name is required".into()));
-        }
-        if let Some(reason) = block_rejection(&request.capabilities) {
-            return Err(Error::InvalidArgument(reason));
-        }
-        if request.source.is_some() {
-            return Err(Error::InvalidArgument(
-                "node-local-cache volumes start empty: snapshots and clones are not supported"
-                    .into(),
-            ));
-        }
         let id = volume_id(&request.name);
         log_at(
             LogLevel::Debug,
@@ -100,7 +82,7 @@ impl Controller for NodeLocalCache {
 
     fn validate_capabilities(
         volume_id: String,
-        capabilities: Vec<Capability>,
+        _capabilities: Vec<Capability>,
         _context: KeyValues,
         _parameters: KeyValues,
     ) -> Result<Validation, Error> {
@@ -109,15 +91,9 @@ impl Controller for NodeLocalCache {
                 "{volume_id} is not a node-local-cache volume id"
             )));
         }
-        Ok(match block_rejection(&capabilities) {
-            Some(message) => Validation {
-                confirmed: false,
-                message,
-            },
-            None => Validation {
-                confirmed: true,
-                message: String::new(),
-            },
+        Ok(Validation {
+            confirmed: true,
+            message: String::new(),
         })
     }
 

@@ -75,7 +75,10 @@ impl Controller for ControllerService {
             capabilities,
             parameters: convert::key_values(&r.parameters),
             secrets: convert::key_values(&r.secrets),
-            source: convert::content_source(r.volume_content_source.as_ref()),
+            source: convert::content_source(
+                r.volume_content_source.as_ref(),
+                driver.backend.info(),
+            )?,
             accessibility: convert::topology_requirement(r.accessibility_requirements.as_ref()),
         };
         let subject = format!("create volume {name:?}");
@@ -114,20 +117,20 @@ impl Controller for ControllerService {
         let r = request.into_inner();
         let driver = &self.0;
         let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
-        let _guard = self.0.lock(id)?;
-        // A local directory of this volume on this node goes with it (refused while published).
-        let removed = driver
-            .local_dirs
-            .remove(id)
-            .map_err(|source| CsiError::Node {
-                volume: id.to_owned(),
-                source,
-            })?;
+        let _guard = driver.lock(id)?;
+        // This node's directory of the volume goes with it: refused while still published, and
+        // removed only once the backend has agreed to the deletion.
+        let node_err = |source| CsiError::Node {
+            volume: id.to_owned(),
+            source,
+        };
+        driver.local_dirs.check_unused(id).map_err(node_err)?;
         driver
             .backend
             .delete_volume(id.to_owned(), convert::key_values(&r.secrets), timeout)
             .await
             .map_err(Self::backend_error(format!("volume {id}")))?;
+        let removed = driver.local_dirs.remove(id).map_err(node_err)?;
         tracing::info!(volume = id, local_dir_removed = removed, "volume deleted");
         Ok(Response::new(DeleteVolumeResponse {}))
     }

@@ -122,12 +122,36 @@ pub fn capacity_range(
     })
 }
 
-pub fn content_source(source: Option<&proto::VolumeContentSource>) -> Option<types::ContentSource> {
+/// The volume's content source, refused unless the backend declares it can start volumes from
+/// snapshots (`snapshots`) or from other volumes (`clone`).
+pub fn content_source(
+    source: Option<&proto::VolumeContentSource>,
+    info: &types::BackendInfo,
+) -> Result<Option<types::ContentSource>, CsiError> {
     use proto::volume_content_source::Type;
-    match source?.r#type.as_ref()? {
-        Type::Snapshot(s) => Some(types::ContentSource::Snapshot(s.snapshot_id.clone())),
-        Type::Volume(v) => Some(types::ContentSource::Volume(v.volume_id.clone())),
+    use types::ControllerCapabilities as C;
+    let Some(kind) = source.and_then(|s| s.r#type.as_ref()) else {
+        return Ok(None);
+    };
+    let (source, needed, what) = match kind {
+        Type::Snapshot(s) => (
+            types::ContentSource::Snapshot(s.snapshot_id.clone()),
+            C::SNAPSHOTS,
+            "snapshots",
+        ),
+        Type::Volume(v) => (
+            types::ContentSource::Volume(v.volume_id.clone()),
+            C::CLONE,
+            "other volumes",
+        ),
+    };
+    if !info.capabilities.contains(needed) {
+        return Err(invalid(format!(
+            "backend {} cannot create volumes from {what}",
+            info.name
+        )));
     }
+    Ok(Some(source))
 }
 
 fn topology_list(list: &[proto::Topology]) -> Vec<types::Topology> {

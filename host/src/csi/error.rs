@@ -4,9 +4,10 @@
 use tonic::{Code, Status};
 
 use crate::node::NodeError;
+use crate::node::paths::UnsafePath;
 use crate::runtime::{CallError, types};
 use crate::volume::attachment::AttachmentError;
-use crate::volume::validate::{InvalidInput, UnsafePath};
+use crate::volume::validate::InvalidInput;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CsiError {

@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{self, bytes_to_csi};
 use super::{CsiError, SharedDriver, deadline};
-use crate::node::{NodeError, publish, stats};
+use crate::node::{NodeError, paths, publish, stats};
 use crate::proto::node_server::Node;
 use crate::proto::node_service_capability::{Rpc, Type, rpc};
 use crate::proto::*;
@@ -27,7 +27,7 @@ fn node_err(volume: &str) -> impl FnOnce(NodeError) -> CsiError + '_ {
 /// Validates a path argument and that no symbolic link lies on it.
 fn safe_path<'a>(volume: &str, what: &'static str, path: &'a str) -> Result<&'a Path, CsiError> {
     let path = validate::target_path(what, path)?;
-    validate::check_no_symlinks(path).map_err(|source| CsiError::UnsafePath {
+    paths::check_no_symlinks(path).map_err(|source| CsiError::UnsafePath {
         volume: volume.to_owned(),
         source,
     })?;

@@ -46,20 +46,32 @@ impl LocalDirs {
         Ok(path)
     }
 
-    /// Removes the volume's directory and everything in it. Refuses while any mount still
-    /// shows it. Returns false when there was nothing to remove.
-    pub fn remove(&self, volume_id: &str) -> Result<bool, NodeError> {
+    /// Refuses while any mount still shows the volume's directory (nothing to check when this
+    /// node has none).
+    pub fn check_unused(&self, volume_id: &str) -> Result<(), NodeError> {
         let path = self.path(volume_id);
         if fs::symlink_metadata(&path).is_err() {
-            return Ok(false);
+            return Ok(());
         }
         let canonical = fs::canonicalize(&path).map_err(io_error("resolve", &path))?;
         let targets = MountTable::read()?.binds_of(&canonical);
-        if !targets.is_empty() {
-            return Err(NodeError::InUse { path, targets });
+        if targets.is_empty() {
+            Ok(())
+        } else {
+            Err(NodeError::InUse { path, targets })
         }
+    }
+
+    /// Removes the volume's directory and everything in it, refusing while it is mounted
+    /// anywhere. Returns false when there was nothing to remove.
+    pub fn remove(&self, volume_id: &str) -> Result<bool, NodeError> {
+        self.check_unused(volume_id)?;
+        let path = self.path(volume_id);
         // remove_dir_all does not follow symbolic links inside the directory.
-        fs::remove_dir_all(&path).map_err(io_error("remove", &path))?;
-        Ok(true)
+        match fs::remove_dir_all(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_error("remove", &path)(e)),
+        }
     }
 }

@@ -4,6 +4,7 @@
 pub mod local_dir;
 pub mod mount;
 pub mod mountinfo;
+pub mod paths;
 pub mod publish;
 pub mod stats;
 

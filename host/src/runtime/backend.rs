@@ -17,7 +17,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use super::artifact_cache::{ArtifactCache, CacheError, Origin};
 use super::bindings::{Backend as Bindings, BackendPre, types};
 use super::capabilities::SharedCache;
-use super::engine::{self, accepted_wit_version};
+use super::engine::{self, WIT_VERSION};
 use super::limits::CallLimits;
 
 /// How much of a failing call's stderr (a panic message, say) is kept for the error.
@@ -476,11 +476,11 @@ fn check_wit_version(
         .ok_or_else(|| LoadError::NotABackend {
             path: path.to_owned(),
         })?;
-    if found != accepted_wit_version() {
+    if found != WIT_VERSION {
         return Err(LoadError::Version {
             path: path.to_owned(),
             found,
-            accepted: accepted_wit_version(),
+            accepted: WIT_VERSION,
         });
     }
     Ok(())

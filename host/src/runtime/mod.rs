@@ -13,4 +13,4 @@ mod limits;
 pub use artifact_cache::{ArtifactCache, Origin};
 pub use backend::{Backend, CallError, CallTimings, LoadError, RuntimeOptions};
 pub use bindings::types;
-pub use engine::accepted_wit_version;
+pub use engine::WIT_VERSION;

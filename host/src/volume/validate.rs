@@ -1,7 +1,7 @@
-//! Validation of every value that reaches the filesystem or a backend. Pure functions: no I/O
-//! except [`check_no_symlinks`], which only reads metadata.
+//! Validation of every value that reaches the filesystem or a backend. Pure functions, no I/O;
+//! the filesystem side of path safety is `node::paths`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Longest accepted volume id or name, in bytes (the CSI spec's recommended string bound).
 pub const MAX_ID_LEN: usize = 128;
@@ -129,47 +129,6 @@ pub fn target_path<'a>(what: &'static str, path: &'a str) -> Result<&'a Path, In
     Ok(Path::new(path))
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum UnsafePath {
-    #[error("{path} is a symbolic link")]
-    Symlink { path: PathBuf },
-    #[error("{path} resolves through a symbolic link to {resolved}")]
-    ThroughSymlink { path: PathBuf, resolved: PathBuf },
-    #[error("cannot inspect {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
-/// Checks that neither a validated absolute `path` nor any existing ancestor is a symbolic
-/// link, so a later mkdir, mount or rmdir acts exactly where the request said.
-pub fn check_no_symlinks(path: &Path) -> Result<(), UnsafePath> {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() => {
-            return Err(UnsafePath::Symlink {
-                path: path.to_owned(),
-            });
-        }
-        Ok(_) | Err(_) => {}
-    }
-    let existing = path
-        .ancestors()
-        .find(|a| std::fs::symlink_metadata(a).is_ok())
-        .unwrap_or(Path::new("/"));
-    let resolved = std::fs::canonicalize(existing).map_err(|source| UnsafePath::Io {
-        path: existing.to_owned(),
-        source,
-    })?;
-    if resolved != existing {
-        return Err(UnsafePath::ThroughSymlink {
-            path: path.to_owned(),
-            resolved,
-        });
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,25 +195,5 @@ mod tests {
         }
         let long = format!("/{}", "a".repeat(MAX_PATH_LEN));
         assert!(target_path("target path", &long).is_err());
-    }
-
-    #[test]
-    fn symlinks_are_refused_anywhere_on_the_path() {
-        let dir = tempfile::tempdir().unwrap();
-        let base = std::fs::canonicalize(dir.path()).unwrap();
-        let real = base.join("real");
-        std::fs::create_dir(&real).unwrap();
-        std::os::unix::fs::symlink(&real, base.join("link")).unwrap();
-
-        check_no_symlinks(&real.join("new/target")).unwrap();
-        check_no_symlinks(&real).unwrap();
-        assert!(matches!(
-            check_no_symlinks(&base.join("link")),
-            Err(UnsafePath::Symlink { .. })
-        ));
-        assert!(matches!(
-            check_no_symlinks(&base.join("link/new/target")),
-            Err(UnsafePath::ThroughSymlink { .. })
-        ));
     }
 }
