@@ -134,8 +134,6 @@ impl Drop for TestHost {
 
 /// Request builders shared by the tests and the benchmark.
 pub mod requests {
-    use std::collections::HashMap;
-
     use modcsi::proto::volume_capability::{
         AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode,
     };
@@ -183,7 +181,6 @@ pub mod requests {
             volume_capability: Some(mount_capability(Mode::SingleNodeWriter)),
             readonly,
             volume_context: volume.volume_context.clone(),
-            publish_context: HashMap::new(),
             ..Default::default()
         }
     }

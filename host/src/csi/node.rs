@@ -24,6 +24,10 @@ fn node_err(volume: &str) -> impl FnOnce(NodeError) -> CsiError + '_ {
     }
 }
 
+fn not_on_node(volume: &str, node: &str) -> CsiError {
+    CsiError::NotFound(format!("volume {volume} is not on node {node}"))
+}
+
 /// Validates a path argument and that no symbolic link lies on it.
 fn safe_path<'a>(volume: &str, what: &'static str, path: &'a str) -> Result<&'a Path, CsiError> {
     let path = validate::target_path(what, path)?;
@@ -91,11 +95,7 @@ impl Node for NodeService {
         let _guard = driver.lock(id)?;
         let found = publish::unpublish(target).map_err(node_err(id))?;
         if !found.existed && !driver.local_dirs.exists(id) {
-            return Err(CsiError::NotFound(format!(
-                "volume {id} is not on node {}",
-                driver.node_id
-            ))
-            .into());
+            return Err(not_on_node(id, &driver.node_id).into());
         }
         tracing::info!(volume = id, target = %target.display(), "volume unpublished");
         Ok(Response::new(NodeUnpublishVolumeResponse {}))
@@ -110,11 +110,7 @@ impl Node for NodeService {
         let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
         let path = safe_path(id, "volume path", &r.volume_path)?;
         if !driver.local_dirs.exists(id) {
-            return Err(CsiError::NotFound(format!(
-                "volume {id} is not on node {}",
-                driver.node_id
-            ))
-            .into());
+            return Err(not_on_node(id, &driver.node_id).into());
         }
         let usage = stats::usage(path).map_err(node_err(id))?;
         let published = publish::shows(&driver.local_dirs.path(id), path).map_err(node_err(id))?;
