@@ -478,3 +478,55 @@ async fn snapshots_are_idempotent_and_listed() {
         Code::InvalidArgument
     );
 }
+
+#[tokio::test]
+async fn a_refused_delete_keeps_the_node_directory() {
+    let mut host = TestHost::start(FULL_FEATURED).await;
+    let c = &mut host.client.controller;
+    let volume = c
+        .create_volume(requests::create("d1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    c.create_snapshot(CreateSnapshotRequest {
+        name: "keep".into(),
+        source_volume_id: volume.volume_id.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Data of this volume in the node's directory, as a local-dir publish would leave it.
+    let dir = host.local_dir(&volume.volume_id);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("data"), b"precious").unwrap();
+
+    let err = host
+        .client
+        .controller
+        .delete_volume(requests::delete(&volume.volume_id))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert_eq!(
+        std::fs::read(dir.join("data")).unwrap(),
+        b"precious",
+        "the backend said no: data stays"
+    );
+
+    host.client
+        .controller
+        .delete_snapshot(DeleteSnapshotRequest {
+            snapshot_id: "snap-keep".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    host.client
+        .controller
+        .delete_volume(requests::delete(&volume.volume_id))
+        .await
+        .unwrap();
+    assert!(!dir.exists(), "removed once the backend agreed");
+}

@@ -142,6 +142,18 @@ impl Controller for FullFeatured {
     }
 
     fn delete_volume(volume_id: String, _: KeyValues) -> Result<(), Error> {
+        let snapshots = index("snapshots")
+            .into_iter()
+            .filter_map(|id| snapshot(&id));
+        if let Some(s) = snapshots
+            .into_iter()
+            .find(|s| s.source_volume_id == volume_id)
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {volume_id} still has snapshot {}",
+                s.id
+            )));
+        }
         store(&volume_id, 0, 0);
         Ok(())
     }
