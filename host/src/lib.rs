@@ -6,6 +6,7 @@ pub mod csi;
 pub mod node;
 pub mod runtime;
 pub mod serve;
+pub mod state;
 pub mod volume;
 
 /// The CSI v1.12 messages and services, generated from proto/csi.proto.

@@ -60,6 +60,9 @@ struct ServeArgs {
     /// Backend instances that may run at once.
     #[arg(long, default_value_t = 32)]
     max_concurrent_calls: u32,
+    /// The backend's configuration (TOML); `{ secret-file = "/path" }` values are secrets.
+    #[arg(long)]
+    backend_config: Option<PathBuf>,
 }
 
 fn main() {
@@ -109,6 +112,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         call_timeout: args.call_timeout,
         memory_limit_mib: args.backend_memory_mib,
         max_concurrent_calls: args.max_concurrent_calls,
+        backend_config: args.backend_config,
     })
     .await?;
     server.run(shutdown_signal()).await?;

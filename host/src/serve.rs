@@ -14,8 +14,11 @@ use crate::node::local_dir::LocalDirs;
 use crate::proto::{
     controller_server::ControllerServer, identity_server::IdentityServer, node_server::NodeServer,
 };
-use crate::runtime::{Backend, LoadError, RuntimeOptions};
+use crate::runtime::{Backend, BackendConfig, ConfigError, LoadError, RuntimeOptions};
+use crate::state::{EmbeddedStore, LockError, StateDirLock, StateStore, StoreError};
 use crate::volume::locks::OperationLocks;
+use crate::volume::records::Records;
+use crate::volume::tokens::ListTokens;
 use crate::volume::validate::{self, InvalidInput};
 
 #[derive(Debug, Clone)]
@@ -30,6 +33,8 @@ pub struct ServeConfig {
     pub call_timeout: Duration,
     pub memory_limit_mib: usize,
     pub max_concurrent_calls: u32,
+    /// The backend's configuration document (TOML), handed to it through the `config` import.
+    pub backend_config: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +49,12 @@ pub enum ServeError {
     NodeId(InvalidInput),
     #[error(transparent)]
     Load(#[from] LoadError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("state store {path}: {source}")]
+    Store { path: PathBuf, source: StoreError },
     #[error("socket {path}: {source}")]
     Socket {
         path: PathBuf,
@@ -90,6 +101,8 @@ pub struct Server {
     driver: SharedDriver,
     listener: UnixListener,
     socket: PathBuf,
+    /// Held while serving: one host per state directory.
+    _lock: StateDirLock,
 }
 
 impl Server {
@@ -98,6 +111,22 @@ impl Server {
         check_driver_name(&config.driver_name)?;
         validate::token("node id", &config.node_id).map_err(ServeError::NodeId)?;
         let socket = socket_path(&config.endpoint)?;
+        let lock = StateDirLock::acquire(&config.state_dir)?;
+        let store_path = config.state_dir.join("state.redb");
+        let state: Arc<dyn StateStore> = Arc::new(EmbeddedStore::open(&store_path).map_err(
+            |source| ServeError::Store {
+                path: store_path.clone(),
+                source,
+            },
+        )?);
+        let records = Records::open(state.clone()).map_err(|source| ServeError::Store {
+            path: store_path,
+            source,
+        })?;
+        let backend_config = match &config.backend_config {
+            Some(path) => BackendConfig::load(path)?,
+            None => BackendConfig::default(),
+        };
         let backend = Backend::load(
             &config.backend,
             RuntimeOptions {
@@ -105,12 +134,15 @@ impl Server {
                 memory_limit: config.memory_limit_mib << 20,
                 call_timeout: config.call_timeout,
                 max_concurrent_calls: config.max_concurrent_calls,
+                config: Arc::new(backend_config),
+                store: Some(state.clone()),
             },
         )
         .await?;
         tracing::info!(
             backend = backend.name(),
             version = %backend.info().version,
+            wit = backend.wit_version(),
             origin = ?backend.origin(),
             "backend loaded"
         );
@@ -122,11 +154,15 @@ impl Server {
             mode: config.mode,
             local_dirs: LocalDirs::new(&config.state_dir),
             locks: OperationLocks::default(),
+            state,
+            records: Arc::new(records),
+            tokens: ListTokens::default(),
         });
         Ok(Self {
             driver,
             listener,
             socket,
+            _lock: lock,
         })
     }
 

@@ -15,8 +15,11 @@ use tokio::sync::oneshot;
 
 /// The node-local-cache backend.
 pub const NODE_LOCAL_CACHE: &str = "node_local_cache";
-/// A test backend that declares every optional controller capability the host forwards.
+/// A test backend built from the frozen 0.1 WIT that declares every optional controller
+/// capability the host forwards (through the 0.1 adapter).
 pub const FULL_FEATURED: &str = "full_featured";
+/// A 0.2 test backend that exports every optional interface and breaks CSI rules on request.
+pub const RULE_BREAKER: &str = "rule_breaker";
 /// Test backends that misbehave in `create-volume` for a volume named [`TRIGGER`].
 pub const LOOP_FOREVER: &str = "loop_forever";
 pub const MEMORY_BOMB: &str = "memory_bomb";
@@ -72,6 +75,7 @@ impl TestHost {
             call_timeout: Duration::from_secs(10),
             memory_limit_mib: 64,
             max_concurrent_calls: 8,
+            backend_config: None,
         };
         adjust(&mut config);
         let server = Server::prepare(config).await.expect("host starts");

@@ -1,7 +1,9 @@
-//! The backend conformance kit: drives a backend component through the real runtime (no gRPC)
+//! The backend conformance kit: drives backend components through the real runtime (no gRPC)
 //! and checks the contract every backend owes the host. `MODCSI_BACKEND=/path/to/backend.wasm`
-//! points it at any component; by default it checks node-local-cache, whose own promises
-//! (deterministic `nlc-<uuid v5>` ids, local-dir attachment, no topology, no block) follow.
+//! points it at any component; by default it checks node-local-cache (0.2) and the
+//! full-featured test component built from the frozen 0.1 WIT, so the promise that a host
+//! upgrade never breaks a backend that worked stays under test. node-local-cache's own promises
+//! (the public driver's `nlc-<uuid v5>` ids, local-dir attachment, `locate`) follow.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,26 +12,45 @@ use modcsi::runtime::types::{
     AccessMode, AccessType, Attachment, Capability, CapacityRange, CreateRequest, Error,
     MountVolume,
 };
-use modcsi::runtime::{Backend, CallError, RuntimeOptions};
+use modcsi::runtime::{Backend, CallError, Optional, RuntimeOptions};
 use modcsi::volume::validate;
-use modcsi_tests::{NODE_LOCAL_CACHE, component, shared_cache_dir};
+use modcsi_tests::{FULL_FEATURED, NODE_LOCAL_CACHE, component, shared_cache_dir};
 
-fn backend_path() -> PathBuf {
-    std::env::var_os("MODCSI_BACKEND").map_or_else(|| component(NODE_LOCAL_CACHE), PathBuf::from)
+fn backend_paths() -> Vec<PathBuf> {
+    match std::env::var_os("MODCSI_BACKEND") {
+        Some(path) => vec![PathBuf::from(path)],
+        None => vec![component(NODE_LOCAL_CACHE), component(FULL_FEATURED)],
+    }
 }
 
-async fn load() -> Backend {
+async fn load_path(path: &std::path::Path) -> Backend {
     Backend::load(
-        &backend_path(),
+        path,
         RuntimeOptions {
             cache_dir: shared_cache_dir(),
             memory_limit: 64 << 20,
             call_timeout: Duration::from_secs(10),
             max_concurrent_calls: 4,
+            config: Default::default(),
+            store: None,
         },
     )
     .await
-    .expect("the backend loads")
+    .unwrap_or_else(|e| panic!("{} loads: {e}", path.display()))
+}
+
+/// Every backend under test.
+async fn backends() -> Vec<Backend> {
+    let mut loaded = vec![];
+    for path in backend_paths() {
+        loaded.push(load_path(&path).await);
+    }
+    loaded
+}
+
+/// node-local-cache alone.
+async fn load() -> Backend {
+    load_path(&component(NODE_LOCAL_CACHE)).await
 }
 
 fn filesystem(mode: AccessMode) -> Capability {
@@ -70,81 +91,102 @@ fn supported(backend: &Backend) -> Capability {
 }
 
 #[tokio::test]
-async fn describes_itself_and_is_ready() {
-    let backend = load().await;
-    let info = backend.info();
-    assert!(!info.name.is_empty() && !info.version.is_empty());
-    assert!(!info.access_modes.is_empty(), "declares its access modes");
+async fn the_frozen_0_1_component_is_served_through_the_adapter() {
+    if std::env::var_os("MODCSI_BACKEND").is_some() {
+        return;
+    }
+    let old = load_path(&component(FULL_FEATURED)).await;
+    assert_eq!(old.wit_version(), "0.1.0");
+    assert!(old.offers(Optional::Publish) && old.offers(Optional::Snapshots));
+    assert!(!old.offers(Optional::Locate), "0.1 has no locate");
+    let nlc = load().await;
     assert!(
-        info.volume_modes != modcsi::runtime::types::VolumeModes::empty(),
-        "declares filesystem and/or block"
+        nlc.wit_version().starts_with("0.2."),
+        "{}",
+        nlc.wit_version()
     );
-    backend.probe(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn describes_itself_and_is_ready() {
+    for backend in backends().await {
+        let info = backend.info();
+        assert!(!info.name.is_empty() && !info.version.is_empty());
+        assert!(!info.access_modes.is_empty(), "declares its access modes");
+        assert!(
+            info.volume_modes != modcsi::runtime::types::VolumeModes::empty(),
+            "declares filesystem and/or block"
+        );
+        backend.probe(None).await.unwrap();
+    }
 }
 
 #[tokio::test]
 async fn create_is_idempotent_and_ids_are_safe() {
-    let backend = load().await;
-    let cap = supported(&backend);
-    let first = backend
-        .create_volume(request("pvc-a", vec![cap.clone()]), None)
-        .await
-        .unwrap();
-    let again = backend
-        .create_volume(request("pvc-a", vec![cap.clone()]), None)
-        .await
-        .unwrap();
-    let other = backend
-        .create_volume(request("pvc-b", vec![cap]), None)
-        .await
-        .unwrap();
-    assert_eq!(first.id, again.id, "the same name yields the same volume");
-    assert_ne!(
-        first.id, other.id,
-        "different names yield different volumes"
-    );
-    for volume in [&first, &other] {
-        validate::volume_id(&volume.id).expect("ids are safe for paths and commands");
-        assert!(
-            volume
-                .context
-                .iter()
-                .all(|(k, _)| !k.starts_with("modcsi.io/")),
-            "reserved keys"
+    for backend in backends().await {
+        let cap = supported(&backend);
+        let first = backend
+            .create_volume(request("pvc-a", vec![cap.clone()]), None)
+            .await
+            .unwrap();
+        let again = backend
+            .create_volume(request("pvc-a", vec![cap.clone()]), None)
+            .await
+            .unwrap();
+        let other = backend
+            .create_volume(request("pvc-b", vec![cap]), None)
+            .await
+            .unwrap();
+        assert_eq!(first.id, again.id, "the same name yields the same volume");
+        assert_ne!(
+            first.id, other.id,
+            "different names yield different volumes"
         );
+        for volume in [&first, &other] {
+            validate::volume_id(&volume.id).expect("ids are safe for paths and commands");
+            assert!(
+                volume
+                    .context
+                    .iter()
+                    .all(|(k, _)| !k.starts_with("modcsi.io/")),
+                "reserved keys"
+            );
+        }
     }
 }
 
 #[tokio::test]
 async fn delete_is_idempotent() {
-    let backend = load().await;
-    let volume = backend
-        .create_volume(request("pvc-del", vec![supported(&backend)]), None)
-        .await
-        .unwrap();
-    backend
-        .delete_volume(volume.id.clone(), vec![], None)
-        .await
-        .unwrap();
-    backend
-        .delete_volume(volume.id, vec![], None)
-        .await
-        .unwrap();
+    for backend in backends().await {
+        let volume = backend
+            .create_volume(request("pvc-del", vec![supported(&backend)]), None)
+            .await
+            .unwrap();
+        backend
+            .delete_volume(volume.id.clone(), vec![], None)
+            .await
+            .unwrap();
+        backend
+            .delete_volume(volume.id, vec![], None)
+            .await
+            .unwrap();
+    }
 }
 
 #[tokio::test]
 async fn validates_what_it_created() {
-    let backend = load().await;
-    let cap = supported(&backend);
-    let volume = backend
-        .create_volume(request("pvc-val", vec![cap.clone()]), None)
-        .await
-        .unwrap();
-    let validation = backend
-        .validate_capabilities(volume.id, vec![cap], vec![], vec![], None)
-        .await
-        .unwrap();
-    assert!(validation.confirmed, "{}", validation.message);
+    for backend in backends().await {
+        let cap = supported(&backend);
+        let volume = backend
+            .create_volume(request("pvc-val", vec![cap.clone()]), None)
+            .await
+            .unwrap();
+        let validation = backend
+            .validate_capabilities(volume.id, vec![cap], vec![], vec![], vec![], None)
+            .await
+            .unwrap();
+        assert!(validation.confirmed, "{}", validation.message);
+    }
 }
 
 // node-local-cache's own promises.
@@ -173,6 +215,20 @@ async fn node_local_cache_ids_are_uuid_v5_of_the_name() {
     let parts: Vec<_> = uuid.split('-').map(str::len).collect();
     assert_eq!(parts, [8, 4, 4, 4, 12], "{uuid}");
     assert_eq!(&uuid[14..15], "5", "version 5");
+    // The public node-local-cache driver's ids for the same names.
+    for (name, id) in [
+        ("pvc-12345", "nlc-da2c015b-ead8-5c44-8d3d-00cc2583f371"),
+        ("pvc-abc-123", "nlc-24fd37c9-eb20-576a-8fce-481b19db68f6"),
+    ] {
+        let cap = filesystem(AccessMode::SingleNodeWriter);
+        let v = backend
+            .create_volume(request(name, vec![cap]), None)
+            .await
+            .unwrap();
+        assert_eq!(v.id, id, "{name}");
+        let located = backend.locate(v.id, vec![], None).await.unwrap();
+        assert!(matches!(located, Attachment::LocalDir));
+    }
     assert!(matches!(volume.attachment, Some(Attachment::LocalDir)));
     assert!(volume.topology.is_empty());
     assert_eq!(volume.capacity_bytes, 1 << 30);
@@ -185,7 +241,7 @@ async fn node_local_cache_does_not_know_foreign_ids() {
     }
     let backend = load().await;
     let unknown = backend
-        .validate_capabilities("pvc-not-ours".into(), vec![], vec![], vec![], None)
+        .validate_capabilities("pvc-not-ours".into(), vec![], vec![], vec![], vec![], None)
         .await;
     match unknown {
         Err(CallError::Refused {

@@ -135,8 +135,7 @@ async fn controller_publish_carries_the_attachment_to_the_node() {
         .publish_context;
     let get = |k: &str| context.get(k).map(String::as_str);
     assert_eq!(get("modcsi.io/attachment"), Some("nvme-tcp"));
-    assert_eq!(get("modcsi.io/nvme-address"), Some("192.0.2.10"));
-    assert_eq!(get("modcsi.io/nvme-port"), Some("4420"));
+    assert_eq!(get("modcsi.io/nvme-portals"), Some("192.0.2.10:4420"));
     assert_eq!(get("modcsi.io/nvme-nqn"), Some("nqn.2000-02.test:ff-pv1"));
     assert_eq!(get("modcsi.io/nvme-ctrl-loss-tmo"), Some("-1"));
     assert_eq!(get("published-to"), Some("node-1"));

@@ -19,7 +19,38 @@ fn config(endpoint: &str, state: &std::path::Path) -> ServeConfig {
         call_timeout: Duration::from_secs(5),
         memory_limit_mib: 64,
         max_concurrent_calls: 2,
+        backend_config: None,
     }
+}
+
+#[tokio::test]
+async fn a_second_host_on_the_same_state_dir_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let first = Server::prepare(config(
+        &format!("unix://{}/a.sock", dir.path().display()),
+        &state,
+    ))
+    .await
+    .expect("first host starts");
+    let err = Server::prepare(config(
+        &format!("unix://{}/b.sock", dir.path().display()),
+        &state,
+    ))
+    .await
+    .err()
+    .expect("second host refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("in use by another modcsi host")
+            && message.contains(&std::process::id().to_string()),
+        "{message}"
+    );
+    assert!(
+        !dir.path().join("b.sock").exists(),
+        "the refused host bound no socket"
+    );
+    drop(first);
 }
 
 #[tokio::test]

@@ -1,21 +1,33 @@
 //! node-local-cache: every volume is a scratch directory that exists separately on each node
 //! that publishes it. The backend only names volumes; the host creates and removes the
 //! directories (`attachment::local-dir`). Volumes carry no topology, so a pod may land anywhere.
-//! What `info` declares (filesystem only, no snapshots or clones) the host enforces for every
+//! What `info` declares (filesystem only, no content sources) the host enforces for every
 //! backend, so the calls below only see requests this backend can serve.
+//!
+//! A drop-in for the public node-local-cache driver: the same volume ids (`nlc-` + UUID v5 of the
+//! request name in that driver's namespace), and its PVs, whose volume context is empty, publish
+//! through `locate`.
 
 use modcsi_backend_sdk::controller::Guest as Controller;
 use modcsi_backend_sdk::identity::Guest as Identity;
+use modcsi_backend_sdk::log_at;
 use modcsi_backend_sdk::types::{
-    AccessMode, Attachment, BackendInfo, Capability, CapacityRange, ControllerCapabilities,
-    CreateRequest, Error, ExpandResult, KeyValues, LogLevel, NodeInfo, PublishRequest,
-    PublishResult, Snapshot, SnapshotPage, Validation, Volume, VolumeModes, VolumePage,
+    AccessMode, Attachment, BackendInfo, Capability, ContentSources, CreateRequest, Error,
+    KeyValues, LogLevel, Validation, Volume, VolumeModes,
 };
-use modcsi_backend_sdk::{log_at, unimplemented};
 use uuid::Uuid;
 
-/// Namespace for the deterministic volume ids (UUID v5 of the request name).
-const ID_NAMESPACE: Uuid = Uuid::NAMESPACE_OID;
+wit_bindgen::generate!({
+    inline: "
+        package modcsi:node-local-cache;
+        world optional { export modcsi:backend/locate@0.2.0; }
+    ",
+    path: "../../wit/0.2.0",
+    generate_all,
+});
+
+/// The public driver's namespace for volume ids (UUID v5 of the request name).
+const ID_NAMESPACE: Uuid = Uuid::from_u128(0x7a3e8f2b_5c41_4d9a_b86f_1e4a9c2d7b5e);
 const ID_PREFIX: &str = "nlc-";
 
 struct NodeLocalCache;
@@ -32,12 +44,15 @@ fn is_our_id(id: &str) -> bool {
         .is_some_and(|uuid| Uuid::try_parse(uuid).is_ok_and(|u| u.get_version_num() == 5))
 }
 
+fn not_ours(id: &str) -> Error {
+    Error::NotFound(format!("{id} is not a node-local-cache volume id"))
+}
+
 impl Identity for NodeLocalCache {
     fn info() -> BackendInfo {
         BackendInfo {
             name: "node-local-cache".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            capabilities: ControllerCapabilities::empty(),
             access_modes: vec![
                 AccessMode::SingleNodeWriter,
                 AccessMode::SingleNodeReaderOnly,
@@ -48,6 +63,7 @@ impl Identity for NodeLocalCache {
                 AccessMode::SingleNodeMultiWriter,
             ],
             volume_modes: VolumeModes::FILESYSTEM,
+            content_sources: ContentSources::empty(),
             topology: false,
             parameters: vec![],
         }
@@ -85,58 +101,52 @@ impl Controller for NodeLocalCache {
         _capabilities: Vec<Capability>,
         _context: KeyValues,
         _parameters: KeyValues,
+        _secrets: KeyValues,
     ) -> Result<Validation, Error> {
         if !is_our_id(&volume_id) {
-            return Err(Error::NotFound(format!(
-                "{volume_id} is not a node-local-cache volume id"
-            )));
+            return Err(not_ours(&volume_id));
         }
         Ok(Validation {
             confirmed: true,
             message: String::new(),
         })
     }
+}
 
-    fn controller_publish(_request: PublishRequest) -> Result<PublishResult, Error> {
-        Err(unimplemented("controller-publish"))
-    }
-
-    fn controller_unpublish(_: String, _: String, _: KeyValues) -> Result<(), Error> {
-        Err(unimplemented("controller-unpublish"))
-    }
-
-    fn expand_volume(_: String, _: CapacityRange, _: KeyValues) -> Result<ExpandResult, Error> {
-        Err(unimplemented("expand-volume"))
-    }
-
-    fn list_volumes(_: u32, _: String) -> Result<VolumePage, Error> {
-        Err(unimplemented("list-volumes"))
-    }
-
-    fn get_capacity(_: KeyValues) -> Result<u64, Error> {
-        Err(unimplemented("get-capacity"))
-    }
-
-    fn create_snapshot(
-        _: String,
-        _: String,
-        _: KeyValues,
-        _: KeyValues,
-    ) -> Result<Snapshot, Error> {
-        Err(unimplemented("create-snapshot"))
-    }
-
-    fn delete_snapshot(_: String, _: KeyValues) -> Result<(), Error> {
-        Err(unimplemented("delete-snapshot"))
-    }
-
-    fn list_snapshots(_: u32, _: String, _: String, _: String) -> Result<SnapshotPage, Error> {
-        Err(unimplemented("list-snapshots"))
-    }
-
-    fn node_identity() -> Result<NodeInfo, Error> {
-        Err(unimplemented("node-identity"))
+impl exports::modcsi::backend::locate::Guest for NodeLocalCache {
+    /// Every node-local-cache volume, the public driver's included, is a local directory.
+    fn locate(
+        volume_id: String,
+        _context: Vec<(String, String)>,
+    ) -> Result<modcsi::backend::types::Attachment, modcsi::backend::types::Error> {
+        use modcsi::backend::types as t;
+        if !is_our_id(&volume_id) {
+            return Err(t::Error::NotFound(format!(
+                "{volume_id} is not a node-local-cache volume id"
+            )));
+        }
+        Ok(t::Attachment::LocalDir)
     }
 }
 
 modcsi_backend_sdk::export_backend!(NodeLocalCache);
+export!(NodeLocalCache);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_match_the_public_driver() {
+        assert_eq!(
+            volume_id("pvc-12345"),
+            "nlc-da2c015b-ead8-5c44-8d3d-00cc2583f371"
+        );
+        assert_eq!(
+            volume_id("pvc-abc-123"),
+            "nlc-24fd37c9-eb20-576a-8fce-481b19db68f6"
+        );
+        assert!(is_our_id(&volume_id("anything")));
+        assert!(!is_our_id("pvc-12345"));
+    }
+}

@@ -1,11 +1,26 @@
-//! What a modcsi backend author builds against: the bindings for the `modcsi:backend` world and a
-//! few helpers. A backend implements `exports::modcsi::backend::identity::Guest` and
-//! `exports::modcsi::backend::controller::Guest` on one type and registers it with
-//! `modcsi_backend_sdk::export_backend!(MyBackend);`, then builds for `wasm32-wasip2`.
+//! What a modcsi backend author builds against: the bindings for the `modcsi:backend@0.2.0`
+//! world and a few helpers.
+//!
+//! The required core: implement `identity::Guest` and `controller::Guest` on one type and
+//! register it with `modcsi_backend_sdk::export_backend!(MyBackend);`. An optional interface
+//! (publish, expand, list-volumes, capacity, snapshots, node-identity, get-volume, locate) is
+//! exported by generating its bindings in the backend crate (wit-bindgen generates only the
+//! types a world uses, so these get their own copy of the types they need):
+//!
+//! ```ignore
+//! wit_bindgen::generate!({
+//!     inline: "package my:backend; world extra { export modcsi:backend/locate@0.2.0; }",
+//!     path: "path/to/wit/0.2.0",
+//!     generate_all,
+//! });
+//! export!(MyBackend);
+//! ```
+//!
+//! The host detects what is exported and advertises exactly that. Build for `wasm32-wasip2`.
 
 wit_bindgen::generate!({
     world: "backend",
-    path: "../../wit",
+    path: "../../wit/0.2.0",
     pub_export_macro: true,
     export_macro_name: "export_backend",
     default_bindings_module: "modcsi_backend_sdk",
@@ -13,9 +28,9 @@ wit_bindgen::generate!({
 
 pub use exports::modcsi::backend::{controller, identity};
 pub use modcsi::backend::types;
-pub use modcsi::backend::{cache, log};
+pub use modcsi::backend::{cache, config, host, log, store};
 
-use types::{Error, LogLevel};
+use types::LogLevel;
 
 /// Logs a message through the host, which attributes it to this backend.
 pub fn log_at(level: LogLevel, message: &str, fields: &[(&str, &str)]) {
@@ -24,11 +39,6 @@ pub fn log_at(level: LogLevel, message: &str, fields: &[(&str, &str)]) {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     log::log(level, message, &fields);
-}
-
-/// The error for an operation this backend does not offer.
-pub fn unimplemented(operation: &str) -> Error {
-    Error::Unimplemented(format!("{operation} is not supported by this backend"))
 }
 
 /// Looks a key up in a list of key-value pairs (parameters, context, secrets).

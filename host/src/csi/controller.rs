@@ -1,60 +1,72 @@
 //! Controller: volume lifecycle, delegated to the backend with the host's validation around it.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, bytes_to_csi};
+use super::rules;
 use super::{CsiError, SharedDriver, deadline};
 use crate::proto::controller_server::Controller;
 use crate::proto::controller_service_capability::{Rpc, Type, rpc};
 use crate::proto::*;
-use crate::runtime::types;
-use crate::volume::attachment::{self, RESERVED_PREFIX};
+use crate::runtime::{CallError, Optional, types};
+use crate::volume::records::{RequestShape, VolumeRecord};
 use crate::volume::validate;
 
 pub struct ControllerService(pub SharedDriver);
 
+/// Whether the backend answered "not found" (a finished deletion, for the CO).
+fn is_not_found(error: &CallError) -> bool {
+    matches!(
+        error,
+        CallError::Refused {
+            error: types::Error::NotFound(_),
+            ..
+        }
+    )
+}
+
 impl ControllerService {
-    fn backend_error(subject: String) -> impl FnOnce(crate::runtime::CallError) -> CsiError {
+    fn backend_error(subject: String) -> impl FnOnce(CallError) -> CsiError {
         move |source| CsiError::Backend { subject, source }
     }
 
-    /// Refuses an RPC whose capability the backend did not declare.
-    fn require(
-        &self,
-        capability: types::ControllerCapabilities,
-        rpc: &str,
-    ) -> Result<(), CsiError> {
-        if self.0.backend.info().capabilities.contains(capability) {
+    fn backend_name(&self) -> &str {
+        self.0.backend.name()
+    }
+
+    /// Refuses an RPC whose interface the backend does not offer.
+    fn require(&self, interface: Optional, rpc: &str) -> Result<(), CsiError> {
+        if self.0.backend.offers(interface) {
             Ok(())
         } else {
             Err(CsiError::Unimplemented(format!(
-                "{rpc} is not offered by backend {}",
-                self.0.backend.name()
+                "{rpc} is not offered by backend {} (it does not export modcsi:backend/{})",
+                self.0.backend.name(),
+                interface.name()
             )))
         }
     }
 
-    /// The context the CO gets back: the backend's keys plus the attachment under the host's
-    /// reserved prefix, which a backend may not use itself.
-    fn host_context(
-        &self,
-        subject: &str,
-        context: types::KeyValues,
-        attachment: Option<&types::Attachment>,
-    ) -> Result<HashMap<String, String>, CsiError> {
-        if let Some((key, _)) = context.iter().find(|(k, _)| k.starts_with(RESERVED_PREFIX)) {
-            return Err(CsiError::Internal(format!(
-                "{subject}: backend {} set the reserved context key {key}",
-                self.0.backend.name()
-            )));
-        }
-        let mut map: HashMap<String, String> = context.into_iter().collect();
-        if let Some(a) = attachment {
-            attachment::encode(a, &mut map);
-        }
-        Ok(map)
+    fn store_error(subject: &str) -> impl FnOnce(crate::state::StoreError) -> CsiError + '_ {
+        move |e| CsiError::Unavailable(format!("{subject}: host state store: {e}"))
+    }
+}
+
+fn record_to_csi(record: VolumeRecord, source: Option<VolumeContentSource>) -> Volume {
+    Volume {
+        capacity_bytes: bytes_to_csi(record.capacity_bytes),
+        volume_id: record.id,
+        volume_context: record.context.into_iter().collect(),
+        content_source: source,
+        accessible_topology: record
+            .topology
+            .into_iter()
+            .map(|segments| Topology {
+                segments: segments.into_iter().collect(),
+            })
+            .collect(),
     }
 }
 
@@ -68,6 +80,8 @@ impl Controller for ControllerService {
         let r = request.into_inner();
         let driver = &self.0;
         let name = validate::volume_name(&r.name).map_err(CsiError::from)?;
+        rules::map_from_co("parameters", &r.parameters)?;
+        rules::map_from_co("secrets", &r.secrets)?;
         let capabilities = convert::capabilities(&r.volume_capabilities, driver.backend.info())?;
         let create = types::CreateRequest {
             name: name.to_owned(),
@@ -75,37 +89,59 @@ impl Controller for ControllerService {
             capabilities,
             parameters: convert::key_values(&r.parameters),
             secrets: convert::key_values(&r.secrets),
-            source: convert::content_source(
-                r.volume_content_source.as_ref(),
-                driver.backend.info(),
-            )?,
+            source: convert::content_source(r.volume_content_source.as_ref(), &driver.backend)?,
             accessibility: convert::topology_requirement(r.accessibility_requirements.as_ref()),
         };
         let subject = format!("create volume {name:?}");
         let _guard = self.0.lock_key(&format!("name/{name}"), &subject)?;
 
+        let shape = RequestShape::of(&create);
+        if let Some(record) = driver
+            .records
+            .by_name(name)
+            .map_err(Self::store_error(&subject))?
+        {
+            if let Some(why) = record.mismatch(&shape) {
+                return Err(CsiError::AlreadyExists(format!(
+                    "{subject}: volume {} already exists with this name, but {why}",
+                    record.id
+                ))
+                .into());
+            }
+            return Ok(Response::new(CreateVolumeResponse {
+                volume: Some(record_to_csi(record, r.volume_content_source)),
+            }));
+        }
+
+        let range = create.capacity;
         let volume = driver
             .backend
             .create_volume(create, timeout)
             .await
             .map_err(Self::backend_error(subject.clone()))?;
-        validate::volume_id(&volume.id).map_err(|e| {
-            CsiError::Internal(format!(
-                "{subject}: backend {} returned an unusable id: {e}",
-                driver.backend.name()
-            ))
-        })?;
-        let volume_context =
-            self.host_context(&subject, volume.context, volume.attachment.as_ref())?;
+        let backend = self.backend_name();
+        rules::returned_id(backend, &subject, "volume id", &volume.id)?;
+        rules::capacity_in_range(backend, &subject, volume.capacity_bytes, &range)?;
+        let context = rules::host_context(
+            backend,
+            &subject,
+            volume.context.clone(),
+            volume.attachment.as_ref(),
+        )?;
+        let record = VolumeRecord::new(
+            name,
+            shape,
+            &volume,
+            &context.into_iter().collect::<BTreeMap<_, _>>(),
+        );
+        driver
+            .records
+            .insert(record.clone())
+            .await
+            .map_err(Self::store_error(&subject))?;
         tracing::info!(volume = %volume.id, name, "volume created");
         Ok(Response::new(CreateVolumeResponse {
-            volume: Some(Volume {
-                capacity_bytes: bytes_to_csi(volume.capacity_bytes),
-                volume_id: volume.id,
-                volume_context,
-                content_source: r.volume_content_source,
-                accessible_topology: convert::topology_to_csi(&volume.topology),
-            }),
+            volume: Some(record_to_csi(record, r.volume_content_source)),
         }))
     }
 
@@ -117,6 +153,7 @@ impl Controller for ControllerService {
         let r = request.into_inner();
         let driver = &self.0;
         let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
+        rules::map_from_co("secrets", &r.secrets)?;
         let _guard = driver.lock(id)?;
         // This node's directory of the volume goes with it: refused while still published, and
         // removed only once the backend has agreed to the deletion.
@@ -125,12 +162,24 @@ impl Controller for ControllerService {
             source,
         };
         driver.local_dirs.check_unused(id).map_err(node_err)?;
-        driver
+        match driver
             .backend
             .delete_volume(id.to_owned(), convert::key_values(&r.secrets), timeout)
             .await
-            .map_err(Self::backend_error(format!("volume {id}")))?;
+        {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {
+                tracing::debug!(volume = id, "backend no longer knows the volume: deleted")
+            }
+            Err(e) => return Err(Self::backend_error(format!("volume {id}"))(e).into()),
+        }
         let removed = driver.local_dirs.remove(id).map_err(node_err)?;
+        let subject = format!("volume {id}");
+        driver
+            .records
+            .remove(id)
+            .await
+            .map_err(Self::store_error(&subject))?;
         tracing::info!(volume = id, local_dir_removed = removed, "volume deleted");
         Ok(Response::new(DeleteVolumeResponse {}))
     }
@@ -143,6 +192,9 @@ impl Controller for ControllerService {
         let r = request.into_inner();
         let driver = &self.0;
         let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
+        rules::map_from_co("volume context", &r.volume_context)?;
+        rules::map_from_co("parameters", &r.parameters)?;
+        rules::map_from_co("secrets", &r.secrets)?;
         if r.volume_capabilities.is_empty() {
             return Err(CsiError::InvalidArgument(format!(
                 "volume {id}: volume capabilities are required"
@@ -154,6 +206,21 @@ impl Controller for ControllerService {
             .iter()
             .map(convert::capability)
             .collect::<Result<Vec<_>, _>>()?;
+        // An unknown volume is NOT_FOUND before anything is confirmed: the host's record knows
+        // the volumes it created; the backend's get-volume, when it has one, the others.
+        if !driver.records.knows_id(id) && driver.backend.offers(Optional::GetVolume) {
+            match driver.backend.get_volume(id.to_owned(), timeout).await {
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => {
+                    return Err(CsiError::NotFound(format!(
+                        "volume {id} does not exist in backend {}",
+                        driver.backend.name()
+                    ))
+                    .into());
+                }
+                Err(e) => return Err(Self::backend_error(format!("volume {id}"))(e).into()),
+            }
+        }
         // What the backend does not offer at all is answered without asking it.
         if let Some(Err(CsiError::InvalidArgument(message))) = capabilities
             .iter()
@@ -172,6 +239,7 @@ impl Controller for ControllerService {
                 capabilities,
                 convert::key_values(&r.volume_context),
                 convert::key_values(&r.parameters),
+                convert::key_values(&r.secrets),
                 timeout,
             )
             .await
@@ -195,22 +263,30 @@ impl Controller for ControllerService {
         &self,
         _request: Request<ControllerGetCapabilitiesRequest>,
     ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
-        use types::ControllerCapabilities as C;
-        let declared = self.0.backend.info().capabilities;
+        let backend = &self.0.backend;
         let mut rpcs = vec![rpc::Type::CreateDeleteVolume];
-        for (flag, rpc) in [
-            (C::PUBLISH_UNPUBLISH, rpc::Type::PublishUnpublishVolume),
-            (C::PUBLISH_UNPUBLISH, rpc::Type::PublishReadonly),
-            (C::EXPAND, rpc::Type::ExpandVolume),
-            (C::GET_CAPACITY, rpc::Type::GetCapacity),
-            (C::LIST_VOLUMES, rpc::Type::ListVolumes),
-            (C::SNAPSHOTS, rpc::Type::CreateDeleteSnapshot),
-            (C::SNAPSHOTS, rpc::Type::ListSnapshots),
-            (C::CLONE, rpc::Type::CloneVolume),
+        for (interface, rpc) in [
+            (Optional::Publish, rpc::Type::PublishUnpublishVolume),
+            // The node host honours readonly for every attachment it publishes.
+            (Optional::Publish, rpc::Type::PublishReadonly),
+            (Optional::Expand, rpc::Type::ExpandVolume),
+            (Optional::Capacity, rpc::Type::GetCapacity),
+            (Optional::ListVolumes, rpc::Type::ListVolumes),
+            (Optional::Snapshots, rpc::Type::CreateDeleteSnapshot),
+            (Optional::Snapshots, rpc::Type::ListSnapshots),
+            (Optional::GetVolume, rpc::Type::GetVolume),
+            (Optional::GetVolume, rpc::Type::VolumeCondition),
         ] {
-            if declared.contains(flag) {
+            if backend.offers(interface) {
                 rpcs.push(rpc);
             }
+        }
+        if backend
+            .info()
+            .content_sources
+            .contains(types::ContentSources::VOLUME)
+        {
+            rpcs.push(rpc::Type::CloneVolume);
         }
         if self.0.offers_single_node_multi_writer() {
             rpcs.push(rpc::Type::SingleNodeMultiWriter);
@@ -230,20 +306,23 @@ impl Controller for ControllerService {
         &self,
         request: Request<ControllerPublishVolumeRequest>,
     ) -> Result<Response<ControllerPublishVolumeResponse>, Status> {
-        self.require(
-            types::ControllerCapabilities::PUBLISH_UNPUBLISH,
-            "ControllerPublishVolume",
-        )?;
+        self.require(Optional::Publish, "ControllerPublishVolume")?;
         let timeout = deadline::of(&request);
         let r = request.into_inner();
         let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
-        let node = validate::token("node id", &r.node_id).map_err(CsiError::from)?;
+        let node = validate::node_id(&r.node_id).map_err(CsiError::from)?;
+        rules::map_from_co("volume context", &r.volume_context)?;
+        rules::map_from_co("secrets", &r.secrets)?;
         let capability = r.volume_capability.as_ref().ok_or_else(|| {
             CsiError::InvalidArgument(format!("volume {id}: volume capability is required"))
         })?;
         let capability = convert::capability(capability)?;
         convert::supported(&capability, self.0.backend.info())?;
         let subject = format!("volume {id} on node {node}");
+        let node_attributes = self
+            .0
+            .node_attributes(node)
+            .map_err(Self::store_error(&subject))?;
         let _guard = self.0.lock(id)?;
         let published = self
             .0
@@ -252,6 +331,7 @@ impl Controller for ControllerService {
                 types::PublishRequest {
                     volume_id: id.to_owned(),
                     node_id: node.to_owned(),
+                    node_attributes,
                     capability,
                     readonly: r.readonly,
                     context: convert::key_values(&r.volume_context),
@@ -261,8 +341,12 @@ impl Controller for ControllerService {
             )
             .await
             .map_err(Self::backend_error(subject.clone()))?;
-        let publish_context =
-            self.host_context(&subject, published.context, published.attachment.as_ref())?;
+        let publish_context = rules::host_context(
+            self.backend_name(),
+            &subject,
+            published.context,
+            published.attachment.as_ref(),
+        )?;
         tracing::info!(volume = id, node, "volume published to node");
         Ok(Response::new(ControllerPublishVolumeResponse {
             publish_context,
@@ -273,16 +357,14 @@ impl Controller for ControllerService {
         &self,
         request: Request<ControllerUnpublishVolumeRequest>,
     ) -> Result<Response<ControllerUnpublishVolumeResponse>, Status> {
-        self.require(
-            types::ControllerCapabilities::PUBLISH_UNPUBLISH,
-            "ControllerUnpublishVolume",
-        )?;
+        self.require(Optional::Publish, "ControllerUnpublishVolume")?;
         let timeout = deadline::of(&request);
         let r = request.into_inner();
         let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
         if !r.node_id.is_empty() {
-            validate::token("node id", &r.node_id).map_err(CsiError::from)?;
+            validate::node_id(&r.node_id).map_err(CsiError::from)?;
         }
+        rules::map_from_co("secrets", &r.secrets)?;
         let _guard = self.0.lock(id)?;
         self.0
             .backend
@@ -302,17 +384,21 @@ impl Controller for ControllerService {
         &self,
         request: Request<ControllerExpandVolumeRequest>,
     ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
-        self.require(
-            types::ControllerCapabilities::EXPAND,
-            "ControllerExpandVolume",
-        )?;
+        self.require(Optional::Expand, "ControllerExpandVolume")?;
         let timeout = deadline::of(&request);
         let r = request.into_inner();
         let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
+        rules::map_from_co("secrets", &r.secrets)?;
         let range = r.capacity_range.as_ref().ok_or_else(|| {
             CsiError::InvalidArgument(format!("volume {id}: capacity range is required"))
         })?;
         let capacity = convert::capacity_range(Some(range))?;
+        let capability = r
+            .volume_capability
+            .as_ref()
+            .map(convert::capability)
+            .transpose()?;
+        let subject = format!("volume {id}");
         let _guard = self.0.lock(id)?;
         let expanded = self
             .0
@@ -320,11 +406,18 @@ impl Controller for ControllerService {
             .expand_volume(
                 id.to_owned(),
                 capacity,
+                capability,
                 convert::key_values(&r.secrets),
                 timeout,
             )
             .await
-            .map_err(Self::backend_error(format!("volume {id}")))?;
+            .map_err(Self::backend_error(subject.clone()))?;
+        rules::capacity_in_range(
+            self.backend_name(),
+            &subject,
+            expanded.capacity_bytes,
+            &capacity,
+        )?;
         tracing::info!(
             volume = id,
             capacity = expanded.capacity_bytes,
@@ -340,19 +433,34 @@ impl Controller for ControllerService {
         &self,
         request: Request<GetCapacityRequest>,
     ) -> Result<Response<GetCapacityResponse>, Status> {
-        self.require(types::ControllerCapabilities::GET_CAPACITY, "GetCapacity")?;
+        self.require(Optional::Capacity, "GetCapacity")?;
         let timeout = deadline::of(&request);
         let r = request.into_inner();
-        let available = self
+        rules::map_from_co("parameters", &r.parameters)?;
+        let capabilities = r
+            .volume_capabilities
+            .iter()
+            .map(convert::capability)
+            .collect::<Result<Vec<_>, _>>()?;
+        let topology = r
+            .accessible_topology
+            .as_ref()
+            .map(|t| convert::key_values(&t.segments));
+        let capacity = self
             .0
             .backend
-            .get_capacity(convert::key_values(&r.parameters), timeout)
+            .get_capacity(
+                convert::key_values(&r.parameters),
+                capabilities,
+                topology,
+                timeout,
+            )
             .await
             .map_err(Self::backend_error("capacity".to_owned()))?;
         Ok(Response::new(GetCapacityResponse {
-            available_capacity: bytes_to_csi(available),
-            maximum_volume_size: None,
-            minimum_volume_size: None,
+            available_capacity: bytes_to_csi(capacity.available_bytes),
+            maximum_volume_size: capacity.maximum_volume_bytes.map(bytes_to_csi),
+            minimum_volume_size: capacity.minimum_volume_bytes.map(bytes_to_csi),
         }))
     }
 
@@ -360,25 +468,29 @@ impl Controller for ControllerService {
         &self,
         request: Request<ListVolumesRequest>,
     ) -> Result<Response<ListVolumesResponse>, Status> {
-        self.require(types::ControllerCapabilities::LIST_VOLUMES, "ListVolumes")?;
+        self.require(Optional::ListVolumes, "ListVolumes")?;
         let timeout = deadline::of(&request);
         let r = request.into_inner();
         let max_entries = max_entries(r.max_entries)?;
+        self.0.check_token("volumes", &r.starting_token)?;
+        let subject = "list volumes";
         let page = self
             .0
             .backend
             .list_volumes(max_entries, r.starting_token, timeout)
             .await
-            .map_err(Self::backend_error("list volumes".to_owned()))?;
+            .map_err(Self::backend_error(subject.to_owned()))?;
+        let backend = self.backend_name();
+        rules::page_len(backend, subject, page.volumes.len(), max_entries)?;
         let mut entries = Vec::with_capacity(page.volumes.len());
         for volume in page.volumes {
+            rules::returned_id(backend, subject, "volume id", &volume.id)?;
             let subject = format!("list volumes: volume {}", volume.id);
-            validate::volume_id(&volume.id)
-                .map_err(|e| CsiError::Internal(format!("{subject}: unusable id: {e}")))?;
             entries.push(list_volumes_response::Entry {
                 volume: Some(Volume {
                     capacity_bytes: bytes_to_csi(volume.capacity_bytes),
-                    volume_context: self.host_context(
+                    volume_context: rules::host_context(
+                        backend,
                         &subject,
                         volume.context,
                         volume.attachment.as_ref(),
@@ -390,6 +502,7 @@ impl Controller for ControllerService {
                 status: None,
             });
         }
+        self.0.tokens.issue("volumes", &page.next_token);
         Ok(Response::new(ListVolumesResponse {
             entries,
             next_token: page.next_token,
@@ -400,12 +513,14 @@ impl Controller for ControllerService {
         &self,
         request: Request<CreateSnapshotRequest>,
     ) -> Result<Response<CreateSnapshotResponse>, Status> {
-        self.require(types::ControllerCapabilities::SNAPSHOTS, "CreateSnapshot")?;
+        self.require(Optional::Snapshots, "CreateSnapshot")?;
         let timeout = deadline::of(&request);
         let r = request.into_inner();
         let name = validate::volume_name(&r.name).map_err(CsiError::from)?;
         let source =
             validate::token("source volume id", &r.source_volume_id).map_err(CsiError::from)?;
+        rules::map_from_co("parameters", &r.parameters)?;
+        rules::map_from_co("secrets", &r.secrets)?;
         let subject = format!("snapshot {name:?} of volume {source}");
         let _guard = self.0.lock_key(&format!("snapshot/{name}"), &subject)?;
         let snapshot = self
@@ -420,9 +535,7 @@ impl Controller for ControllerService {
             )
             .await
             .map_err(Self::backend_error(subject.clone()))?;
-        validate::token("snapshot id", &snapshot.id).map_err(|e| {
-            CsiError::Internal(format!("{subject}: backend returned an unusable id: {e}"))
-        })?;
+        rules::returned_id(self.backend_name(), &subject, "snapshot id", &snapshot.id)?;
         tracing::info!(snapshot = %snapshot.id, volume = source, "snapshot created");
         Ok(Response::new(CreateSnapshotResponse {
             snapshot: Some(snapshot_to_csi(snapshot)),
@@ -433,17 +546,23 @@ impl Controller for ControllerService {
         &self,
         request: Request<DeleteSnapshotRequest>,
     ) -> Result<Response<DeleteSnapshotResponse>, Status> {
-        self.require(types::ControllerCapabilities::SNAPSHOTS, "DeleteSnapshot")?;
+        self.require(Optional::Snapshots, "DeleteSnapshot")?;
         let timeout = deadline::of(&request);
         let r = request.into_inner();
         let id = validate::token("snapshot id", &r.snapshot_id).map_err(CsiError::from)?;
+        rules::map_from_co("secrets", &r.secrets)?;
         let subject = format!("snapshot {id}");
         let _guard = self.0.lock_key(&format!("snapshot-id/{id}"), &subject)?;
-        self.0
+        match self
+            .0
             .backend
             .delete_snapshot(id.to_owned(), convert::key_values(&r.secrets), timeout)
             .await
-            .map_err(Self::backend_error(subject))?;
+        {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(Self::backend_error(subject)(e).into()),
+        }
         tracing::info!(snapshot = id, "snapshot deleted");
         Ok(Response::new(DeleteSnapshotResponse {}))
     }
@@ -452,10 +571,11 @@ impl Controller for ControllerService {
         &self,
         request: Request<ListSnapshotsRequest>,
     ) -> Result<Response<ListSnapshotsResponse>, Status> {
-        self.require(types::ControllerCapabilities::SNAPSHOTS, "ListSnapshots")?;
+        self.require(Optional::Snapshots, "ListSnapshots")?;
         let timeout = deadline::of(&request);
         let r = request.into_inner();
         let max_entries = max_entries(r.max_entries)?;
+        rules::map_from_co("secrets", &r.secrets)?;
         // Filters are compared, never used as paths, but must still be sane identifiers.
         for (what, value) in [
             ("source volume id", &r.source_volume_id),
@@ -465,18 +585,35 @@ impl Controller for ControllerService {
                 validate::token(what, value).map_err(CsiError::from)?;
             }
         }
+        self.0.check_token("snapshots", &r.starting_token)?;
+        let subject = "list snapshots";
         let page = self
             .0
             .backend
             .list_snapshots(
                 max_entries,
                 r.starting_token,
-                r.source_volume_id,
-                r.snapshot_id,
+                types::SnapshotFilter {
+                    source_volume_id: r.source_volume_id,
+                    snapshot_id: r.snapshot_id,
+                },
+                convert::key_values(&r.secrets),
                 timeout,
             )
             .await
-            .map_err(Self::backend_error("list snapshots".to_owned()))?;
+            .map_err(Self::backend_error(subject.to_owned()))?;
+        let backend = self.backend_name();
+        rules::page_len(backend, subject, page.snapshots.len(), max_entries)?;
+        for snapshot in &page.snapshots {
+            rules::returned_id(backend, subject, "snapshot id", &snapshot.id)?;
+            rules::returned_id(
+                backend,
+                subject,
+                "source volume id",
+                &snapshot.source_volume_id,
+            )?;
+        }
+        self.0.tokens.issue("snapshots", &page.next_token);
         let entries = page
             .snapshots
             .into_iter()
@@ -487,6 +624,46 @@ impl Controller for ControllerService {
         Ok(Response::new(ListSnapshotsResponse {
             entries,
             next_token: page.next_token,
+        }))
+    }
+
+    async fn controller_get_volume(
+        &self,
+        request: Request<ControllerGetVolumeRequest>,
+    ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
+        self.require(Optional::GetVolume, "ControllerGetVolume")?;
+        let timeout = deadline::of(&request);
+        let r = request.into_inner();
+        let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
+        let subject = format!("volume {id}");
+        let status = self
+            .0
+            .backend
+            .get_volume(id.to_owned(), timeout)
+            .await
+            .map_err(Self::backend_error(subject.clone()))?;
+        for node in &status.published_nodes {
+            validate::node_id(node).map_err(|e| {
+                rules::broken(
+                    self.backend_name(),
+                    &subject,
+                    format!("returned an unusable node id: {e}"),
+                )
+            })?;
+        }
+        Ok(Response::new(ControllerGetVolumeResponse {
+            volume: Some(Volume {
+                capacity_bytes: bytes_to_csi(status.capacity_bytes),
+                volume_id: id.to_owned(),
+                ..Default::default()
+            }),
+            status: Some(controller_get_volume_response::VolumeStatus {
+                published_node_ids: status.published_nodes,
+                volume_condition: status.condition.map(|c| VolumeCondition {
+                    abnormal: c.abnormal,
+                    message: c.message,
+                }),
+            }),
         }))
     }
 }

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use super::CsiError;
 use crate::proto;
 use crate::proto::volume_capability::access_mode::Mode as CsiMode;
-use crate::runtime::types;
+use crate::runtime::{Backend, Optional, types};
+use crate::volume::validate;
 
 /// Sorted, so backends see the same order every time.
 pub fn key_values(map: &HashMap<String, String>) -> types::KeyValues {
@@ -122,33 +123,38 @@ pub fn capacity_range(
     })
 }
 
-/// The volume's content source, refused unless the backend declares it can start volumes from
-/// snapshots (`snapshots`) or from other volumes (`clone`).
+/// The volume's content source, with a valid id, refused unless the backend declares it can
+/// start volumes from snapshots (and exports `snapshots`) or from other volumes.
 pub fn content_source(
     source: Option<&proto::VolumeContentSource>,
-    info: &types::BackendInfo,
+    backend: &Backend,
 ) -> Result<Option<types::ContentSource>, CsiError> {
     use proto::volume_content_source::Type;
-    use types::ControllerCapabilities as C;
+    use types::ContentSources as S;
     let Some(kind) = source.and_then(|s| s.r#type.as_ref()) else {
         return Ok(None);
     };
-    let (source, needed, what) = match kind {
+    let declared = backend.info().content_sources;
+    let (source, offered, what) = match kind {
         Type::Snapshot(s) => (
-            types::ContentSource::Snapshot(s.snapshot_id.clone()),
-            C::SNAPSHOTS,
+            types::ContentSource::Snapshot(
+                validate::token("source snapshot id", &s.snapshot_id)?.to_owned(),
+            ),
+            declared.contains(S::SNAPSHOT) && backend.offers(Optional::Snapshots),
             "snapshots",
         ),
         Type::Volume(v) => (
-            types::ContentSource::Volume(v.volume_id.clone()),
-            C::CLONE,
+            types::ContentSource::Volume(
+                validate::token("source volume id", &v.volume_id)?.to_owned(),
+            ),
+            declared.contains(S::VOLUME),
             "other volumes",
         ),
     };
-    if !info.capabilities.contains(needed) {
+    if !offered {
         return Err(invalid(format!(
             "backend {} cannot create volumes from {what}",
-            info.name
+            backend.name()
         )));
     }
     Ok(Some(source))
@@ -201,9 +207,9 @@ mod tests {
         types::BackendInfo {
             name: "test".into(),
             version: "0".into(),
-            capabilities: types::ControllerCapabilities::empty(),
             access_modes: vec![types::AccessMode::SingleNodeWriter],
             volume_modes: modes,
+            content_sources: types::ContentSources::empty(),
             topology: false,
             parameters: vec![],
         }

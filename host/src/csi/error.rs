@@ -35,6 +35,8 @@ pub enum CsiError {
     #[error("{0}")]
     Internal(String),
     #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
     Unimplemented(String),
 }
 
@@ -57,6 +59,7 @@ impl CsiError {
             CsiError::NotFound(_) => Code::NotFound,
             CsiError::AlreadyExists(_) => Code::AlreadyExists,
             CsiError::Internal(_) => Code::Internal,
+            CsiError::Unavailable(_) => Code::Unavailable,
             CsiError::Unimplemented(_) => Code::Unimplemented,
         }
     }
@@ -65,7 +68,8 @@ impl CsiError {
 fn call_code(error: &CallError) -> Code {
     match error {
         CallError::Timeout { .. } => Code::DeadlineExceeded,
-        CallError::MemoryLimit { .. } => Code::ResourceExhausted,
+        // Not RESOURCE_EXHAUSTED: the provisioner would reschedule the volume elsewhere.
+        CallError::MemoryLimit { .. } => Code::Internal,
         CallError::Trap { .. } => Code::Internal,
         CallError::Busy { .. } => Code::Unavailable,
         CallError::Refused { error, .. } => match error {

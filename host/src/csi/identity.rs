@@ -6,7 +6,7 @@ use super::{CsiError, SharedDriver, deadline};
 use crate::proto::identity_server::Identity;
 use crate::proto::plugin_capability::{Service, Type, service};
 use crate::proto::*;
-use crate::runtime::types;
+use crate::runtime::Optional;
 
 pub struct IdentityService(pub SharedDriver);
 
@@ -42,16 +42,12 @@ impl Identity for IdentityService {
         if self.0.backend.info().topology {
             capabilities.push(service(service::Type::VolumeAccessibilityConstraints));
         }
-        if self
-            .0
-            .backend
-            .info()
-            .capabilities
-            .contains(types::ControllerCapabilities::EXPAND)
-        {
+        // Offline only: online expansion needs NodeExpandVolume, which this host does not
+        // serve yet.
+        if self.0.backend.offers(Optional::Expand) {
             capabilities.push(PluginCapability {
                 r#type: Some(Type::VolumeExpansion(plugin_capability::VolumeExpansion {
-                    r#type: plugin_capability::volume_expansion::Type::Online as i32,
+                    r#type: plugin_capability::volume_expansion::Type::Offline as i32,
                 })),
             });
         }

@@ -8,6 +8,7 @@ mod deadline;
 mod error;
 mod identity;
 mod node;
+pub mod rules;
 
 use std::sync::Arc;
 
@@ -18,7 +19,13 @@ pub use node::NodeService;
 
 use crate::node::local_dir::LocalDirs;
 use crate::runtime::{Backend, types};
+use crate::state::{StateStore, StoreError};
 use crate::volume::locks::{OperationGuard, OperationLocks};
+use crate::volume::records::Records;
+use crate::volume::tokens::ListTokens;
+
+/// Where the host keeps what a node said about itself (`node-info.attributes`), by node id.
+pub const NODES_NAMESPACE: &str = "host/nodes";
 
 /// Which CSI services a process serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -46,6 +53,9 @@ pub struct Driver {
     pub mode: Mode,
     pub local_dirs: LocalDirs,
     pub locks: OperationLocks,
+    pub state: Arc<dyn StateStore>,
+    pub records: Arc<Records>,
+    pub tokens: ListTokens,
 }
 
 impl Driver {
@@ -59,6 +69,27 @@ impl Driver {
         self.locks
             .try_lock(key)
             .ok_or_else(|| CsiError::Pending(subject.to_owned()))
+    }
+
+    /// ABORTED for a list token this host did not hand out.
+    fn check_token(&self, list: &'static str, token: &str) -> Result<(), CsiError> {
+        if self.tokens.known(list, token) {
+            Ok(())
+        } else {
+            Err(CsiError::Pending(format!(
+                "list {list}: starting token {token:?} is not one this host handed out (list again from the start)"
+            )))
+        }
+    }
+
+    /// The attributes node `node` reported through NodeGetInfo (with `--mode all`, or any host
+    /// sharing this state store; a cluster-wide source comes with the Kubernetes client).
+    fn node_attributes(&self, node: &str) -> Result<types::KeyValues, StoreError> {
+        Ok(self
+            .state
+            .get(NODES_NAMESPACE, node)?
+            .and_then(|e| serde_json::from_slice(&e.value).ok())
+            .unwrap_or_default())
     }
 
     /// Whether the backend offers the single-node multi-writer modes (a capability both the

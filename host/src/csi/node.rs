@@ -11,7 +11,7 @@ use crate::node::{NodeError, paths, publish, stats};
 use crate::proto::node_server::Node;
 use crate::proto::node_service_capability::{Rpc, Type, rpc};
 use crate::proto::*;
-use crate::runtime::types;
+use crate::runtime::{Optional, types};
 use crate::volume::attachment;
 use crate::volume::validate;
 
@@ -24,10 +24,6 @@ fn node_err(volume: &str) -> impl FnOnce(NodeError) -> CsiError + '_ {
     }
 }
 
-fn not_on_node(volume: &str, node: &str) -> CsiError {
-    CsiError::NotFound(format!("volume {volume} is not on node {node}"))
-}
-
 /// Validates a path argument and that no symbolic link lies on it.
 fn safe_path<'a>(volume: &str, what: &'static str, path: &'a str) -> Result<&'a Path, CsiError> {
     let path = validate::target_path(what, path)?;
@@ -36,6 +32,57 @@ fn safe_path<'a>(volume: &str, what: &'static str, path: &'a str) -> Result<&'a 
         source,
     })?;
     Ok(path)
+}
+
+impl NodeService {
+    /// The attachment the host encoded in the contexts, if any.
+    fn attachment(
+        &self,
+        id: &str,
+        r: &NodePublishVolumeRequest,
+    ) -> Result<Option<types::Attachment>, CsiError> {
+        if !attachment::present(&r.publish_context, &r.volume_context) {
+            return Ok(None);
+        }
+        attachment::decode(&r.publish_context, &r.volume_context)
+            .map(Some)
+            .map_err(|source| CsiError::Attachment {
+                volume: id.to_owned(),
+                source,
+            })
+    }
+
+    /// Asks the backend where a volume this host did not create lives (a volume of the driver
+    /// the backend replaces, whose context has no `modcsi.io/` keys).
+    async fn locate(
+        &self,
+        id: &str,
+        volume_context: &std::collections::HashMap<String, String>,
+    ) -> Result<types::Attachment, CsiError> {
+        let backend = &self.0.backend;
+        if !backend.offers(Optional::Locate) {
+            return Err(CsiError::Attachment {
+                volume: id.to_owned(),
+                source: attachment::AttachmentError::Missing,
+            });
+        }
+        let subject = format!("volume {id}");
+        let located = backend
+            .locate(id.to_owned(), convert::key_values(volume_context), None)
+            .await
+            .map_err(|source| CsiError::Backend {
+                subject: subject.clone(),
+                source,
+            })?;
+        attachment::validate(&located).map_err(|e| {
+            super::rules::broken(
+                backend.name(),
+                &subject,
+                format!("located an unusable attachment: {e}"),
+            )
+        })?;
+        Ok(located)
+    }
 }
 
 #[tonic::async_trait]
@@ -52,13 +99,13 @@ impl Node for NodeService {
             CsiError::InvalidArgument(format!("volume {id}: volume capability is required"))
         })?;
         let capability = convert::capability(capability)?;
-        let attachment =
-            attachment::decode(&r.publish_context, &r.volume_context).map_err(|source| {
-                CsiError::Attachment {
-                    volume: id.to_owned(),
-                    source,
-                }
-            })?;
+        super::rules::map_from_co("volume context", &r.volume_context)?;
+        super::rules::map_from_co("publish context", &r.publish_context)?;
+        let attachment = self.attachment(id, &r)?;
+        let attachment = match attachment {
+            Some(a) => a,
+            None => self.locate(id, &r.volume_context).await?,
+        };
         if !matches!(attachment, types::Attachment::LocalDir) {
             return Err(CsiError::Unimplemented(format!(
                 "volume {id}: this host cannot attach {} volumes yet",
@@ -93,11 +140,9 @@ impl Node for NodeService {
         let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
         let target = safe_path(id, "target path", &r.target_path)?;
         let _guard = driver.lock(id)?;
+        // Absent or already unmounted is success: kubelet retries until it hears OK.
         let found = publish::unpublish(target).map_err(node_err(id))?;
-        if !found.existed && !driver.local_dirs.exists(id) {
-            return Err(not_on_node(id, &driver.node_id).into());
-        }
-        tracing::info!(volume = id, target = %target.display(), "volume unpublished");
+        tracing::info!(volume = id, target = %target.display(), existed = found.existed, "volume unpublished");
         Ok(Response::new(NodeUnpublishVolumeResponse {}))
     }
 
@@ -108,19 +153,31 @@ impl Node for NodeService {
         let r = request.into_inner();
         let driver = &self.0;
         let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
-        let path = safe_path(id, "volume path", &r.volume_path)?;
-        if !driver.local_dirs.exists(id) {
-            return Err(not_on_node(id, &driver.node_id).into());
+        // A path that is not absolute and normal cannot be where the volume is published.
+        let not_published = || {
+            CsiError::NotFound(format!(
+                "volume {id} is not published at {:?} on node {}",
+                r.volume_path, driver.node_id
+            ))
+        };
+        if r.volume_path.is_empty() {
+            return Err(CsiError::from(validate::InvalidInput::Missing {
+                what: "volume path",
+            })
+            .into());
+        }
+        let Ok(path) = safe_path(id, "volume path", &r.volume_path) else {
+            return Err(not_published().into());
+        };
+        if !driver.local_dirs.exists(id)
+            || !publish::shows(&driver.local_dirs.path(id), path).map_err(node_err(id))?
+        {
+            return Err(not_published().into());
         }
         let usage = stats::usage(path).map_err(node_err(id))?;
-        let published = publish::shows(&driver.local_dirs.path(id), path).map_err(node_err(id))?;
         let volume_condition = Some(VolumeCondition {
-            abnormal: !published,
-            message: if published {
-                "volume is published".into()
-            } else {
-                format!("{} does not show volume {id}", path.display())
-            },
+            abnormal: false,
+            message: "volume is published".into(),
         });
         let entry = |unit: volume_usage::Unit, total: u64, available: u64, used: u64| VolumeUsage {
             total: bytes_to_csi(total),
@@ -175,12 +232,7 @@ impl Node for NodeService {
             accessible_topology: None,
         };
         // A backend that knows better (a cloud VM id, a zone) describes the node itself.
-        if driver
-            .backend
-            .info()
-            .capabilities
-            .contains(types::ControllerCapabilities::NODE_IDENTITY)
-        {
+        if driver.backend.offers(Optional::NodeIdentity) {
             let identity = driver
                 .backend
                 .node_identity(deadline::of(&request))
@@ -190,7 +242,7 @@ impl Node for NodeService {
                     source,
                 })?;
             if let Some(id) = identity.node_id {
-                validate::token("node id", &id).map_err(|e| {
+                validate::node_id(&id).map_err(|e| {
                     CsiError::Internal(format!(
                         "backend {} returned an unusable node id: {e}",
                         driver.backend.name()
@@ -199,6 +251,14 @@ impl Node for NodeService {
                 info.node_id = id;
             }
             info.max_volumes_per_node = i64::from(identity.max_volumes);
+            // Kept for controller-publish (an NVMe host NQN, a cloud VM id).
+            let attributes = serde_json::to_vec(&identity.attributes).unwrap_or_default();
+            if let Err(e) = driver
+                .state
+                .put_any(super::NODES_NAMESPACE, &info.node_id, &attributes)
+            {
+                tracing::warn!(node = %info.node_id, "cannot keep the node's attributes: {e}");
+            }
             if !identity.topology.is_empty() {
                 info.accessible_topology = convert::topology_to_csi(&[identity.topology]).pop();
             }

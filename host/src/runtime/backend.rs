@@ -9,24 +9,32 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Instance, Linker, ResourceTable};
 use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::artifact_cache::{ArtifactCache, CacheError, Origin};
-use super::bindings::{Backend as Bindings, BackendPre, types};
-use super::capabilities::SharedCache;
-use super::engine::{self, WIT_VERSION};
+use super::capabilities::{BackendConfig, LogBudget, Scrubber, SharedCache};
+use super::engine;
+use super::exports::{Calls, Optional};
 use super::limits::CallLimits;
+use super::v0_2::types;
+use super::{v0_1, v0_2};
+use crate::state::StateStore;
 
 /// How much of a failing call's stderr (a panic message, say) is kept for the error.
 const STDERR_CAPTURE: usize = 16 * 1024;
 const STDERR_IN_ERROR: usize = 400;
+/// Longest backend error message passed on to the CO.
+const MAX_ERROR_MESSAGE: usize = 1024;
 /// Extra time the outer timeout allows beyond the epoch deadline before abandoning the call.
 const OUTER_GRACE: Duration = Duration::from_millis(250);
 
-#[derive(Debug, Clone)]
+/// The WIT packages this host loads, for messages.
+pub const ACCEPTED_VERSIONS: &str = "modcsi:backend@0.1.0 or modcsi:backend@0.2.x";
+
+#[derive(Clone)]
 pub struct RuntimeOptions {
     /// Where precompiled components are cached.
     pub cache_dir: PathBuf,
@@ -36,6 +44,10 @@ pub struct RuntimeOptions {
     pub call_timeout: Duration,
     /// Instances that may run at once; further calls wait for a slot within their deadline.
     pub max_concurrent_calls: u32,
+    /// The backend's configuration document (`config` import).
+    pub config: Arc<BackendConfig>,
+    /// The durable store behind the `store` import, if the host has one.
+    pub store: Option<Arc<dyn StateStore>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +68,7 @@ pub enum LoadError {
     )]
     NotABackend { path: PathBuf },
     #[error(
-        "backend component {path} is built for modcsi:backend@{found}; this host accepts modcsi:backend@{accepted}"
+        "backend component {path} is built for modcsi:backend@{found}; this host accepts {accepted}"
     )]
     Version {
         path: PathBuf,
@@ -120,6 +132,13 @@ pub(crate) struct CallState {
     limits: CallLimits,
     pub(crate) backend: Arc<str>,
     pub(crate) cache: Arc<SharedCache>,
+    pub(crate) config: Arc<BackendConfig>,
+    pub(crate) store: Option<Arc<dyn StateStore>>,
+    /// The backend's namespace in the state store.
+    pub(crate) namespace: Arc<str>,
+    pub(crate) deadline: Instant,
+    pub(crate) scrubber: Scrubber,
+    pub(crate) log_budget: LogBudget,
 }
 
 impl WasiView for CallState {
@@ -147,27 +166,39 @@ struct TimingCounters {
     call_ns: AtomicU64,
 }
 
+/// The exports of a loaded component, by the WIT version it was built for.
+enum Exports {
+    V0_1(v0_1::Exports),
+    V0_2(v0_2::Exports),
+}
+
 type CallFuture<'a, R> = Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>;
 
 /// Defines a public method for one WIT export: it runs the export through [`Backend::invoke`]
-/// (fresh instance, deadline, memory cap) and turns the backend's error value into
-/// [`CallError::Refused`]. `arg: Type => how-it-is-passed` lists the arguments.
+/// (fresh instance, deadline, memory cap) on whichever WIT version the component speaks, and
+/// turns the backend's error value into [`CallError::Refused`]. `secrets` names the call's
+/// secret values, scrubbed from everything the backend writes during the call.
 macro_rules! backend_call {
-    ($name:ident, $op:literal, identity.$call:ident($($arg:ident: $ty:ty => $pass:expr),*) -> $ret:ty) => {
-        backend_call!(@method $name, $op, modcsi_backend_identity, $call, ($($arg: $ty => $pass),*), $ret);
-    };
-    ($name:ident, $op:literal, controller.$call:ident($($arg:ident: $ty:ty => $pass:expr),*) -> $ret:ty) => {
-        backend_call!(@method $name, $op, modcsi_backend_controller, $call, ($($arg: $ty => $pass),*), $ret);
-    };
-    (@method $name:ident, $op:literal, $iface:ident, $call:ident, ($($arg:ident: $ty:ty => $pass:expr),*), $ret:ty) => {
+    ($name:ident, $op:literal, ($($arg:ident: $ty:ty),*) -> $ret:ty, secrets: $secrets:expr) => {
         #[doc = concat!("Calls the backend's `", $op, "`.")]
+        #[allow(clippy::too_many_arguments)]
         pub async fn $name(&self, $($arg: $ty,)* timeout: Option<Duration>) -> Result<$ret, CallError> {
+            let scrubber = self.scrubber($secrets);
             let result = self
-                .invoke($op, timeout, move |store, b| {
-                    Box::pin(async move { b.$iface().$call(store, $($pass),*).await })
+                .invoke($op, timeout, scrubber.clone(), move |store, instance, exports| {
+                    Box::pin(async move {
+                        match exports {
+                            Exports::V0_1(e) => e.$name(store, instance, $($arg),*).await,
+                            Exports::V0_2(e) => e.$name(store, instance, $($arg),*).await,
+                        }
+                    })
                 })
                 .await?;
-            self.refused($op, result)
+            result.map_err(|error| CallError::Refused {
+                backend: self.name.clone(),
+                operation: $op,
+                error: clean_error(error, &scrubber),
+            })
         }
     };
 }
@@ -177,16 +208,26 @@ pub struct Backend {
     info: types::BackendInfo,
     origin: Origin,
     engine: Engine,
-    pre: BackendPre<CallState>,
+    pre: wasmtime::component::InstancePre<CallState>,
+    exports: Exports,
+    wit_version: String,
     options: RuntimeOptions,
     slots: Semaphore,
     cache: Arc<SharedCache>,
     timings: TimingCounters,
 }
 
+fn no_secrets() -> std::iter::Empty<String> {
+    std::iter::empty()
+}
+
+fn values(pairs: &types::KeyValues) -> impl Iterator<Item = String> + '_ {
+    pairs.iter().map(|(_, v)| v.clone())
+}
+
 impl Backend {
     /// Loads the component at `path` (from the artifact cache when possible), checks that it
-    /// speaks this host's WIT version, links its imports and asks it to describe itself.
+    /// speaks a WIT version this host serves, links its imports and asks it to describe itself.
     pub async fn load(path: &Path, options: RuntimeOptions) -> Result<Self, LoadError> {
         let wasm = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.to_owned(),
@@ -204,7 +245,7 @@ impl Backend {
         };
         let cache = ArtifactCache::open(&options.cache_dir).map_err(cache_err)?;
         let (component, origin) = cache.load(&engine, &wasm).map_err(cache_err)?;
-        check_wit_version(path, &engine, &component)?;
+        let wit_version = wit_version(path, &engine, &component)?;
 
         let link_err = |source| LoadError::Link {
             path: path.to_owned(),
@@ -212,10 +253,14 @@ impl Backend {
         };
         let mut linker = Linker::<CallState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_err)?;
-        Bindings::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |state| state)
-            .map_err(link_err)?;
-        let pre = BackendPre::new(linker.instantiate_pre(&component).map_err(link_err)?)
-            .map_err(link_err)?;
+        v0_1::add_to_linker(&mut linker).map_err(link_err)?;
+        v0_2::add_to_linker(&mut linker).map_err(link_err)?;
+        let pre = linker.instantiate_pre(&component).map_err(link_err)?;
+        let exports = if wit_version == "0.1.0" {
+            Exports::V0_1(v0_1::Exports::new(&pre).map_err(link_err)?)
+        } else {
+            Exports::V0_2(v0_2::Exports::new(&pre).map_err(link_err)?)
+        };
 
         let mut backend = Backend {
             name: Arc::from(
@@ -226,15 +271,27 @@ impl Backend {
             origin,
             engine,
             pre,
+            exports,
+            wit_version,
             slots: Semaphore::new(options.max_concurrent_calls as usize),
             options,
             cache: Arc::default(),
             timings: TimingCounters::default(),
         };
         let info = backend
-            .invoke("info", None, |store, b| {
-                Box::pin(b.modcsi_backend_identity().call_info(store))
-            })
+            .invoke(
+                "info",
+                None,
+                Scrubber::default(),
+                |store, instance, exports| {
+                    Box::pin(async move {
+                        match exports {
+                            Exports::V0_1(e) => e.info(store, instance).await,
+                            Exports::V0_2(e) => e.info(store, instance).await,
+                        }
+                    })
+                },
+            )
             .await
             .map_err(|source| LoadError::Info {
                 path: path.to_owned(),
@@ -254,6 +311,20 @@ impl Backend {
         &self.info
     }
 
+    /// The WIT package version the component was built for, e.g. `0.2.0`.
+    pub fn wit_version(&self) -> &str {
+        &self.wit_version
+    }
+
+    /// Whether the backend offers an optional interface (0.2: exports it; 0.1: declares the
+    /// matching capability flag).
+    pub fn offers(&self, interface: Optional) -> bool {
+        match &self.exports {
+            Exports::V0_1(e) => e.offers(interface),
+            Exports::V0_2(e) => e.offers(interface),
+        }
+    }
+
     /// Whether the component was compiled at load or came from the artifact cache.
     pub fn origin(&self) -> Origin {
         self.origin
@@ -271,78 +342,70 @@ impl Backend {
         }
     }
 
-    backend_call!(probe, "probe", identity.call_probe() -> ());
-    backend_call!(create_volume, "create-volume",
-        controller.call_create_volume(request: types::CreateRequest => &request) -> types::Volume);
-    backend_call!(delete_volume, "delete-volume",
-        controller.call_delete_volume(volume_id: String => &volume_id,
-            secrets: types::KeyValues => &secrets) -> ());
-    backend_call!(validate_capabilities, "validate-capabilities",
-        controller.call_validate_capabilities(volume_id: String => &volume_id,
-            capabilities: Vec<types::Capability> => &capabilities,
-            context: types::KeyValues => &context,
-            parameters: types::KeyValues => &parameters) -> types::Validation);
-    backend_call!(controller_publish, "controller-publish",
-        controller.call_controller_publish(request: types::PublishRequest => &request)
-            -> types::PublishResult);
-    backend_call!(controller_unpublish, "controller-unpublish",
-        controller.call_controller_unpublish(volume_id: String => &volume_id,
-            node_id: String => &node_id, secrets: types::KeyValues => &secrets) -> ());
-    backend_call!(expand_volume, "expand-volume",
-        controller.call_expand_volume(volume_id: String => &volume_id,
-            capacity: types::CapacityRange => capacity,
-            secrets: types::KeyValues => &secrets) -> types::ExpandResult);
-    backend_call!(get_capacity, "get-capacity",
-        controller.call_get_capacity(parameters: types::KeyValues => &parameters) -> u64);
-    backend_call!(node_identity, "node-identity", controller.call_node_identity() -> types::NodeInfo);
-    backend_call!(list_volumes, "list-volumes",
-        controller.call_list_volumes(max_entries: u32 => max_entries,
-            starting_token: String => &starting_token) -> types::VolumePage);
-    backend_call!(create_snapshot, "create-snapshot",
-        controller.call_create_snapshot(source_volume_id: String => &source_volume_id,
-            name: String => &name, parameters: types::KeyValues => &parameters,
-            secrets: types::KeyValues => &secrets) -> types::Snapshot);
-    backend_call!(delete_snapshot, "delete-snapshot",
-        controller.call_delete_snapshot(snapshot_id: String => &snapshot_id,
-            secrets: types::KeyValues => &secrets) -> ());
-    backend_call!(list_snapshots, "list-snapshots",
-        controller.call_list_snapshots(max_entries: u32 => max_entries,
-            starting_token: String => &starting_token,
-            source_volume_id: String => &source_volume_id,
-            snapshot_id: String => &snapshot_id) -> types::SnapshotPage);
-
-    fn refused<T>(
-        &self,
-        operation: &'static str,
-        result: Result<T, types::Error>,
-    ) -> Result<T, CallError> {
-        result.map_err(|error| CallError::Refused {
-            backend: self.name.clone(),
-            operation,
-            error,
-        })
+    /// This call's secret values plus the configuration's.
+    fn scrubber(&self, secrets: impl Iterator<Item = String>) -> Scrubber {
+        Scrubber::new(secrets.chain(self.options.config.secrets().iter().cloned()))
     }
 
-    /// Runs `call` on a fresh instance within the call's deadline and memory cap.
+    backend_call!(probe, "probe", () -> (), secrets: no_secrets());
+    backend_call!(create_volume, "create-volume", (request: types::CreateRequest) -> types::Volume,
+        secrets: values(&request.secrets));
+    backend_call!(delete_volume, "delete-volume",
+        (volume_id: String, secrets: types::KeyValues) -> (), secrets: values(&secrets));
+    backend_call!(validate_capabilities, "validate-capabilities",
+        (volume_id: String, capabilities: Vec<types::Capability>, context: types::KeyValues,
+            parameters: types::KeyValues, secrets: types::KeyValues) -> types::Validation,
+        secrets: values(&secrets));
+    backend_call!(controller_publish, "controller-publish",
+        (request: types::PublishRequest) -> types::PublishResult, secrets: values(&request.secrets));
+    backend_call!(controller_unpublish, "controller-unpublish",
+        (volume_id: String, node_id: String, secrets: types::KeyValues) -> (),
+        secrets: values(&secrets));
+    backend_call!(expand_volume, "expand-volume",
+        (volume_id: String, capacity: types::CapacityRange, capability: Option<types::Capability>,
+            secrets: types::KeyValues) -> types::ExpandResult, secrets: values(&secrets));
+    backend_call!(list_volumes, "list-volumes",
+        (max_entries: u32, starting_token: String) -> types::VolumePage, secrets: no_secrets());
+    backend_call!(get_capacity, "get-capacity",
+        (parameters: types::KeyValues, capabilities: Vec<types::Capability>,
+            topology: Option<types::Topology>) -> types::Capacity, secrets: no_secrets());
+    backend_call!(create_snapshot, "create-snapshot",
+        (source_volume_id: String, name: String, parameters: types::KeyValues,
+            secrets: types::KeyValues) -> types::Snapshot, secrets: values(&secrets));
+    backend_call!(delete_snapshot, "delete-snapshot",
+        (snapshot_id: String, secrets: types::KeyValues) -> (), secrets: values(&secrets));
+    backend_call!(list_snapshots, "list-snapshots",
+        (max_entries: u32, starting_token: String, filter: types::SnapshotFilter,
+            secrets: types::KeyValues) -> types::SnapshotPage, secrets: values(&secrets));
+    backend_call!(node_identity, "node-identity", () -> types::NodeInfo, secrets: no_secrets());
+    backend_call!(get_volume, "get-volume", (volume_id: String) -> types::VolumeStatus,
+        secrets: no_secrets());
+    backend_call!(locate, "locate", (volume_id: String, context: types::KeyValues) -> types::Attachment,
+        secrets: no_secrets());
+
+    /// Runs `call` on a fresh instance within the call's deadline and memory cap. The deadline
+    /// counts from the call's start, waiting for an instance slot included.
     async fn invoke<R, F>(
         &self,
         operation: &'static str,
         timeout: Option<Duration>,
+        scrubber: Scrubber,
         call: F,
     ) -> Result<R, CallError>
     where
-        F: for<'a> FnOnce(&'a mut Store<CallState>, &'a Bindings) -> CallFuture<'a, R>,
+        F: for<'a> FnOnce(&'a mut Store<CallState>, &'a Instance, &'a Exports) -> CallFuture<'a, R>,
     {
         let budget = timeout.map_or(self.options.call_timeout, |t| {
             t.min(self.options.call_timeout)
         });
-        let deadline = Instant::now() + budget;
+        let started = Instant::now();
+        let deadline = started + budget;
         let timed_out = || CallError::Timeout {
             backend: self.name.clone(),
             operation,
             deadline: budget,
         };
-        let _slot = tokio::time::timeout(budget, self.slots.acquire())
+        let _slot = tokio::time::timeout_at(deadline.into(), self.slots.acquire())
             .await
             .map_err(|_| CallError::Busy {
                 backend: self.name.clone(),
@@ -350,7 +413,6 @@ impl Backend {
             })?
             .expect("the slot semaphore is never closed");
 
-        let started = Instant::now();
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
         let mut store = Store::new(
             &self.engine,
@@ -360,6 +422,12 @@ impl Backend {
                 limits: CallLimits::new(self.options.memory_limit),
                 backend: self.name.clone(),
                 cache: self.cache.clone(),
+                config: self.options.config.clone(),
+                store: self.options.store.clone(),
+                namespace: Arc::from(format!("backend/{}", self.name)),
+                deadline,
+                scrubber: scrubber.clone(),
+                log_budget: LogBudget::default(),
             },
         );
         store.limiter(|state| &mut state.limits);
@@ -373,22 +441,33 @@ impl Backend {
             }
         });
 
+        let slotted = Instant::now();
+        let exports = &self.exports;
         let run = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
             let instantiated = Instant::now();
-            let result = call(&mut store, &instance).await?;
+            let result = call(&mut store, &instance, exports).await?;
             Ok::<_, wasmtime::Error>((result, instantiated))
         };
         // Epochs stop a spinning guest; this outer bound also stops one parked in a host call.
-        let outcome = tokio::time::timeout(budget + OUTER_GRACE, run).await;
+        let outcome = tokio::time::timeout_at((deadline + OUTER_GRACE).into(), run).await;
         let (result, instantiated) = match outcome {
             Err(_elapsed) => return Err(timed_out()),
             Ok(Ok(done)) => done,
             Ok(Err(err)) => {
-                let stderr = stderr_excerpt(&stderr);
-                return Err(if err.downcast_ref::<DeadlineExceeded>().is_some() {
-                    timed_out()
-                } else if store.data().limits.memory_refused {
+                let stderr = scrubber.scrub(&stderr_excerpt(&stderr));
+                if err.downcast_ref::<DeadlineExceeded>().is_some() {
+                    return Err(timed_out());
+                }
+                // The full chain, wasm backtrace included, goes to the log; the status that
+                // tenants may read gets the cause alone.
+                tracing::error!(
+                    backend = %self.name,
+                    operation,
+                    "backend call failed: {}",
+                    scrubber.scrub(&format!("{err:?}"))
+                );
+                return Err(if store.data().limits.memory_refused {
                     CallError::MemoryLimit {
                         backend: self.name.clone(),
                         operation,
@@ -399,7 +478,7 @@ impl Backend {
                     CallError::Trap {
                         backend: self.name.clone(),
                         operation,
-                        trap: format!("{err:#}"),
+                        trap: scrubber.clean(&trap_cause(&err), STDERR_IN_ERROR),
                         stderr,
                     }
                 });
@@ -410,11 +489,37 @@ impl Backend {
         self.timings.calls.fetch_add(1, Ordering::Relaxed);
         self.timings
             .instantiate_ns
-            .fetch_add(nanos(instantiated - started), Ordering::Relaxed);
+            .fetch_add(nanos(instantiated - slotted), Ordering::Relaxed);
         self.timings
             .call_ns
             .fetch_add(nanos(finished - instantiated), Ordering::Relaxed);
         Ok(result)
+    }
+}
+
+/// A trap's cause without the wasm backtrace wasmtime attaches as context.
+fn trap_cause(err: &wasmtime::Error) -> String {
+    if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
+        return trap.to_string();
+    }
+    err.root_cause().to_string()
+}
+
+/// The backend's error with its message scrubbed, escaped and bounded.
+fn clean_error(error: types::Error, scrubber: &Scrubber) -> types::Error {
+    use types::Error as E;
+    let c = |m: String| scrubber.clean(&m, MAX_ERROR_MESSAGE);
+    match error {
+        E::InvalidArgument(m) => E::InvalidArgument(c(m)),
+        E::NotFound(m) => E::NotFound(c(m)),
+        E::AlreadyExists(m) => E::AlreadyExists(c(m)),
+        E::FailedPrecondition(m) => E::FailedPrecondition(c(m)),
+        E::ResourceExhausted(m) => E::ResourceExhausted(c(m)),
+        E::OutOfRange(m) => E::OutOfRange(c(m)),
+        E::Unavailable(m) => E::Unavailable(c(m)),
+        E::Aborted(m) => E::Aborted(c(m)),
+        E::Internal(m) => E::Internal(c(m)),
+        E::Unimplemented(m) => E::Unimplemented(c(m)),
     }
 }
 
@@ -461,13 +566,14 @@ fn check_header(wasm: &[u8]) -> Result<(), &'static str> {
     }
 }
 
-fn check_wit_version(
+/// The version of the `modcsi:backend` package the component exports, if this host serves it.
+fn wit_version(
     path: &Path,
     engine: &Engine,
     component: &wasmtime::component::Component,
-) -> Result<(), LoadError> {
-    let exported = component.component_type();
-    let found = exported
+) -> Result<String, LoadError> {
+    let found = component
+        .component_type()
         .exports(engine)
         .find_map(|(name, _)| {
             name.strip_prefix("modcsi:backend/identity@")
@@ -476,14 +582,15 @@ fn check_wit_version(
         .ok_or_else(|| LoadError::NotABackend {
             path: path.to_owned(),
         })?;
-    if found != WIT_VERSION {
-        return Err(LoadError::Version {
+    if found == "0.1.0" || found.starts_with("0.2.") {
+        Ok(found)
+    } else {
+        Err(LoadError::Version {
             path: path.to_owned(),
             found,
-            accepted: WIT_VERSION,
-        });
+            accepted: ACCEPTED_VERSIONS,
+        })
     }
-    Ok(())
 }
 
 /// Stands in until the backend's own `info` answers during `load`.
@@ -491,9 +598,9 @@ fn placeholder_info() -> types::BackendInfo {
     types::BackendInfo {
         name: String::new(),
         version: String::new(),
-        capabilities: types::ControllerCapabilities::empty(),
         access_modes: vec![],
         volume_modes: types::VolumeModes::empty(),
+        content_sources: types::ContentSources::empty(),
         topology: false,
         parameters: vec![],
     }
@@ -514,6 +621,8 @@ mod tests {
                 memory_limit: 16 << 20,
                 call_timeout: Duration::from_secs(5),
                 max_concurrent_calls: 2,
+                config: Arc::default(),
+                store: None,
             },
         )
         .await
@@ -522,7 +631,7 @@ mod tests {
     #[tokio::test]
     async fn refuses_a_component_of_another_wit_version_naming_both() {
         let err = load_wat(
-            r#"(component (instance $i) (export "modcsi:backend/identity@0.2.0" (instance $i)))"#,
+            r#"(component (instance $i) (export "modcsi:backend/identity@0.3.0" (instance $i)))"#,
         )
         .await
         .err()
@@ -530,7 +639,7 @@ mod tests {
         assert!(matches!(err, LoadError::Version { .. }), "{err}");
         let message = err.to_string();
         assert!(
-            message.contains("modcsi:backend@0.2.0") && message.contains("modcsi:backend@0.1.0"),
+            message.contains("modcsi:backend@0.3.0") && message.contains("modcsi:backend@0.2.x"),
             "{message}"
         );
     }

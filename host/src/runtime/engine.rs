@@ -8,9 +8,6 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 /// How often the epoch advances; deadlines are checked (and long guest runs yield) at this pace.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// The WIT package version this host speaks (`wit/backend.wit`).
-pub const WIT_VERSION: &str = "0.1.0";
-
 /// Builds the engine. `slots` bounds concurrent instances; `memory_limit` is each instance's cap.
 pub(crate) fn build(slots: u32, memory_limit: usize) -> wasmtime::Result<Engine> {
     let mut pool = PoolingAllocationConfig::default();

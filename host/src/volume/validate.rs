@@ -7,6 +7,10 @@ use std::path::Path;
 pub const MAX_ID_LEN: usize = 128;
 /// Longest accepted target path, in bytes.
 pub const MAX_PATH_LEN: usize = 4096;
+/// Longest node id, in bytes (the CSI spec's bound).
+pub const MAX_NODE_ID_LEN: usize = 256;
+/// Largest map (parameters, contexts, secrets) in bytes of keys and values (the CSI spec's bound).
+pub const MAX_MAP_BYTES: usize = 4096;
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidInput {
@@ -32,8 +36,37 @@ pub fn volume_id(id: &str) -> Result<&str, InvalidInput> {
     token("volume id", id)
 }
 
-/// Like [`volume_id`], for other identifiers that may reach paths or commands (node ids).
+/// Accepts a node id: the characters of [`token`], at most 256 bytes.
+pub fn node_id(value: &str) -> Result<&str, InvalidInput> {
+    bounded_token("node id", value, MAX_NODE_ID_LEN)
+}
+
+/// Refuses a map over 4 KiB of keys and values.
+pub fn map_size<'a, I>(what: &'static str, map: I) -> Result<(), InvalidInput>
+where
+    I: IntoIterator<Item = (&'a String, &'a String)>,
+{
+    let bytes: usize = map.into_iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_MAP_BYTES {
+        return Err(InvalidInput::TooLong {
+            what,
+            value: format!("{bytes} bytes of keys and values"),
+            max: MAX_MAP_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// Like [`volume_id`], for other identifiers that may reach paths or commands.
 pub fn token<'a>(what: &'static str, value: &'a str) -> Result<&'a str, InvalidInput> {
+    bounded_token(what, value, MAX_ID_LEN)
+}
+
+fn bounded_token<'a>(
+    what: &'static str,
+    value: &'a str,
+    max: usize,
+) -> Result<&'a str, InvalidInput> {
     let malformed = |reason| InvalidInput::Malformed {
         what,
         value: value.to_owned(),
@@ -42,11 +75,11 @@ pub fn token<'a>(what: &'static str, value: &'a str) -> Result<&'a str, InvalidI
     if value.is_empty() {
         return Err(InvalidInput::Missing { what });
     }
-    if value.len() > MAX_ID_LEN {
+    if value.len() > max {
         return Err(InvalidInput::TooLong {
             what,
             value: value.to_owned(),
-            max: MAX_ID_LEN,
+            max,
         });
     }
     if let Some(bad) = value
@@ -195,5 +228,16 @@ mod tests {
         }
         let long = format!("/{}", "a".repeat(MAX_PATH_LEN));
         assert!(target_path("target path", &long).is_err());
+    }
+
+    #[test]
+    fn node_ids_and_maps() {
+        assert!(node_id(&"n".repeat(MAX_NODE_ID_LEN)).is_ok());
+        assert!(node_id(&"n".repeat(MAX_NODE_ID_LEN + 1)).is_err());
+        let small = std::collections::HashMap::from([("k".to_owned(), "v".to_owned())]);
+        assert!(map_size("parameters", &small).is_ok());
+        let big = std::collections::HashMap::from([("k".to_owned(), "v".repeat(MAX_MAP_BYTES))]);
+        let err = map_size("parameters", &big).unwrap_err().to_string();
+        assert!(err.contains("parameters") && err.contains("4096"), "{err}");
     }
 }

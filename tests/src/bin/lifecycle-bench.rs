@@ -108,6 +108,8 @@ async fn backend_overhead() {
         memory_limit: 64 << 20,
         call_timeout: Duration::from_secs(10),
         max_concurrent_calls: 8,
+        config: Default::default(),
+        store: None,
     };
     let path = component(NODE_LOCAL_CACHE);
     let t = Instant::now();
@@ -142,6 +144,32 @@ async fn backend_overhead() {
     );
 }
 
+/// Latency of one durable compare-and-swap write to the embedded state store.
+fn store_writes() {
+    use modcsi::state::{EmbeddedStore, StateStore};
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("state.redb")).unwrap();
+    const N: usize = 2000;
+    let mut version = None;
+    let mut samples = Vec::with_capacity(N);
+    for i in 0..N {
+        let t = Instant::now();
+        version = Some(
+            store
+                .put("bench", "key", format!("value {i}").as_bytes(), version)
+                .unwrap(),
+        );
+        samples.push(t.elapsed());
+    }
+    samples.sort();
+    println!(
+        "
+state store (redb, durable commit per write), {N} compare-and-swap writes: p50 {}  p99 {}",
+        us(percentile(&samples, 0.5)),
+        us(percentile(&samples, 0.99))
+    );
+}
+
 #[tokio::main]
 async fn main() {
     println!("modcsi lifecycle benchmark: node-local-cache, real bind mounts, {RUN_FOR:?} per run");
@@ -158,4 +186,5 @@ async fn main() {
     );
     drop(host);
     backend_overhead().await;
+    store_writes();
 }

@@ -1,7 +1,7 @@
 //! A well-behaved backend with one trap door: `create-volume` for a volume named
 //! [`TRIGGER`] runs the misbehaviour the test program was built with. Every other call
 //! succeeds, so tests can show that the host survives the misbehaviour and keeps serving the
-//! very same backend.
+//! very same backend. It exports the required core of the 0.2 contract and nothing else.
 
 pub use modcsi_backend_sdk;
 
@@ -13,7 +13,6 @@ pub const TRIGGER: &str = "misbehave";
 macro_rules! hostile_backend {
     ($misbehave:path) => {
         use $crate::modcsi_backend_sdk::types::*;
-        use $crate::modcsi_backend_sdk::unimplemented;
 
         struct Hostile;
 
@@ -22,9 +21,9 @@ macro_rules! hostile_backend {
                 BackendInfo {
                     name: env!("CARGO_PKG_NAME").into(),
                     version: env!("CARGO_PKG_VERSION").into(),
-                    capabilities: ControllerCapabilities::empty(),
                     access_modes: vec![AccessMode::SingleNodeWriter],
                     volume_modes: VolumeModes::FILESYSTEM,
+                    content_sources: ContentSources::empty(),
                     topology: false,
                     parameters: vec![],
                 }
@@ -55,35 +54,9 @@ macro_rules! hostile_backend {
                 _: Vec<Capability>,
                 _: KeyValues,
                 _: KeyValues,
+                _: KeyValues,
             ) -> Result<Validation, Error> {
                 Ok(Validation { confirmed: true, message: String::new() })
-            }
-            fn controller_publish(_: PublishRequest) -> Result<PublishResult, Error> {
-                Err(unimplemented("controller-publish"))
-            }
-            fn controller_unpublish(_: String, _: String, _: KeyValues) -> Result<(), Error> {
-                Err(unimplemented("controller-unpublish"))
-            }
-            fn expand_volume(_: String, _: CapacityRange, _: KeyValues) -> Result<ExpandResult, Error> {
-                Err(unimplemented("expand-volume"))
-            }
-            fn list_volumes(_: u32, _: String) -> Result<VolumePage, Error> {
-                Err(unimplemented("list-volumes"))
-            }
-            fn get_capacity(_: KeyValues) -> Result<u64, Error> {
-                Err(unimplemented("get-capacity"))
-            }
-            fn create_snapshot(_: String, _: String, _: KeyValues, _: KeyValues) -> Result<Snapshot, Error> {
-                Err(unimplemented("create-snapshot"))
-            }
-            fn delete_snapshot(_: String, _: KeyValues) -> Result<(), Error> {
-                Err(unimplemented("delete-snapshot"))
-            }
-            fn list_snapshots(_: u32, _: String, _: String, _: String) -> Result<SnapshotPage, Error> {
-                Err(unimplemented("list-snapshots"))
-            }
-            fn node_identity() -> Result<NodeInfo, Error> {
-                Err(unimplemented("node-identity"))
             }
         }
 

@@ -1,13 +1,19 @@
-//! Test backend: declares publish/unpublish, expansion, capacity, listing, snapshots and node
+//! Test backend built from the frozen `modcsi:backend@0.1.0` WIT, so the host's 0.1 adapter
+//! stays under test. It declares publish/unpublish, expansion, capacity, listing, snapshots and node
 //! identity, and keeps
 //! its volumes in the host's `cache` capability, the only state that outlives the per-call
 //! instances. Publishing answers with an NVMe/TCP attachment so the host's publish-context
 //! encoding can be checked.
 
-use modcsi_backend_sdk::cache;
-use modcsi_backend_sdk::controller::Guest as Controller;
-use modcsi_backend_sdk::identity::Guest as Identity;
-use modcsi_backend_sdk::types::*;
+wit_bindgen::generate!({
+    world: "backend",
+    path: "../../../wit/0.1.0",
+});
+
+use exports::modcsi::backend::controller::Guest as Controller;
+use exports::modcsi::backend::identity::Guest as Identity;
+use modcsi::backend::cache;
+use modcsi::backend::types::*;
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
 const CAPACITY: u64 = 42 << 30;
@@ -288,4 +294,4 @@ impl Controller for FullFeatured {
     }
 }
 
-modcsi_backend_sdk::export_backend!(FullFeatured);
+export!(FullFeatured);

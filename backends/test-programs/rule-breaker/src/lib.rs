@@ -1,0 +1,329 @@
+//! Test backend on the 0.2 contract: exports every optional interface and, when a request asks
+//! it to (the `break` parameter of CreateVolume, or special ids elsewhere), breaks a rule the
+//! host must enforce. Otherwise it behaves: volumes are `rb-<name>` of the requested size.
+//!
+//! `break` values: `capacity` (returns less than required), `reserved-key` (sets a
+//! `modcsi.io/` context key), `bad-attachment` (an NVMe address with a shell metacharacter),
+//! `bad-id` (an id with `/`), `big-context` (a context over 4 KiB), `log-secret` (logs its
+//! secrets, control characters and a flood), `error-secret` (fails naming its secret),
+//! `panic-secret` (panics naming its secret), `config` (puts configuration values in the
+//! context), `store` (counts creates in the durable store, count in the context).
+
+use modcsi_backend_sdk::types::*;
+use modcsi_backend_sdk::{config, log_at, lookup, store};
+
+wit_bindgen::generate!({
+    inline: "
+        package modcsi:rule-breaker;
+        world optional {
+            export modcsi:backend/publish@0.2.0;
+            export modcsi:backend/expand@0.2.0;
+            export modcsi:backend/list-volumes@0.2.0;
+            export modcsi:backend/capacity@0.2.0;
+            export modcsi:backend/snapshots@0.2.0;
+            export modcsi:backend/node-identity@0.2.0;
+            export modcsi:backend/get-volume@0.2.0;
+            export modcsi:backend/locate@0.2.0;
+        }
+    ",
+    path: "../../../wit/0.2.0",
+    generate_all,
+});
+
+use exports::modcsi::backend as ex;
+/// The optional interfaces' own copy of the contract's types.
+use modcsi::backend::types as t;
+
+struct RuleBreaker;
+
+fn volume(id: String, capacity_bytes: u64) -> Volume {
+    Volume {
+        id,
+        capacity_bytes,
+        context: vec![],
+        topology: vec![],
+        attachment: Some(Attachment::LocalDir),
+    }
+}
+
+fn secret_text(secrets: &KeyValues) -> String {
+    secrets
+        .iter()
+        .map(|(_, v)| v.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl modcsi_backend_sdk::identity::Guest for RuleBreaker {
+    fn info() -> BackendInfo {
+        BackendInfo {
+            name: "rule-breaker".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            access_modes: vec![
+                AccessMode::SingleNodeWriter,
+                AccessMode::MultiNodeMultiWriter,
+            ],
+            volume_modes: VolumeModes::FILESYSTEM | VolumeModes::BLOCK,
+            content_sources: ContentSources::SNAPSHOT,
+            topology: false,
+            parameters: vec![],
+        }
+    }
+
+    fn probe() -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+impl modcsi_backend_sdk::controller::Guest for RuleBreaker {
+    fn create_volume(request: CreateRequest) -> Result<Volume, Error> {
+        let mut v = volume(
+            format!("rb-{}", request.name),
+            request.capacity.required_bytes,
+        );
+        let secrets = secret_text(&request.secrets);
+        match lookup(&request.parameters, "break") {
+            Some("capacity") => v.capacity_bytes = request.capacity.required_bytes / 2,
+            Some("reserved-key") => v
+                .context
+                .push(("modcsi.io/attachment".into(), "local-dir".into())),
+            Some("bad-attachment") => {
+                v.attachment = Some(Attachment::NvmeTcp(NvmeTarget {
+                    portals: vec![Portal {
+                        address: "10.0.0.1;reboot".into(),
+                        port: 4420,
+                    }],
+                    nqn: "nqn.2000-02.com.mikrotik:x".into(),
+                    namespace_id: None,
+                    ctrl_loss_tmo_seconds: None,
+                    reconnect_delay_seconds: None,
+                    keep_alive_tmo_seconds: None,
+                }))
+            }
+            Some("bad-id") => v.id = "../etc".into(),
+            Some("big-context") => v.context.push(("big".into(), "x".repeat(5000))),
+            Some("log-secret") => {
+                log_at(
+                    LogLevel::Warn,
+                    &format!("secret is {secrets}"),
+                    &[("value", &secrets)],
+                );
+                log_at(LogLevel::Warn, "line one\nINFO forged: all good", &[]);
+                let flood = "f".repeat(2000);
+                for _ in 0..200 {
+                    log_at(LogLevel::Warn, &flood, &[]);
+                }
+            }
+            Some("error-secret") => {
+                return Err(Error::Internal(format!("cannot log in with {secrets}")));
+            }
+            Some("panic-secret") => panic!("leaking {secrets}"),
+            Some("config") => {
+                for key in config::keys() {
+                    let value = config::get(&key).unwrap_or_default();
+                    v.context.push((format!("config.{key}"), value));
+                }
+            }
+            Some("store") => {
+                let count = loop {
+                    let current = store::get("creates").map_err(store_error)?;
+                    let (n, version) = match &current {
+                        Some(e) => (
+                            u64::from_le_bytes(e.value.clone().try_into().unwrap_or([0; 8])),
+                            Some(e.version),
+                        ),
+                        None => (0, None),
+                    };
+                    match store::put("creates", &(n + 1).to_le_bytes(), version) {
+                        Ok(_) => break n + 1,
+                        Err(store::StoreError::Conflict(_)) => continue,
+                        Err(e) => return Err(store_error(e)),
+                    }
+                };
+                v.context.push(("creates".into(), count.to_string()));
+            }
+            _ => {}
+        }
+        Ok(v)
+    }
+
+    /// Says NOT_FOUND for every volume: the host must turn that into a successful deletion.
+    fn delete_volume(volume_id: String, _: KeyValues) -> Result<(), Error> {
+        Err(Error::NotFound(format!("{volume_id} is gone")))
+    }
+
+    /// Confirms anything, known or not: the host must check existence first.
+    fn validate_capabilities(
+        _: String,
+        _: Vec<Capability>,
+        _: KeyValues,
+        _: KeyValues,
+        _: KeyValues,
+    ) -> Result<Validation, Error> {
+        Ok(Validation {
+            confirmed: true,
+            message: String::new(),
+        })
+    }
+}
+
+fn store_error(e: store::StoreError) -> Error {
+    Error::Unavailable(format!("store: {e:?}"))
+}
+
+impl ex::publish::Guest for RuleBreaker {
+    fn controller_publish(request: t::PublishRequest) -> Result<t::PublishResult, t::Error> {
+        Ok(t::PublishResult {
+            context: request.node_attributes,
+            attachment: None,
+        })
+    }
+    fn controller_unpublish(_: String, _: String, _: t::KeyValues) -> Result<(), t::Error> {
+        Ok(())
+    }
+}
+
+impl ex::expand::Guest for RuleBreaker {
+    /// Grows to the requested size, except for volumes named `rb-shrinks`, which answer less.
+    fn expand_volume(
+        volume_id: String,
+        capacity: t::CapacityRange,
+        _: Option<t::Capability>,
+        _: t::KeyValues,
+    ) -> Result<t::ExpandResult, t::Error> {
+        let bytes = if volume_id == "rb-shrinks" {
+            1
+        } else {
+            capacity.required_bytes
+        };
+        Ok(t::ExpandResult {
+            capacity_bytes: bytes,
+            node_expansion_required: false,
+        })
+    }
+}
+
+impl ex::list_volumes::Guest for RuleBreaker {
+    /// Pages of one volume more than asked for; a first page ends with token `next`.
+    fn list_volumes(max_entries: u32, starting_token: String) -> Result<t::VolumePage, t::Error> {
+        let n = if max_entries == 0 { 3 } else { max_entries + 1 };
+        Ok(t::VolumePage {
+            volumes: (0..n)
+                .map(|i| t::Volume {
+                    id: format!("rb-listed-{i}"),
+                    capacity_bytes: 1,
+                    context: vec![],
+                    topology: vec![],
+                    attachment: Some(t::Attachment::LocalDir),
+                })
+                .collect(),
+            next_token: if starting_token.is_empty() {
+                "next".into()
+            } else {
+                String::new()
+            },
+        })
+    }
+}
+
+impl ex::capacity::Guest for RuleBreaker {
+    fn get_capacity(
+        _: t::KeyValues,
+        _: Vec<t::Capability>,
+        _: Option<t::Topology>,
+    ) -> Result<t::Capacity, t::Error> {
+        Ok(t::Capacity {
+            available_bytes: 7 << 30,
+            maximum_volume_bytes: Some(1 << 40),
+            minimum_volume_bytes: Some(1 << 20),
+        })
+    }
+}
+
+impl ex::snapshots::Guest for RuleBreaker {
+    fn create_snapshot(
+        source: String,
+        name: String,
+        _: t::KeyValues,
+        _: t::KeyValues,
+    ) -> Result<t::Snapshot, t::Error> {
+        Ok(t::Snapshot {
+            id: format!("snap-{name}"),
+            source_volume_id: source,
+            size_bytes: 1,
+            created_unix_seconds: 0,
+            ready: true,
+        })
+    }
+    fn delete_snapshot(snapshot_id: String, _: t::KeyValues) -> Result<(), t::Error> {
+        Err(t::Error::NotFound(format!("{snapshot_id} is gone")))
+    }
+    /// With a snapshot-id filter of `bad`, answers with an unusable id.
+    fn list_snapshots(
+        _: u32,
+        _: String,
+        filter: t::SnapshotFilter,
+        _: t::KeyValues,
+    ) -> Result<t::SnapshotPage, t::Error> {
+        let id = if filter.snapshot_id == "bad" {
+            "bad id/..".to_owned()
+        } else {
+            "snap-1".to_owned()
+        };
+        Ok(t::SnapshotPage {
+            snapshots: vec![t::Snapshot {
+                id,
+                source_volume_id: "rb-1".into(),
+                size_bytes: 1,
+                created_unix_seconds: 0,
+                ready: true,
+            }],
+            next_token: String::new(),
+        })
+    }
+}
+
+impl ex::node_identity::Guest for RuleBreaker {
+    fn node_identity() -> Result<t::NodeInfo, t::Error> {
+        Ok(t::NodeInfo {
+            node_id: None,
+            topology: vec![],
+            max_volumes: 7,
+            attributes: vec![(
+                "hostnqn".into(),
+                "nqn.2014-08.org.nvmexpress:uuid:test".into(),
+            )],
+        })
+    }
+}
+
+impl ex::get_volume::Guest for RuleBreaker {
+    /// Knows only volumes whose id starts with `rb-known`.
+    fn get_volume(volume_id: String) -> Result<t::VolumeStatus, t::Error> {
+        if volume_id.starts_with("rb-known") {
+            Ok(t::VolumeStatus {
+                capacity_bytes: 1,
+                condition: None,
+                published_nodes: vec![],
+            })
+        } else {
+            Err(t::Error::NotFound(format!("no volume {volume_id}")))
+        }
+    }
+}
+
+impl ex::locate::Guest for RuleBreaker {
+    /// Volumes named `legacy-*` live on a disk found by its by-id name; `legacy-escape` names a
+    /// path outside /dev/disk/by-id.
+    fn locate(volume_id: String, _: t::KeyValues) -> Result<t::Attachment, t::Error> {
+        match volume_id.as_str() {
+            "legacy-escape" => Ok(t::Attachment::Disk(t::DiskLocator::ById(
+                "../../sda".into(),
+            ))),
+            _ => Ok(t::Attachment::LocalDir),
+        }
+    }
+}
+
+modcsi_backend_sdk::export_backend!(RuleBreaker);
+export!(RuleBreaker);

@@ -1,0 +1,292 @@
+//! The host's record of the volumes it created, kept in the state store under `host/volumes`
+//! by request name. It makes CreateVolume idempotent and ALREADY_EXISTS-correct for every
+//! backend, stateless ones included: the same name with a compatible request is the recorded
+//! volume; with another capacity, capability set, parameters or source it is refused.
+
+use std::collections::BTreeMap;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::types;
+use crate::state::{StateStore, StoreError};
+
+/// The store namespace of the records.
+pub const NAMESPACE: &str = "host/volumes";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    pub name: String,
+    pub id: String,
+    pub required_bytes: u64,
+    pub limit_bytes: u64,
+    /// The requested capabilities, each in a canonical text form, sorted.
+    pub capabilities: Vec<String>,
+    pub parameters: BTreeMap<String, String>,
+    /// `snapshot:<id>` or `volume:<id>`.
+    pub source: Option<String>,
+    pub capacity_bytes: u64,
+    pub context: BTreeMap<String, String>,
+    pub topology: Vec<BTreeMap<String, String>>,
+}
+
+/// The parts of a request that must match a recorded volume of the same name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestShape {
+    pub required_bytes: u64,
+    pub limit_bytes: u64,
+    pub capabilities: Vec<String>,
+    pub parameters: BTreeMap<String, String>,
+    pub source: Option<String>,
+}
+
+impl RequestShape {
+    pub fn of(request: &types::CreateRequest) -> Self {
+        let mut capabilities: Vec<String> = request
+            .capabilities
+            .iter()
+            .map(|c| format!("{c:?}"))
+            .collect();
+        capabilities.sort();
+        capabilities.dedup();
+        Self {
+            required_bytes: request.capacity.required_bytes,
+            limit_bytes: request.capacity.limit_bytes,
+            capabilities,
+            parameters: request.parameters.iter().cloned().collect(),
+            source: request.source.as_ref().map(|s| match s {
+                types::ContentSource::Snapshot(id) => format!("snapshot:{id}"),
+                types::ContentSource::Volume(id) => format!("volume:{id}"),
+            }),
+        }
+    }
+}
+
+impl VolumeRecord {
+    pub fn new(
+        name: &str,
+        shape: RequestShape,
+        volume: &types::Volume,
+        context: &BTreeMap<String, String>,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            id: volume.id.clone(),
+            required_bytes: shape.required_bytes,
+            limit_bytes: shape.limit_bytes,
+            capabilities: shape.capabilities,
+            parameters: shape.parameters,
+            source: shape.source,
+            capacity_bytes: volume.capacity_bytes,
+            context: context.clone(),
+            topology: volume
+                .topology
+                .iter()
+                .map(|t| t.iter().cloned().collect())
+                .collect(),
+        }
+    }
+
+    /// Why a request of the same name is not this volume, or `None` when it is. The recorded
+    /// volume satisfies a new capacity range when its size lies inside it.
+    pub fn mismatch(&self, shape: &RequestShape) -> Option<String> {
+        let fits = self.capacity_bytes >= shape.required_bytes
+            && (shape.limit_bytes == 0 || self.capacity_bytes <= shape.limit_bytes);
+        if !fits {
+            return Some(format!(
+                "it has {} bytes, outside the requested range [{}, {}]",
+                self.capacity_bytes,
+                shape.required_bytes,
+                if shape.limit_bytes == 0 {
+                    "unbounded".to_owned()
+                } else {
+                    shape.limit_bytes.to_string()
+                }
+            ));
+        }
+        if shape
+            .capabilities
+            .iter()
+            .any(|c| !self.capabilities.contains(c))
+        {
+            return Some("it was created for other volume capabilities".into());
+        }
+        if self.parameters != shape.parameters {
+            return Some("it was created with other parameters".into());
+        }
+        if self.source != shape.source {
+            return Some("it was created from another content source".into());
+        }
+        None
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a record always serializes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+/// The records in the state store, with an in-memory index from volume id to name (one host
+/// per state directory, so the index cannot go stale).
+pub struct Records {
+    store: Arc<dyn StateStore>,
+    names: Mutex<HashMap<String, String>>,
+}
+
+impl Records {
+    /// Loads the id index from the store.
+    pub fn open(store: Arc<dyn StateStore>) -> Result<Self, StoreError> {
+        let mut names = HashMap::new();
+        let mut after = String::new();
+        loop {
+            let keys = store.list(NAMESPACE, "", &after, 1000)?;
+            for key in &keys {
+                if let Some(record) = store
+                    .get(NAMESPACE, key)?
+                    .and_then(|e| VolumeRecord::decode(&e.value).ok())
+                {
+                    names.insert(record.id, record.name);
+                }
+            }
+            match keys.last() {
+                Some(last) => after = last.clone(),
+                None => break,
+            }
+        }
+        Ok(Self {
+            store,
+            names: Mutex::new(names),
+        })
+    }
+
+    pub fn by_name(&self, name: &str) -> Result<Option<VolumeRecord>, StoreError> {
+        Ok(self
+            .store
+            .get(NAMESPACE, name)?
+            .and_then(|e| VolumeRecord::decode(&e.value).ok()))
+    }
+
+    pub fn knows_id(&self, id: &str) -> bool {
+        self.lock().contains_key(id)
+    }
+
+    /// Writes a new record (off the async workers: the commit waits for the disk).
+    pub async fn insert(self: &Arc<Self>, record: VolumeRecord) -> Result<(), StoreError> {
+        let this = self.clone();
+        blocking(move || {
+            this.store
+                .put(NAMESPACE, &record.name, &record.encode(), None)?;
+            this.lock().insert(record.id, record.name);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Forgets the volume `id`, if recorded.
+    pub async fn remove(self: &Arc<Self>, id: &str) -> Result<(), StoreError> {
+        let Some(name) = self.lock().get(id).cloned() else {
+            return Ok(());
+        };
+        let this = self.clone();
+        let id = id.to_owned();
+        blocking(move || {
+            this.store.delete(NAMESPACE, &name, None)?;
+            this.lock().remove(&id);
+            Ok(())
+        })
+        .await
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.names.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Unavailable(format!("store task failed: {e}"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(required: u64, limit: u64, params: &[(&str, &str)]) -> types::CreateRequest {
+        types::CreateRequest {
+            name: "pvc-1".into(),
+            capacity: types::CapacityRange {
+                required_bytes: required,
+                limit_bytes: limit,
+            },
+            capabilities: vec![types::Capability {
+                access_type: types::AccessType::Block,
+                access_mode: types::AccessMode::SingleNodeWriter,
+            }],
+            parameters: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            secrets: vec![],
+            source: None,
+            accessibility: None,
+        }
+    }
+
+    #[test]
+    fn same_name_compatible_or_not() {
+        let volume = types::Volume {
+            id: "v1".into(),
+            capacity_bytes: 1 << 30,
+            context: vec![],
+            topology: vec![],
+            attachment: None,
+        };
+        let record = VolumeRecord::new(
+            "pvc-1",
+            RequestShape::of(&request(1 << 30, 0, &[("a", "1")])),
+            &volume,
+            &BTreeMap::new(),
+        );
+        assert_eq!(
+            record.mismatch(&RequestShape::of(&request(1 << 30, 0, &[("a", "1")]))),
+            None
+        );
+        assert_eq!(
+            record.mismatch(&RequestShape::of(&request(1 << 20, 2 << 30, &[("a", "1")]))),
+            None
+        );
+        for (shape, why) in [
+            (
+                RequestShape::of(&request(2 << 30, 0, &[("a", "1")])),
+                "outside",
+            ),
+            (
+                RequestShape::of(&request(1 << 20, 1 << 29, &[("a", "1")])),
+                "outside",
+            ),
+            (
+                RequestShape::of(&request(1 << 30, 0, &[("a", "2")])),
+                "parameters",
+            ),
+        ] {
+            assert!(record.mismatch(&shape).unwrap().contains(why), "{shape:?}");
+        }
+        let mut other_cap = request(1 << 30, 0, &[("a", "1")]);
+        other_cap.capabilities[0].access_mode = types::AccessMode::MultiNodeMultiWriter;
+        assert!(
+            record
+                .mismatch(&RequestShape::of(&other_cap))
+                .unwrap()
+                .contains("capabilities")
+        );
+        assert_eq!(VolumeRecord::decode(&record.encode()).unwrap(), record);
+    }
+}
