@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{UnixListener, UnixStream};
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::authority::AuthorityFix;
 
 use crate::csi::{ControllerService, Driver, IdentityService, Mode, NodeService, SharedDriver};
 use crate::node::local_dir::LocalDirs;
@@ -184,7 +187,10 @@ impl Server {
             .add_service(IdentityServer::new(IdentityService(self.driver.clone())))
             .add_optional_service(controller)
             .add_optional_service(node)
-            .serve_with_incoming_shutdown(UnixListenerStream::new(self.listener), shutdown)
+            .serve_with_incoming_shutdown(
+                UnixListenerStream::new(self.listener).map(|s| s.map(AuthorityFix::new)),
+                shutdown,
+            )
             .await;
         let _ = std::fs::remove_file(&self.socket);
         tracing::info!("stopped");

@@ -20,7 +20,12 @@ fn a_writer_killed_mid_write_leaves_a_consistent_store() {
         let mut lines = BufReader::new(writer.stdout.take().unwrap()).lines();
         let mut last = 0u64;
         for _ in 0..(40 + round * 17) {
-            last = lines.next().expect("a committed write").unwrap().parse().unwrap();
+            last = lines
+                .next()
+                .expect("a committed write")
+                .unwrap()
+                .parse()
+                .unwrap();
         }
         // SIGKILL: no destructor, no flush, whatever the writer was doing.
         writer.kill().unwrap();
@@ -31,10 +36,23 @@ fn a_writer_killed_mid_write_leaves_a_consistent_store() {
         let text = String::from_utf8(entry.value).expect("whole text");
         assert_eq!(text.len(), 16 * 1024, "round {round}: a torn value");
         let first = &text[..16];
-        assert!(text.as_bytes().chunks(16).all(|c| c == first.as_bytes()), "round {round}: two writes mixed");
+        assert!(
+            text.as_bytes().chunks(16).all(|c| c == first.as_bytes()),
+            "round {round}: two writes mixed"
+        );
         let number: u64 = first.parse().unwrap();
-        assert!(number >= last, "round {round}: write {last} was reported committed, the store holds {number}");
+        assert!(
+            number >= last,
+            "round {round}: write {last} was reported committed, the store holds {number}"
+        );
         // Still writable.
-        store.put("test", "k", format!("{:016}", 0).repeat(1024).as_bytes(), Some(entry.version)).unwrap();
+        store
+            .put(
+                "test",
+                "k",
+                format!("{:016}", 0).repeat(1024).as_bytes(),
+                Some(entry.version),
+            )
+            .unwrap();
     }
 }

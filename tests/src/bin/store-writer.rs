@@ -6,7 +6,9 @@ use std::io::Write;
 use modcsi::state::{EmbeddedStore, StateStore};
 
 fn main() {
-    let path = std::env::args().nth(1).expect("usage: store-writer STORE_PATH");
+    let path = std::env::args()
+        .nth(1)
+        .expect("usage: store-writer STORE_PATH");
     let store = EmbeddedStore::open(std::path::Path::new(&path)).expect("store opens");
     let mut version = store.get("test", "k").expect("readable").map(|e| e.version);
     let mut out = std::io::stdout().lock();
@@ -18,6 +20,8 @@ fn main() {
                 .put("test", "k", value.as_bytes(), version)
                 .expect("write"),
         );
-        writeln!(out, "{i}").and_then(|()| out.flush()).expect("stdout");
+        writeln!(out, "{i}")
+            .and_then(|()| out.flush())
+            .expect("stdout");
     }
 }
