@@ -2,7 +2,7 @@
 //! the required core plus whichever optional interfaces it has.
 
 use wasmtime::Store;
-use wasmtime::component::{HasSelf, Instance, InstancePre, Linker};
+use wasmtime::component::{Instance, InstancePre, Linker};
 
 use super::backend::CallState;
 use super::exports::{Calls, Optional, R};
@@ -27,16 +27,13 @@ mod bindings {
         ",
         path: "../wit/0.2.0",
         world: "host-view",
-        imports: {
-            "modcsi:backend/store": async | trappable,
-            default: trappable,
-        },
+        imports: { default: trappable },
         exports: { default: async },
     });
 }
 
 use bindings::exports::modcsi::backend as ex;
-pub use bindings::modcsi::backend::{cache, config, host, log, store, types};
+pub use bindings::modcsi::backend::{config, host, store, types};
 use types::*;
 
 /// Export indices of a 0.2 component, resolved once at load.
@@ -98,7 +95,7 @@ impl Exports {
 
 /// Links the 0.2 imports (the capabilities in `capabilities/`) for `CallState`.
 pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
-    bindings::HostView::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)
+    super::capabilities::add_v0_2_to_linker(linker)
 }
 
 fn absent<T>(operation: &str) -> R<T> {

@@ -109,6 +109,12 @@ impl modcsi_backend_sdk::controller::Guest for RuleBreaker {
                     &[("value", &secrets)],
                 );
                 log_at(LogLevel::Warn, "line one\nINFO forged: all good", &[]);
+                // 8 MiB in one message: the host copies a bounded prefix.
+                log_at(
+                    LogLevel::Warn,
+                    &"H".repeat(8 << 20),
+                    &[("big", &"h".repeat(1 << 20))],
+                );
                 let flood = "f".repeat(2000);
                 for _ in 0..200 {
                     log_at(LogLevel::Warn, &flood, &[]);

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 pub use config::{BackendConfig, ConfigError};
 pub(crate) use hygiene::{LogBudget, Scrubber};
+pub(crate) use v0_2::add_to_linker as add_v0_2_to_linker;
 
 use super::backend::CallState;
 use super::v0_2::types::LogLevel;
@@ -101,12 +102,6 @@ impl SharedCache {
         entries.insert(key, (value, now + ttl));
         true
     }
-}
-
-/// Whether an import argument fits: a guest asking the host to hold more than the limits is
-/// refused before the value is kept.
-pub(crate) fn fits_cache(key: &str, value: &[u8]) -> bool {
-    key.len() <= CACHE_MAX_KEY && value.len() <= CACHE_MAX_VALUE
 }
 
 impl CallState {
