@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use modcsi::state::{EmbeddedStore, StateStore};
+use modcsi::state::{EmbeddedStore, FLUSH_INTERVAL, StateStore};
 
 #[test]
 fn a_writer_killed_mid_write_leaves_a_consistent_store() {
@@ -55,4 +55,26 @@ fn a_writer_killed_mid_write_leaves_a_consistent_store() {
             )
             .unwrap();
     }
+}
+
+#[test]
+fn a_deferred_write_is_on_disk_within_the_flush_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let mut writer = Command::new(env!("CARGO_BIN_EXE_store-writer"))
+        .arg(&path)
+        .arg("soon")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("writer starts");
+    let mut lines = BufReader::new(writer.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "written");
+    std::thread::sleep(FLUSH_INTERVAL * 4);
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    let store = EmbeddedStore::open(&path).unwrap();
+    assert_eq!(
+        store.get("test", "soon").unwrap().map(|e| e.value),
+        Some(b"kept".to_vec())
+    );
 }

@@ -137,7 +137,6 @@ impl Controller for ControllerService {
         driver
             .records
             .insert(record.clone())
-            .await
             .map_err(Self::store_error(&subject))?;
         tracing::info!(volume = %volume.id, name, "volume created");
         Ok(Response::new(CreateVolumeResponse {

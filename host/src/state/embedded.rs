@@ -4,10 +4,12 @@
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Entry, StateStore, StoreError, check_sizes};
+use super::{Durability, Entry, FLUSH_INTERVAL, StateStore, StoreError, check_sizes};
 
 /// `namespace \0 key` → (version, value).
 const ENTRIES: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("entries");
@@ -16,8 +18,49 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const LAST_VERSION: &str = "last-version";
 
 pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     db: Database,
     path: PathBuf,
+    /// Non-durable commits are waiting for the flusher.
+    dirty: AtomicBool,
+}
+
+impl Inner {
+    /// Makes every earlier non-durable commit durable with one empty durable commit.
+    fn flush(&self) -> Result<(), StoreError> {
+        if self.dirty.swap(false, Ordering::AcqRel) {
+            let fail = unavailable(&self.path);
+            let txn = self.db.begin_write().map_err(|e| fail(&e))?;
+            txn.commit().map_err(|e| fail(&e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Flushes `Soon` writes every [`FLUSH_INTERVAL`] while the store lives.
+fn start_flusher(inner: Weak<Inner>) {
+    std::thread::Builder::new()
+        .name("modcsi-store-flush".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(FLUSH_INTERVAL);
+                let Some(inner) = inner.upgrade() else { return };
+                if let Err(e) = inner.flush() {
+                    inner.dirty.store(true, Ordering::Release);
+                    tracing::warn!("state store flush failed, will retry: {e}");
+                }
+            }
+        })
+        .expect("spawning the state store flusher");
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        let _ = self.inner.flush();
+    }
 }
 
 fn unavailable(path: &Path) -> impl Fn(&dyn std::fmt::Display) -> StoreError + '_ {
@@ -37,22 +80,30 @@ impl EmbeddedStore {
         txn.open_table(ENTRIES).map_err(|e| fail(&e))?;
         txn.open_table(META).map_err(|e| fail(&e))?;
         txn.commit().map_err(|e| fail(&e))?;
-        Ok(Self {
+        let inner = Arc::new(Inner {
             db,
             path: path.to_owned(),
-        })
+            dirty: AtomicBool::new(false),
+        });
+        start_flusher(Arc::downgrade(&inner));
+        Ok(Self { inner })
     }
 
     /// Runs `f` in one write transaction; its changes are committed only when it succeeds.
     fn write<T>(
         &self,
+        durability: Durability,
         f: impl FnOnce(
             &mut redb::Table<&str, (u64, &[u8])>,
             &mut redb::Table<&str, u64>,
         ) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let fail = unavailable(&self.path);
-        let txn = self.db.begin_write().map_err(|e| fail(&e))?;
+        let fail = unavailable(&self.inner.path);
+        let mut txn = self.inner.db.begin_write().map_err(|e| fail(&e))?;
+        if durability == Durability::Soon {
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| fail(&e))?;
+        }
         let result = {
             let mut entries = txn.open_table(ENTRIES).map_err(|e| fail(&e))?;
             let mut meta = txn.open_table(META).map_err(|e| fail(&e))?;
@@ -61,6 +112,9 @@ impl EmbeddedStore {
         match result {
             Ok(value) => {
                 txn.commit().map_err(|e| fail(&e))?;
+                if durability == Durability::Soon {
+                    self.inner.dirty.store(true, Ordering::Release);
+                }
                 Ok(value)
             }
             Err(err) => {
@@ -73,8 +127,8 @@ impl EmbeddedStore {
 
 impl StateStore for EmbeddedStore {
     fn get(&self, namespace: &str, key: &str) -> Result<Option<Entry>, StoreError> {
-        let fail = unavailable(&self.path);
-        let txn = self.db.begin_read().map_err(|e| fail(&e))?;
+        let fail = unavailable(&self.inner.path);
+        let txn = self.inner.db.begin_read().map_err(|e| fail(&e))?;
         let table = txn.open_table(ENTRIES).map_err(|e| fail(&e))?;
         let found = table
             .get(full_key(namespace, key).as_str())
@@ -88,17 +142,18 @@ impl StateStore for EmbeddedStore {
         }))
     }
 
-    fn put(
+    fn put_with(
         &self,
         namespace: &str,
         key: &str,
         value: &[u8],
         expected: Option<u64>,
+        durability: Durability,
     ) -> Result<u64, StoreError> {
         check_sizes(key, Some(value))?;
-        let fail = unavailable(&self.path);
+        let fail = unavailable(&self.inner.path);
         let full = full_key(namespace, key);
-        self.write(|entries, meta| {
+        self.write(durability, |entries, meta| {
             let current = entries
                 .get(full.as_str())
                 .map_err(|e| fail(&e))?
@@ -121,9 +176,9 @@ impl StateStore for EmbeddedStore {
 
     fn delete(&self, namespace: &str, key: &str, expected: Option<u64>) -> Result<(), StoreError> {
         check_sizes(key, None)?;
-        let fail = unavailable(&self.path);
+        let fail = unavailable(&self.inner.path);
         let full = full_key(namespace, key);
-        self.write(|entries, _| {
+        self.write(Durability::Now, |entries, _| {
             let current = entries
                 .get(full.as_str())
                 .map_err(|e| fail(&e))?
@@ -145,8 +200,8 @@ impl StateStore for EmbeddedStore {
         start_after: &str,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let fail = unavailable(&self.path);
-        let txn = self.db.begin_read().map_err(|e| fail(&e))?;
+        let fail = unavailable(&self.inner.path);
+        let txn = self.inner.db.begin_read().map_err(|e| fail(&e))?;
         let table = txn.open_table(ENTRIES).map_err(|e| fail(&e))?;
         let base = full_key(namespace, prefix);
         let after = full_key(namespace, start_after);

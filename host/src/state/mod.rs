@@ -16,6 +16,19 @@ pub const MAX_KEY: usize = 512;
 /// Largest value, in bytes.
 pub const MAX_VALUE: usize = 256 * 1024;
 
+/// When a write must be on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Before the write returns.
+    Now,
+    /// Within [`FLUSH_INTERVAL`]: a crash may lose the last moments of such writes (never a
+    /// `Now` write, and never leaving a torn state). For writes whose loss is benign.
+    Soon,
+}
+
+/// How soon a [`Durability::Soon`] write reaches the disk.
+pub const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub value: Vec<u8>,
@@ -36,13 +49,25 @@ pub enum StoreError {
 pub trait StateStore: Send + Sync {
     fn get(&self, namespace: &str, key: &str) -> Result<Option<Entry>, StoreError>;
     /// Writes `value` if the entry's version is `expected` (`None`: the key must be absent);
-    /// returns the new version.
+    /// returns the new version. Durable before it returns.
     fn put(
         &self,
         namespace: &str,
         key: &str,
         value: &[u8],
         expected: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        self.put_with(namespace, key, value, expected, Durability::Now)
+    }
+
+    /// [`StateStore::put`] with a choice of when the write must be on disk.
+    fn put_with(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &[u8],
+        expected: Option<u64>,
+        durability: Durability,
     ) -> Result<u64, StoreError>;
     /// Removes the entry: unconditionally with `None`, otherwise only at version `expected`.
     fn delete(&self, namespace: &str, key: &str, expected: Option<u64>) -> Result<(), StoreError>;

@@ -5,13 +5,13 @@
 
 use std::collections::BTreeMap;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::types;
-use crate::state::{StateStore, StoreError};
+use crate::state::{Durability, StateStore, StoreError};
 
 /// The store namespace of the records.
 pub const NAMESPACE: &str = "host/volumes";
@@ -131,17 +131,31 @@ impl VolumeRecord {
     }
 }
 
-/// The records in the state store, with an in-memory index from volume id to name (one host
-/// per state directory, so the index cannot go stale).
+/// The records in the state store, with an in-memory index of ids and names (one host per
+/// state directory, so the index cannot go stale).
+///
+/// Durability: a new record reaches the disk within the store's flush interval, a removal
+/// before DeleteVolume answers. Losing a just-written record in a host crash is benign (the
+/// backend stays the source of truth for what exists, and the CO already holds the volume);
+/// a lost removal would hand a deleted volume to a later CreateVolume of the same name, so
+/// removals are never deferred.
 pub struct Records {
     store: Arc<dyn StateStore>,
-    names: Mutex<HashMap<String, String>>,
+    index: Mutex<Index>,
+}
+
+#[derive(Default)]
+struct Index {
+    /// Volume id → request name.
+    names: HashMap<String, String>,
+    /// Recorded request names.
+    recorded: HashSet<String>,
 }
 
 impl Records {
     /// Loads the id index from the store.
     pub fn open(store: Arc<dyn StateStore>) -> Result<Self, StoreError> {
-        let mut names = HashMap::new();
+        let mut index = Index::default();
         let mut after = String::new();
         loop {
             let keys = store.list(NAMESPACE, "", &after, 1000)?;
@@ -150,7 +164,8 @@ impl Records {
                     .get(NAMESPACE, key)?
                     .and_then(|e| VolumeRecord::decode(&e.value).ok())
                 {
-                    names.insert(record.id, record.name);
+                    index.recorded.insert(record.name.clone());
+                    index.names.insert(record.id, record.name);
                 }
             }
             match keys.last() {
@@ -160,11 +175,14 @@ impl Records {
         }
         Ok(Self {
             store,
-            names: Mutex::new(names),
+            index: Mutex::new(index),
         })
     }
 
     pub fn by_name(&self, name: &str) -> Result<Option<VolumeRecord>, StoreError> {
+        if !self.lock().recorded.contains(name) {
+            return Ok(None);
+        }
         Ok(self
             .store
             .get(NAMESPACE, name)?
@@ -172,38 +190,44 @@ impl Records {
     }
 
     pub fn knows_id(&self, id: &str) -> bool {
-        self.lock().contains_key(id)
+        self.lock().names.contains_key(id)
     }
 
-    /// Writes a new record (off the async workers: the commit waits for the disk).
-    pub async fn insert(self: &Arc<Self>, record: VolumeRecord) -> Result<(), StoreError> {
-        let this = self.clone();
-        blocking(move || {
-            this.store
-                .put(NAMESPACE, &record.name, &record.encode(), None)?;
-            this.lock().insert(record.id, record.name);
-            Ok(())
-        })
-        .await
+    /// Writes a new record. It does not wait for the disk (see the type's docs), so it runs
+    /// in place.
+    pub fn insert(&self, record: VolumeRecord) -> Result<(), StoreError> {
+        self.store.put_with(
+            NAMESPACE,
+            &record.name,
+            &record.encode(),
+            None,
+            Durability::Soon,
+        )?;
+        let mut index = self.lock();
+        index.recorded.insert(record.name.clone());
+        index.names.insert(record.id, record.name);
+        Ok(())
     }
 
     /// Forgets the volume `id`, if recorded.
     pub async fn remove(self: &Arc<Self>, id: &str) -> Result<(), StoreError> {
-        let Some(name) = self.lock().get(id).cloned() else {
+        let Some(name) = self.lock().names.get(id).cloned() else {
             return Ok(());
         };
         let this = self.clone();
         let id = id.to_owned();
         blocking(move || {
             this.store.delete(NAMESPACE, &name, None)?;
-            this.lock().remove(&id);
+            let mut index = this.lock();
+            index.names.remove(&id);
+            index.recorded.remove(&name);
             Ok(())
         })
         .await
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.names.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
