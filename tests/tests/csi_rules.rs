@@ -89,13 +89,20 @@ async fn same_name_is_the_same_volume_or_already_exists_even_for_a_stateless_bac
             Code::AlreadyExists
         );
 
-        // A range that the recorded volume satisfies is the same volume.
+        // A range that the recorded volume satisfies is not refused: the same volume.
         let mut wider = requests::create("pv-a");
         wider.capacity_range = Some(CapacityRange {
             required_bytes: 1,
             limit_bytes: 1 << 30,
         });
-        assert_eq!(c.create_volume(wider).await.unwrap().into_inner(), first);
+        let wide = c
+            .create_volume(wider)
+            .await
+            .unwrap()
+            .into_inner()
+            .volume
+            .unwrap();
+        assert_eq!(wide.volume_id, first.volume.as_ref().unwrap().volume_id);
     }
 }
 
@@ -528,16 +535,13 @@ async fn the_store_is_durable_across_restarts() {
                 .unwrap();
             assert_eq!(count(&v), Some(((round - 1) * 2 + i + 1).to_string()));
         }
-        // The host's record survives too: the same name is the same volume after a restart.
+        // The host's record survives too: after a restart, the same name with another request
+        // is still refused.
         if round == 2 {
-            let again = c
-                .create_volume(breaking("pv-s1", "store"))
-                .await
-                .unwrap()
-                .into_inner()
-                .volume
-                .unwrap();
-            assert_eq!(count(&again), Some("1".into()));
+            let mut other = breaking("pv-s1", "store");
+            other.parameters.insert("tier".into(), "gold".into());
+            let err = c.create_volume(other).await.unwrap_err();
+            assert_eq!(err.code(), tonic::Code::AlreadyExists, "{}", err.message());
         }
         drop(host);
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -95,22 +95,19 @@ impl Controller for ControllerService {
         let subject = format!("create volume {name:?}");
         let _guard = self.0.lock_key(&format!("name/{name}"), &subject)?;
 
+        // The record is a check; the backend (idempotent by contract) gives the answer.
         let shape = RequestShape::of(&create);
         if let Some(record) = driver
             .records
             .by_name(name)
             .map_err(Self::store_error(&subject))?
+            && let Some(why) = record.mismatch(&shape)
         {
-            if let Some(why) = record.mismatch(&shape) {
-                return Err(CsiError::AlreadyExists(format!(
-                    "{subject}: volume {} already exists with this name, but {why}",
-                    record.id
-                ))
-                .into());
-            }
-            return Ok(Response::new(CreateVolumeResponse {
-                volume: Some(record_to_csi(record, r.volume_content_source)),
-            }));
+            return Err(CsiError::AlreadyExists(format!(
+                "{subject}: volume {} already exists with this name, but {why}",
+                record.id
+            ))
+            .into());
         }
 
         let range = create.capacity;
@@ -177,7 +174,6 @@ impl Controller for ControllerService {
         driver
             .records
             .remove(id)
-            .await
             .map_err(Self::store_error(&subject))?;
         tracing::info!(volume = id, local_dir_removed = removed, "volume deleted");
         Ok(Response::new(DeleteVolumeResponse {}))

@@ -174,11 +174,17 @@ impl StateStore for EmbeddedStore {
         })
     }
 
-    fn delete(&self, namespace: &str, key: &str, expected: Option<u64>) -> Result<(), StoreError> {
+    fn delete_with(
+        &self,
+        namespace: &str,
+        key: &str,
+        expected: Option<u64>,
+        durability: Durability,
+    ) -> Result<(), StoreError> {
         check_sizes(key, None)?;
         let fail = unavailable(&self.inner.path);
         let full = full_key(namespace, key);
-        self.write(Durability::Now, |entries, _| {
+        self.write(durability, |entries, _| {
             let current = entries
                 .get(full.as_str())
                 .map_err(|e| fail(&e))?

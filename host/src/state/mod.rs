@@ -70,7 +70,19 @@ pub trait StateStore: Send + Sync {
         durability: Durability,
     ) -> Result<u64, StoreError>;
     /// Removes the entry: unconditionally with `None`, otherwise only at version `expected`.
-    fn delete(&self, namespace: &str, key: &str, expected: Option<u64>) -> Result<(), StoreError>;
+    /// Durable before it returns.
+    fn delete(&self, namespace: &str, key: &str, expected: Option<u64>) -> Result<(), StoreError> {
+        self.delete_with(namespace, key, expected, Durability::Now)
+    }
+
+    /// [`StateStore::delete`] with a choice of when the removal must be on disk.
+    fn delete_with(
+        &self,
+        namespace: &str,
+        key: &str,
+        expected: Option<u64>,
+        durability: Durability,
+    ) -> Result<(), StoreError>;
     /// Keys of `namespace` starting with `prefix`, in order, after `start_after`, at most `limit`.
     fn list(
         &self,

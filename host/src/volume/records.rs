@@ -134,11 +134,12 @@ impl VolumeRecord {
 /// The records in the state store, with an in-memory index of ids and names (one host per
 /// state directory, so the index cannot go stale).
 ///
-/// Durability: a new record reaches the disk within the store's flush interval, a removal
-/// before DeleteVolume answers. Losing a just-written record in a host crash is benign (the
-/// backend stays the source of truth for what exists, and the CO already holds the volume);
-/// a lost removal would hand a deleted volume to a later CreateVolume of the same name, so
-/// removals are never deferred.
+/// A record is a check, never the answer: CreateVolume still asks the backend (idempotent by
+/// contract) and answers with what it says, so the backend stays the source of truth for what
+/// exists. That lets every record write reach the disk within the store's flush interval
+/// instead of before the RPC answers: a record lost in a host crash only forgoes one
+/// ALREADY_EXISTS check, a removal lost in one leaves a stale record that the next create of
+/// that name with the same request overwrites.
 pub struct Records {
     store: Arc<dyn StateStore>,
     index: Mutex<Index>,
@@ -193,16 +194,22 @@ impl Records {
         self.lock().names.contains_key(id)
     }
 
-    /// Writes a new record. It does not wait for the disk (see the type's docs), so it runs
-    /// in place.
+    /// Writes (or replaces) the record of a name. It does not wait for the disk (see the
+    /// type's docs), so it runs in place.
     pub fn insert(&self, record: VolumeRecord) -> Result<(), StoreError> {
-        self.store.put_with(
-            NAMESPACE,
-            &record.name,
-            &record.encode(),
-            None,
-            Durability::Soon,
-        )?;
+        let mut expected = self.store.get(NAMESPACE, &record.name)?.map(|e| e.version);
+        loop {
+            match self.store.put_with(
+                NAMESPACE,
+                &record.name,
+                &record.encode(),
+                expected,
+                Durability::Soon,
+            ) {
+                Err(StoreError::Conflict { current }) => expected = current,
+                other => break other.map(drop)?,
+            }
+        }
         let mut index = self.lock();
         index.recorded.insert(record.name.clone());
         index.names.insert(record.id, record.name);
@@ -210,33 +217,21 @@ impl Records {
     }
 
     /// Forgets the volume `id`, if recorded.
-    pub async fn remove(self: &Arc<Self>, id: &str) -> Result<(), StoreError> {
+    pub fn remove(&self, id: &str) -> Result<(), StoreError> {
         let Some(name) = self.lock().names.get(id).cloned() else {
             return Ok(());
         };
-        let this = self.clone();
-        let id = id.to_owned();
-        blocking(move || {
-            this.store.delete(NAMESPACE, &name, None)?;
-            let mut index = this.lock();
-            index.names.remove(&id);
-            index.recorded.remove(&name);
-            Ok(())
-        })
-        .await
+        self.store
+            .delete_with(NAMESPACE, &name, None, Durability::Soon)?;
+        let mut index = self.lock();
+        index.names.remove(id);
+        index.recorded.remove(&name);
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
         self.index.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Unavailable(format!("store task failed: {e}"))))
 }
 
 #[cfg(test)]
