@@ -32,10 +32,14 @@ ms_since() { echo "$(( ($(date +%s%N) - $1) / 1000 ))" | awk '{ printf "%.2f ms"
 step() { echo; echo "==> $*"; }
 csi() { "$modcsi" csi --endpoint "unix://$sock" "$@"; }
 
+# Like kubelet, the pod directories exist before a volume is published in them.
+mkdir -p "$(dirname "$rw")" "$(dirname "$ro")"
+
 step "start: modcsi serve --backend $(basename "$backend") --mode all (socket $sock)"
 t=$(date +%s%N)
 RUST_LOG=${RUST_LOG:-info} "$modcsi" serve --backend "$backend" --driver-name node-local-cache.csi.io \
     --node-id demo-node --endpoint "unix://$sock" --mode all --state-dir "$work/state" \
+    --kubelet-root "$work/pods" \
     2> "$work/server.log" &
 server=$!
 for _ in $(seq 1 600); do

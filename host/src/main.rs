@@ -63,6 +63,12 @@ struct ServeArgs {
     /// The backend's configuration (TOML); `{ secret-file = "/path" }` values are secrets.
     #[arg(long)]
     backend_config: Option<PathBuf>,
+    /// Target and staging paths must lie beneath this directory.
+    #[arg(long, default_value = "/var/lib/kubelet")]
+    kubelet_root: PathBuf,
+    /// Node operations (mounts, formatting, stats) running at once.
+    #[arg(long, default_value_t = 16)]
+    max_node_operations: usize,
 }
 
 fn main() {
@@ -113,6 +119,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         memory_limit_mib: args.backend_memory_mib,
         max_concurrent_calls: args.max_concurrent_calls,
         backend_config: args.backend_config,
+        kubelet_root: args.kubelet_root,
+        max_node_operations: args.max_node_operations,
     })
     .await?;
     server.run(shutdown_signal()).await?;

@@ -13,7 +13,9 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::authority::AuthorityFix;
 
 use crate::csi::{ControllerService, Driver, IdentityService, Mode, NodeService, SharedDriver};
+use crate::node::confined::KubeletRoot;
 use crate::node::local_dir::LocalDirs;
+use crate::node::pool::NodeOps;
 use crate::proto::{
     controller_server::ControllerServer, identity_server::IdentityServer, node_server::NodeServer,
 };
@@ -38,6 +40,10 @@ pub struct ServeConfig {
     pub max_concurrent_calls: u32,
     /// The backend's configuration document (TOML), handed to it through the `config` import.
     pub backend_config: Option<PathBuf>,
+    /// Target and staging paths must lie beneath this directory.
+    pub kubelet_root: PathBuf,
+    /// Node operations (mounts, mkfs, stats) running at once.
+    pub max_node_operations: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +62,8 @@ pub enum ServeError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Lock(#[from] LockError),
+    #[error("kubelet root: {0}")]
+    KubeletRoot(#[from] crate::node::confined::ConfinedError),
     #[error("state store {path}: {source}")]
     Store { path: PathBuf, source: StoreError },
     #[error("socket {path}: {source}")]
@@ -115,6 +123,7 @@ impl Server {
         validate::token("node id", &config.node_id).map_err(ServeError::NodeId)?;
         let socket = socket_path(&config.endpoint)?;
         let lock = StateDirLock::acquire(&config.state_dir)?;
+        let kubelet_root = KubeletRoot::open(&config.kubelet_root)?;
         let store_path = config.state_dir.join("state.redb");
         let state: Arc<dyn StateStore> = Arc::new(EmbeddedStore::open(&store_path).map_err(
             |source| ServeError::Store {
@@ -156,6 +165,8 @@ impl Server {
             node_id: config.node_id,
             mode: config.mode,
             local_dirs: LocalDirs::new(&config.state_dir),
+            kubelet_root: Arc::new(kubelet_root),
+            node_ops: NodeOps::new(config.max_node_operations),
             locks: OperationLocks::default(),
             state,
             records: Arc::new(records),

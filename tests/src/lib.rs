@@ -76,7 +76,11 @@ impl TestHost {
             memory_limit_mib: 64,
             max_concurrent_calls: 8,
             backend_config: None,
+            kubelet_root: root.clone(),
+            max_node_operations: 8,
         };
+        // Like kubelet, the host's "pod directory" exists before anything is published in it.
+        std::fs::create_dir_all(root.join("targets")).unwrap();
         adjust(&mut config);
         let server = Server::prepare(config).await.expect("host starts");
         let driver = server.driver().clone();

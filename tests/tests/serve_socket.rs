@@ -20,6 +20,8 @@ fn config(endpoint: &str, state: &std::path::Path) -> ServeConfig {
         memory_limit_mib: 64,
         max_concurrent_calls: 2,
         backend_config: None,
+        kubelet_root: state.join("kubelet"),
+        max_node_operations: 2,
     }
 }
 

@@ -157,7 +157,13 @@ impl Controller for ControllerService {
             volume: id.to_owned(),
             source,
         };
-        driver.local_dirs.check_unused(id).map_err(node_err)?;
+        let dirs = driver.local_dirs.clone();
+        let volume = id.to_owned();
+        driver
+            .node_ops
+            .run(move || dirs.check_unused(&volume))
+            .await
+            .map_err(node_err)?;
         match driver
             .backend
             .delete_volume(id.to_owned(), convert::key_values(&r.secrets), timeout)
@@ -169,7 +175,12 @@ impl Controller for ControllerService {
             }
             Err(e) => return Err(Self::backend_error(format!("volume {id}"))(e).into()),
         }
-        let removed = driver.local_dirs.remove(id).map_err(node_err)?;
+        let (dirs, volume) = (driver.local_dirs.clone(), id.to_owned());
+        let removed = driver
+            .node_ops
+            .run(move || dirs.remove(&volume))
+            .await
+            .map_err(node_err)?;
         let subject = format!("volume {id}");
         driver
             .records

@@ -4,7 +4,7 @@
 use tonic::{Code, Status};
 
 use crate::node::NodeError;
-use crate::node::paths::UnsafePath;
+use crate::node::confined::ConfinedError;
 use crate::runtime::{CallError, types};
 use crate::volume::attachment::AttachmentError;
 use crate::volume::validate::InvalidInput;
@@ -15,8 +15,6 @@ pub enum CsiError {
     Invalid(#[from] InvalidInput),
     #[error("{0}")]
     InvalidArgument(String),
-    #[error("volume {volume}: {source}")]
-    UnsafePath { volume: String, source: UnsafePath },
     #[error("volume {volume}: {source}")]
     Attachment {
         volume: String,
@@ -43,9 +41,7 @@ pub enum CsiError {
 impl CsiError {
     pub fn code(&self) -> Code {
         match self {
-            CsiError::Invalid(_) | CsiError::InvalidArgument(_) | CsiError::UnsafePath { .. } => {
-                Code::InvalidArgument
-            }
+            CsiError::Invalid(_) | CsiError::InvalidArgument(_) => Code::InvalidArgument,
             CsiError::Attachment { .. } => Code::InvalidArgument,
             CsiError::Backend { source, .. } => call_code(source),
             CsiError::Node { source, .. } => match source {
@@ -53,6 +49,17 @@ impl CsiError {
                 NodeError::OtherMount { .. } => Code::AlreadyExists,
                 NodeError::NotEmpty { .. } => Code::FailedPrecondition,
                 NodeError::Missing { .. } => Code::NotFound,
+                NodeError::NotOurs { .. } | NodeError::Busy { .. } => Code::FailedPrecondition,
+                NodeError::TimedOut { .. } => Code::DeadlineExceeded,
+                NodeError::Confined(c) => match c {
+                    ConfinedError::Outside { .. } | ConfinedError::Symlink { .. } => {
+                        Code::InvalidArgument
+                    }
+                    ConfinedError::NoParent { .. }
+                    | ConfinedError::WrongKind { .. }
+                    | ConfinedError::NotEmpty { .. } => Code::FailedPrecondition,
+                    ConfinedError::Sys { .. } => Code::Internal,
+                },
                 _ => Code::Internal,
             },
             CsiError::Pending(_) => Code::Aborted,

@@ -17,7 +17,9 @@ pub use error::CsiError;
 pub use identity::IdentityService;
 pub use node::NodeService;
 
+use crate::node::confined::KubeletRoot;
 use crate::node::local_dir::LocalDirs;
+use crate::node::pool::NodeOps;
 use crate::runtime::{Backend, types};
 use crate::state::{StateStore, StoreError};
 use crate::volume::locks::{OperationGuard, OperationLocks};
@@ -52,6 +54,10 @@ pub struct Driver {
     pub node_id: String,
     pub mode: Mode,
     pub local_dirs: LocalDirs,
+    /// Target and staging paths must lie beneath it.
+    pub kubelet_root: Arc<KubeletRoot>,
+    /// Every node syscall and child process runs here, bounded.
+    pub node_ops: NodeOps,
     pub locks: OperationLocks,
     pub state: Arc<dyn StateStore>,
     pub records: Arc<Records>,
@@ -69,6 +75,19 @@ impl Driver {
         self.locks
             .try_lock(key)
             .ok_or_else(|| CsiError::Pending(subject.to_owned()))
+    }
+
+    /// Takes the lock of one (volume, target) pair: a volume may be published at many targets
+    /// at once, one operation per target at a time.
+    fn lock_target(
+        &self,
+        id: &str,
+        target: &std::path::Path,
+    ) -> Result<OperationGuard<'_>, CsiError> {
+        self.lock_key(
+            &format!("{id}@{}", target.display()),
+            &format!("volume {id} at {}", target.display()),
+        )
     }
 
     /// ABORTED for a list token this host did not hand out.

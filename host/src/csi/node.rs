@@ -1,13 +1,12 @@
 //! Node: make a volume appear at a target path, take it away, report its usage. The work itself
 //! is done by node/; this layer validates, locks the volume and picks the attachment handler.
 
-use std::path::Path;
-
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, bytes_to_csi};
 use super::{CsiError, SharedDriver, deadline};
-use crate::node::{NodeError, paths, publish, stats};
+use crate::node::confined::ConfinedError;
+use crate::node::{NodeError, publish, stats};
 use crate::proto::node_server::Node;
 use crate::proto::node_service_capability::{Rpc, Type, rpc};
 use crate::proto::*;
@@ -24,15 +23,8 @@ fn node_err(volume: &str) -> impl FnOnce(NodeError) -> CsiError + '_ {
     }
 }
 
-/// Validates a path argument and that no symbolic link lies on it.
-fn safe_path<'a>(volume: &str, what: &'static str, path: &'a str) -> Result<&'a Path, CsiError> {
-    let path = validate::target_path(what, path)?;
-    paths::check_no_symlinks(path).map_err(|source| CsiError::UnsafePath {
-        volume: volume.to_owned(),
-        source,
-    })?;
-    Ok(path)
-}
+/// How long a stats call may wait for a (possibly stale) mount before giving up.
+const STATS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl NodeService {
     /// The attachment the host encoded in the contexts, if any.
@@ -94,7 +86,8 @@ impl Node for NodeService {
         let r = request.into_inner();
         let driver = &self.0;
         let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
-        let target = safe_path(id, "target path", &r.target_path)?;
+        let target =
+            validate::target_path("target path", &r.target_path).map_err(CsiError::from)?;
         let capability = r.volume_capability.as_ref().ok_or_else(|| {
             CsiError::InvalidArgument(format!("volume {id}: volume capability is required"))
         })?;
@@ -124,9 +117,18 @@ impl Node for NodeService {
                 capability.access_mode,
                 types::AccessMode::SingleNodeReaderOnly | types::AccessMode::MultiNodeReaderOnly
             );
-        let _guard = driver.lock(id)?;
-        let source = driver.local_dirs.ensure(id).map_err(node_err(id))?;
-        publish::bind_dir(&source, target, read_only).map_err(node_err(id))?;
+        let _guard = driver.lock_target(id, target)?;
+        let (root, dirs) = (driver.kubelet_root.clone(), driver.local_dirs.clone());
+        let (volume, target_path) = (id.to_owned(), target.to_owned());
+        driver
+            .node_ops
+            .run(move || {
+                publish::check_target(&root, &target_path)?;
+                let source = dirs.ensure(&volume)?;
+                publish::bind_dir(&root, &source, &target_path, read_only)
+            })
+            .await
+            .map_err(node_err(id))?;
         tracing::info!(volume = id, target = %target.display(), read_only, "volume published");
         Ok(Response::new(NodePublishVolumeResponse {}))
     }
@@ -138,10 +140,17 @@ impl Node for NodeService {
         let r = request.into_inner();
         let driver = &self.0;
         let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
-        let target = safe_path(id, "target path", &r.target_path)?;
-        let _guard = driver.lock(id)?;
+        let target =
+            validate::target_path("target path", &r.target_path).map_err(CsiError::from)?;
+        let _guard = driver.lock_target(id, target)?;
         // Absent or already unmounted is success: kubelet retries until it hears OK.
-        let found = publish::unpublish(target).map_err(node_err(id))?;
+        let (root, source) = (driver.kubelet_root.clone(), driver.local_dirs.path(id));
+        let target_path = target.to_owned();
+        let found = driver
+            .node_ops
+            .run(move || publish::unpublish(&root, &source, &target_path))
+            .await
+            .map_err(node_err(id))?;
         tracing::info!(volume = id, target = %target.display(), existed = found.existed, "volume unpublished");
         Ok(Response::new(NodeUnpublishVolumeResponse {}))
     }
@@ -166,15 +175,32 @@ impl Node for NodeService {
             })
             .into());
         }
-        let Ok(path) = safe_path(id, "volume path", &r.volume_path) else {
+        let Ok(path) = validate::target_path("volume path", &r.volume_path) else {
             return Err(not_published().into());
         };
-        if !driver.local_dirs.exists(id)
-            || !publish::shows(&driver.local_dirs.path(id), path).map_err(node_err(id))?
-        {
-            return Err(not_published().into());
-        }
-        let usage = stats::usage(path).map_err(node_err(id))?;
+        // Off the async workers and bounded in time: a stale mount must not hang the call.
+        let (root, dirs) = (driver.kubelet_root.clone(), driver.local_dirs.clone());
+        let (volume, volume_path) = (id.to_owned(), path.to_owned());
+        let usage = driver
+            .node_ops
+            .run_within("volume stats", STATS_TIMEOUT, move || {
+                if !dirs.exists(&volume) {
+                    return Ok(None);
+                }
+                match publish::shows(&root, &dirs.path(&volume), &volume_path) {
+                    Ok(true) => stats::usage(&volume_path).map(Some),
+                    Ok(_)
+                    | Err(NodeError::Confined(
+                        ConfinedError::Outside { .. }
+                        | ConfinedError::Symlink { .. }
+                        | ConfinedError::NoParent { .. },
+                    )) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .await
+            .map_err(node_err(id))?
+            .ok_or_else(not_published)?;
         let volume_condition = Some(VolumeCondition {
             abnormal: false,
             message: "volume is published".into(),

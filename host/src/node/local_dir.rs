@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use super::mountinfo::MountTable;
 use super::{NodeError, io_error};
 
+#[derive(Debug, Clone)]
 pub struct LocalDirs {
     root: PathBuf,
 }

@@ -1,10 +1,11 @@
 //! OS work on the node, and the only place that calls mount(2), umount(2), mkdir or statvfs.
 //! Pure parsing (mountinfo) is kept apart from the syscalls so it can be tested on fixtures.
 
+pub mod confined;
 pub mod local_dir;
 pub mod mount;
 pub mod mountinfo;
-pub mod paths;
+pub mod pool;
 pub mod publish;
 pub mod stats;
 
@@ -37,6 +38,19 @@ pub enum NodeError {
     Missing { path: PathBuf },
     #[error("{path} is not empty; refusing to remove it")]
     NotEmpty { path: PathBuf },
+    #[error("{target} holds a mount that is not this volume's ({what}); leaving it alone")]
+    NotOurs { target: PathBuf, what: String },
+    #[error("{target} is still in use; not detaching it lazily")]
+    Busy { target: PathBuf },
+    #[error(transparent)]
+    Confined(#[from] confined::ConfinedError),
+    #[error("{op} did not finish within {timeout:?}")]
+    TimedOut {
+        op: &'static str,
+        timeout: std::time::Duration,
+    },
+    #[error("node operation failed to run: {0}")]
+    Pool(String),
 }
 
 pub(crate) fn io_error(

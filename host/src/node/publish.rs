@@ -1,39 +1,129 @@
-//! Directories published at target paths: idempotent bind mounts, and their removal.
+//! Directories published at target paths: idempotent bind mounts, and their removal. Targets
+//! are resolved beneath the kubelet root (`confined.rs`) as a parent handle and a name, and the
+//! target is always opened relative to that parent; a mount is recognised by mount ids (the
+//! target's differs from its parent's) and checked in /proc/self/mountinfo by id, never by
+//! path, so a renamed or swapped directory cannot make the node mistake one mount for another,
+//! and only what this driver mounted for this volume is ever unmounted.
 
+use std::ffi::OsStr;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::mountinfo::MountTable;
+use super::confined::{Handle, KubeletRoot};
+use super::mountinfo::{MountEntry, MountTable};
 use super::{NodeError, io_error, mount};
 
-/// Bind-mounts the directory `source` at `target` (created if missing), read-only when asked.
-/// Returns false when it was already published there exactly so; a different mount at
-/// `target` is an error.
-pub fn bind_dir(source: &Path, target: &Path, read_only: bool) -> Result<bool, NodeError> {
-    let source = fs::canonicalize(source).map_err(io_error("resolve", source))?;
-    let table = MountTable::read()?;
-    if let Some(existing) = table.at(target) {
-        let ours = table.is_bind_of(existing, &source);
-        if ours && existing.is_read_only() == read_only {
-            return Ok(false);
-        }
-        let what = if ours {
-            let mode = if existing.is_read_only() {
-                "read-only"
-            } else {
-                "read-write"
-            };
-            format!("this volume, {mode}")
-        } else {
-            format!("{} from {}", existing.fs_type, existing.source)
-        };
-        return Err(NodeError::OtherMount {
-            target: target.to_owned(),
-            what,
-        });
+/// A target resolved beneath the kubelet root: its parent's handle and its name.
+struct Target<'a> {
+    parent: Handle,
+    name: &'a OsStr,
+    path: &'a Path,
+}
+
+impl<'a> Target<'a> {
+    fn resolve(root: &KubeletRoot, path: &'a Path) -> Result<Self, NodeError> {
+        let (parent, name) = root.parent(path)?;
+        Ok(Self { parent, name, path })
     }
-    fs::create_dir_all(target).map_err(io_error("create", target))?;
-    mount::bind(&source, target, read_only)?;
+
+    /// The target's handle, if it exists.
+    fn open(&self) -> Result<Option<Handle>, NodeError> {
+        Ok(self.parent.open_child(self.name)?)
+    }
+
+    /// The mount whose root `handle` (opened from this target) is, if it is one.
+    fn mount<'t>(
+        &self,
+        table: &'t MountTable,
+        handle: &Handle,
+    ) -> Result<Option<&'t MountEntry>, NodeError> {
+        let id = handle.mount_id()?;
+        if id == self.parent.mount_id()? {
+            return Ok(None);
+        }
+        Ok(table.entries().iter().find(|e| e.id == id))
+    }
+
+    fn unmount(&self, mount_id: u32) -> Result<(), NodeError> {
+        mount::unmount_in(&self.parent, self.name, mount_id)
+    }
+}
+
+fn canonical(source: &Path) -> Result<PathBuf, NodeError> {
+    fs::canonicalize(source).map_err(io_error("resolve", source))
+}
+
+/// Refuses a target outside the kubelet root, through a link or without a parent, before
+/// anything is created for it.
+pub fn check_target(root: &KubeletRoot, target: &Path) -> Result<(), NodeError> {
+    Target::resolve(root, target)?.open()?;
+    Ok(())
+}
+
+/// Bind-mounts the directory `source` at `target` (created inside its existing parent if
+/// missing), read-only when asked. Returns false when it was already published there exactly
+/// so; a different mount at `target` is an error.
+pub fn bind_dir(
+    root: &KubeletRoot,
+    source: &Path,
+    target: &Path,
+    read_only: bool,
+) -> Result<bool, NodeError> {
+    let source_path = canonical(source)?;
+    let source = Handle::open_own_dir(&source_path)?;
+    let target = Target::resolve(root, target)?;
+    let handle = match target.open()? {
+        Some(existing) => {
+            let table = MountTable::read()?;
+            if let Some(m) = target.mount(&table, &existing)? {
+                let ours = table.is_bind_of(m, &source_path);
+                if ours && m.is_read_only() == read_only {
+                    return Ok(false);
+                }
+                let what = if ours {
+                    let mode = if m.is_read_only() {
+                        "read-only"
+                    } else {
+                        "read-write"
+                    };
+                    format!("this volume, {mode}")
+                } else {
+                    format!("{} from {}", m.fs_type, m.source)
+                };
+                return Err(NodeError::OtherMount {
+                    target: target.path.to_owned(),
+                    what,
+                });
+            }
+            existing
+        }
+        None => target.parent.create_dir_child(target.name)?,
+    };
+    mount::bind(&source, &handle)?;
+    drop(handle);
+    if read_only {
+        // The new mount's own root is what the name resolves to now.
+        let top = target.open()?.ok_or_else(|| NodeError::Missing {
+            path: target.path.to_owned(),
+        })?;
+        let table = MountTable::read()?;
+        let mounted = target.mount(&table, &top)?;
+        let id = mounted.map(|m| m.id);
+        let done = match mounted {
+            Some(m) if table.is_bind_of(m, &source_path) => mount::remount_read_only(&top),
+            _ => Err(NodeError::OtherMount {
+                target: target.path.to_owned(),
+                what: "a mount that appeared while publishing".into(),
+            }),
+        };
+        drop(top);
+        if let Err(e) = done {
+            if let Some(id) = id {
+                let _ = target.unmount(id);
+            }
+            return Err(e);
+        }
+    }
     Ok(true)
 }
 
@@ -44,35 +134,57 @@ pub struct Unpublished {
     pub existed: bool,
 }
 
-/// Unmounts `target` if something is mounted there, then removes the (empty) directory.
-/// A non-empty directory is left alone: it is somebody's data, not our mount point.
-pub fn unpublish(target: &Path) -> Result<Unpublished, NodeError> {
-    let was_mounted = MountTable::read()?.at(target).is_some();
-    if was_mounted {
-        mount::unmount(target)?;
-    }
-    let existed = fs::symlink_metadata(target).is_ok();
-    if existed {
-        match fs::remove_dir(target) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
-                return Err(NodeError::NotEmpty {
-                    path: target.to_owned(),
-                });
-            }
-            Err(e) => return Err(io_error("remove", target)(e)),
+/// Unmounts `target` if this volume's directory (`source`) is mounted there, then removes the
+/// (empty) directory. A mount of anything else is refused and left alone, as is a non-empty
+/// directory: it is somebody's data, not our mount point.
+pub fn unpublish(
+    root: &KubeletRoot,
+    source: &Path,
+    target: &Path,
+) -> Result<Unpublished, NodeError> {
+    let absent = Unpublished {
+        was_mounted: false,
+        existed: false,
+    };
+    let target = match Target::resolve(root, target) {
+        Ok(t) => t,
+        Err(NodeError::Confined(super::confined::ConfinedError::NoParent { .. })) => {
+            return Ok(absent);
         }
+        Err(e) => return Err(e),
+    };
+    let Some(handle) = target.open()? else {
+        return Ok(absent);
+    };
+    let table = MountTable::read()?;
+    let mounted = target.mount(&table, &handle)?.cloned();
+    drop(handle);
+    if let Some(m) = &mounted {
+        let ours = fs::canonicalize(source).is_ok_and(|s| table.is_bind_of(m, &s));
+        if !ours {
+            return Err(NodeError::NotOurs {
+                target: target.path.to_owned(),
+                what: format!("{} from {}", m.fs_type, m.source),
+            });
+        }
+        target.unmount(m.id)?;
     }
+    root.remove_dir(target.path)?;
     Ok(Unpublished {
-        was_mounted,
-        existed: existed || was_mounted,
+        was_mounted: mounted.is_some(),
+        existed: true,
     })
 }
 
-/// True when `path` is a mount that shows the directory `source`.
-pub fn shows(source: &Path, path: &Path) -> Result<bool, NodeError> {
-    let source = fs::canonicalize(source).map_err(io_error("resolve", source))?;
+/// True when `path` (beneath the kubelet root) is a mount that shows the directory `source`.
+pub fn shows(root: &KubeletRoot, source: &Path, path: &Path) -> Result<bool, NodeError> {
+    let source = canonical(source)?;
+    let target = Target::resolve(root, path)?;
+    let Some(handle) = target.open()? else {
+        return Ok(false);
+    };
     let table = MountTable::read()?;
-    Ok(table.at(path).is_some_and(|m| table.is_bind_of(m, &source)))
+    Ok(target
+        .mount(&table, &handle)?
+        .is_some_and(|m| table.is_bind_of(m, &source)))
 }
