@@ -547,3 +547,33 @@ async fn the_store_is_durable_across_restarts() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn a_located_attachment_is_validated_before_the_node_uses_it() {
+    let host = TestHost::start(RULE_BREAKER).await;
+    let mut node = host.client.node.clone();
+    // A volume of the driver the backend replaces: no `modcsi.io/` keys, found by `locate`.
+    let legacy = |id: &str| Volume {
+        volume_id: id.into(),
+        ..Default::default()
+    };
+    let target = host.target("legacy");
+    node.node_publish_volume(requests::publish(&legacy("legacy-dir"), &target, false))
+        .await
+        .unwrap();
+    node.node_unpublish_volume(requests::unpublish("legacy-dir", &target))
+        .await
+        .unwrap();
+    // The backend locates one at a by-id name with a path in it.
+    let err = node
+        .node_publish_volume(requests::publish(&legacy("legacy-escape"), &target, false))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Internal, "{}", err.message());
+    assert!(
+        err.message().contains("unusable attachment"),
+        "{}",
+        err.message()
+    );
+    assert!(!std::path::Path::new(&target).exists(), "nothing created");
+}

@@ -47,7 +47,6 @@ impl CsiError {
             CsiError::Node { source, .. } => match source {
                 NodeError::InUse { .. } => Code::FailedPrecondition,
                 NodeError::OtherMount { .. } => Code::AlreadyExists,
-                NodeError::NotEmpty { .. } => Code::FailedPrecondition,
                 NodeError::Missing { .. } => Code::NotFound,
                 NodeError::NotOurs { .. } | NodeError::Busy { .. } => Code::FailedPrecondition,
                 NodeError::TimedOut { .. } => Code::DeadlineExceeded,

@@ -36,8 +36,6 @@ pub enum NodeError {
     OtherMount { target: PathBuf, what: String },
     #[error("{path} does not exist")]
     Missing { path: PathBuf },
-    #[error("{path} is not empty; refusing to remove it")]
-    NotEmpty { path: PathBuf },
     #[error("{target} holds a mount that is not this volume's ({what}); leaving it alone")]
     NotOurs { target: PathBuf, what: String },
     #[error("{target} is still in use; not detaching it lazily")]
