@@ -121,6 +121,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         backend_config: args.backend_config,
         kubelet_root: args.kubelet_root,
         max_node_operations: args.max_node_operations,
+        devices: Default::default(),
     })
     .await?;
     server.run(shutdown_signal()).await?;

@@ -44,6 +44,8 @@ pub struct ServeConfig {
     pub kubelet_root: PathBuf,
     /// Node operations (mounts, mkfs, stats) running at once.
     pub max_node_operations: usize,
+    /// Where block devices are looked up (`/dev/disk/by-id`, `/sys`).
+    pub devices: crate::node::device::DeviceDirs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +169,7 @@ impl Server {
             local_dirs: LocalDirs::new(&config.state_dir),
             kubelet_root: Arc::new(kubelet_root),
             node_ops: NodeOps::new(config.max_node_operations),
+            devices: config.devices,
             locks: OperationLocks::default(),
             state,
             records: Arc::new(records),

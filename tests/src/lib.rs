@@ -78,6 +78,7 @@ impl TestHost {
             backend_config: None,
             kubelet_root: root.clone(),
             max_node_operations: 8,
+            devices: Default::default(),
         };
         // Like kubelet, the host's "pod directory" exists before anything is published in it.
         std::fs::create_dir_all(root.join("targets")).unwrap();

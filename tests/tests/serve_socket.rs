@@ -22,6 +22,7 @@ fn config(endpoint: &str, state: &std::path::Path) -> ServeConfig {
         backend_config: None,
         kubelet_root: state.join("kubelet"),
         max_node_operations: 2,
+        devices: Default::default(),
     }
 }
 

@@ -50,6 +50,11 @@ impl CsiError {
                 NodeError::Missing { .. } => Code::NotFound,
                 NodeError::NotOurs { .. } | NodeError::Busy { .. } => Code::FailedPrecondition,
                 NodeError::TimedOut { .. } => Code::DeadlineExceeded,
+                NodeError::NoDevice { .. } => Code::NotFound,
+                NodeError::DeviceInUse { .. } | NodeError::NotABlockDevice { .. } => {
+                    Code::FailedPrecondition
+                }
+                NodeError::Unsupported { .. } => Code::InvalidArgument,
                 NodeError::Confined(c) => match c {
                     ConfinedError::Outside { .. } | ConfinedError::Symlink { .. } => {
                         Code::InvalidArgument

@@ -18,6 +18,7 @@ pub use identity::IdentityService;
 pub use node::NodeService;
 
 use crate::node::confined::KubeletRoot;
+use crate::node::device::DeviceDirs;
 use crate::node::local_dir::LocalDirs;
 use crate::node::pool::NodeOps;
 use crate::runtime::{Backend, types};
@@ -58,6 +59,8 @@ pub struct Driver {
     pub kubelet_root: Arc<KubeletRoot>,
     /// Every node syscall and child process runs here, bounded.
     pub node_ops: NodeOps,
+    /// Where block devices are looked up.
+    pub devices: DeviceDirs,
     pub locks: OperationLocks,
     pub state: Arc<dyn StateStore>,
     pub records: Arc<Records>,

@@ -1,12 +1,14 @@
 //! Node: make a volume appear at a target path, take it away, report its usage. The work itself
 //! is done by node/; this layer validates, locks the volume and picks the attachment handler.
 
+use std::collections::HashMap;
+
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, bytes_to_csi};
 use super::{CsiError, SharedDriver, deadline};
 use crate::node::confined::ConfinedError;
-use crate::node::{NodeError, publish, stats};
+use crate::node::{NodeError, publish, stage, stats};
 use crate::proto::node_server::Node;
 use crate::proto::node_service_capability::{Rpc, Type, rpc};
 use crate::proto::*;
@@ -23,25 +25,53 @@ fn node_err(volume: &str) -> impl FnOnce(NodeError) -> CsiError + '_ {
     }
 }
 
+/// Where the node keeps the staging path of each staged volume, by volume id.
+const STAGED_NAMESPACE: &str = "host/staged";
+
+fn unattachable(id: &str, attachment: &types::Attachment) -> CsiError {
+    CsiError::Unimplemented(format!(
+        "volume {id}: this host cannot attach {} volumes yet",
+        attachment::kind_name(attachment)
+    ))
+}
+
 /// How long a stats call may wait for a (possibly stale) mount before giving up.
 const STATS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl NodeService {
-    /// The attachment the host encoded in the contexts, if any.
-    fn attachment(
+    /// The volume's attachment: the one the host encoded in the contexts, or, for a volume it
+    /// did not create, the backend's `locate`.
+    async fn resolve_attachment(
         &self,
         id: &str,
-        r: &NodePublishVolumeRequest,
-    ) -> Result<Option<types::Attachment>, CsiError> {
-        if !attachment::present(&r.publish_context, &r.volume_context) {
-            return Ok(None);
+        publish_context: &HashMap<String, String>,
+        volume_context: &HashMap<String, String>,
+    ) -> Result<types::Attachment, CsiError> {
+        super::rules::map_from_co("volume context", volume_context)?;
+        super::rules::map_from_co("publish context", publish_context)?;
+        if !attachment::present(publish_context, volume_context) {
+            return self.locate(id, volume_context).await;
         }
-        attachment::decode(&r.publish_context, &r.volume_context)
-            .map(Some)
-            .map_err(|source| CsiError::Attachment {
-                volume: id.to_owned(),
-                source,
-            })
+        attachment::decode(publish_context, volume_context).map_err(|source| CsiError::Attachment {
+            volume: id.to_owned(),
+            source,
+        })
+    }
+
+    /// The directory a volume is published from on this node: its local directory, or the
+    /// staging path it was staged at.
+    fn source_dir(&self, id: &str) -> std::path::PathBuf {
+        let dirs = &self.0.local_dirs;
+        if dirs.exists(id) {
+            return dirs.path(id);
+        }
+        self.0
+            .state
+            .get(STAGED_NAMESPACE, id)
+            .ok()
+            .flatten()
+            .and_then(|e| String::from_utf8(e.value).ok())
+            .map_or_else(|| dirs.path(id), std::path::PathBuf::from)
     }
 
     /// Asks the backend where a volume this host did not create lives (a volume of the driver
@@ -92,24 +122,30 @@ impl Node for NodeService {
             CsiError::InvalidArgument(format!("volume {id}: volume capability is required"))
         })?;
         let capability = convert::capability(capability)?;
-        super::rules::map_from_co("volume context", &r.volume_context)?;
-        super::rules::map_from_co("publish context", &r.publish_context)?;
-        let attachment = self.attachment(id, &r)?;
-        let attachment = match attachment {
-            Some(a) => a,
-            None => self.locate(id, &r.volume_context).await?,
+        let attachment = self
+            .resolve_attachment(id, &r.publish_context, &r.volume_context)
+            .await?;
+        // Where the bind comes from: the node-local directory, or the staged filesystem.
+        let staged = match &attachment {
+            types::Attachment::LocalDir => None,
+            types::Attachment::Disk(_) => {
+                let staging = validate::target_path("staging target path", &r.staging_target_path)
+                    .map_err(CsiError::from)?;
+                Some(staging.to_owned())
+            }
+            types::Attachment::NvmeTcp(_) => return Err(unattachable(id, &attachment).into()),
         };
-        if !matches!(attachment, types::Attachment::LocalDir) {
-            return Err(CsiError::Unimplemented(format!(
-                "volume {id}: this host cannot attach {} volumes yet",
-                attachment::kind_name(&attachment)
-            ))
-            .into());
-        }
         if matches!(capability.access_type, types::AccessType::Block) {
-            return Err(CsiError::InvalidArgument(format!(
-                "volume {id}: a local-dir volume is a directory and cannot be published as a block device"
-            ))
+            return Err(if staged.is_none() {
+                CsiError::InvalidArgument(format!(
+                    "volume {id}: a local-dir volume is a directory and cannot be published as a block device"
+                ))
+            } else {
+                CsiError::Unimplemented(format!(
+                    "volume {id}: publishing {} volumes as block devices is not in this host yet",
+                    attachment::kind_name(&attachment)
+                ))
+            }
             .into());
         }
         let read_only = r.readonly
@@ -124,7 +160,10 @@ impl Node for NodeService {
             .node_ops
             .run(move || {
                 publish::check_target(&root, &target_path)?;
-                let source = dirs.ensure(&volume)?;
+                let source = match staged {
+                    Some(staging) => staging,
+                    None => dirs.ensure(&volume)?,
+                };
                 publish::bind_dir(&root, &source, &target_path, read_only)
             })
             .await
@@ -144,7 +183,7 @@ impl Node for NodeService {
             validate::target_path("target path", &r.target_path).map_err(CsiError::from)?;
         let _guard = driver.lock_target(id, target)?;
         // Absent or already unmounted is success: kubelet retries until it hears OK.
-        let (root, source) = (driver.kubelet_root.clone(), driver.local_dirs.path(id));
+        let (root, source) = (driver.kubelet_root.clone(), self.source_dir(id));
         let target_path = target.to_owned();
         let found = driver
             .node_ops
@@ -179,15 +218,15 @@ impl Node for NodeService {
             return Err(not_published().into());
         };
         // Off the async workers and bounded in time: a stale mount must not hang the call.
-        let (root, dirs) = (driver.kubelet_root.clone(), driver.local_dirs.clone());
-        let (volume, volume_path) = (id.to_owned(), path.to_owned());
+        let (root, source) = (driver.kubelet_root.clone(), self.source_dir(id));
+        let volume_path = path.to_owned();
         let usage = driver
             .node_ops
             .run_within("volume stats", STATS_TIMEOUT, move || {
-                if !dirs.exists(&volume) {
+                if !source.exists() {
                     return Ok(None);
                 }
-                match publish::shows(&root, &dirs.path(&volume), &volume_path) {
+                match publish::shows(&root, &source, &volume_path) {
                     Ok(true) => stats::usage(&volume_path).map(Some),
                     Ok(_)
                     | Err(NodeError::Confined(
@@ -230,11 +269,105 @@ impl Node for NodeService {
         }))
     }
 
+    async fn node_stage_volume(
+        &self,
+        request: Request<NodeStageVolumeRequest>,
+    ) -> Result<Response<NodeStageVolumeResponse>, Status> {
+        let r = request.into_inner();
+        let driver = &self.0;
+        let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
+        let staging = validate::target_path("staging target path", &r.staging_target_path)
+            .map_err(CsiError::from)?;
+        let capability = r.volume_capability.as_ref().ok_or_else(|| {
+            CsiError::InvalidArgument(format!("volume {id}: volume capability is required"))
+        })?;
+        let capability = convert::capability(capability)?;
+        super::rules::map_from_co("secrets", &r.secrets)?;
+        let attachment = self
+            .resolve_attachment(id, &r.publish_context, &r.volume_context)
+            .await?;
+        let locator = match attachment {
+            // Nothing to stage: the directory is bound at publish.
+            types::Attachment::LocalDir => return Ok(Response::new(NodeStageVolumeResponse {})),
+            types::Attachment::Disk(locator) => locator,
+            other => return Err(unattachable(id, &other).into()),
+        };
+        let types::AccessType::Mount(mount) = capability.access_type else {
+            return Err(CsiError::Unimplemented(format!(
+                "volume {id}: block volumes are not staged by this host yet"
+            ))
+            .into());
+        };
+        let _guard = driver.lock_target(id, staging)?;
+        let (root, devices, state) = (
+            driver.kubelet_root.clone(),
+            driver.devices.clone(),
+            driver.state.clone(),
+        );
+        let (volume, staging_path) = (id.to_owned(), staging.to_owned());
+        let formatted = driver
+            .node_ops
+            .run(move || {
+                let device = devices.resolve(&locator)?;
+                let staged = stage::stage(
+                    &root,
+                    &staging_path,
+                    &device,
+                    &mount.fs_type,
+                    &mount.mount_flags,
+                )?;
+                // Unpublish and stats find the staged filesystem by volume id.
+                state
+                    .put_any(
+                        STAGED_NAMESPACE,
+                        &volume,
+                        staging_path.to_string_lossy().as_bytes(),
+                    )
+                    .map_err(|e| NodeError::Pool(format!("recording the staging path: {e}")))?;
+                Ok(staged)
+            })
+            .await
+            .map_err(node_err(id))?;
+        tracing::info!(volume = id, staging = %staging.display(), mounted = formatted, "volume staged");
+        Ok(Response::new(NodeStageVolumeResponse {}))
+    }
+
+    async fn node_unstage_volume(
+        &self,
+        request: Request<NodeUnstageVolumeRequest>,
+    ) -> Result<Response<NodeUnstageVolumeResponse>, Status> {
+        let r = request.into_inner();
+        let driver = &self.0;
+        let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
+        let staging = validate::target_path("staging target path", &r.staging_target_path)
+            .map_err(CsiError::from)?;
+        let _guard = driver.lock_target(id, staging)?;
+        let (root, state) = (driver.kubelet_root.clone(), driver.state.clone());
+        let (volume, staging_path) = (id.to_owned(), staging.to_owned());
+        driver
+            .node_ops
+            .run(move || {
+                stage::unstage(&root, &staging_path)?;
+                state
+                    .delete(STAGED_NAMESPACE, &volume, None)
+                    .map_err(|e| NodeError::Pool(format!("forgetting the staging path: {e}")))
+            })
+            .await
+            .map_err(node_err(id))?;
+        tracing::info!(volume = id, staging = %staging.display(), "volume unstaged");
+        Ok(Response::new(NodeUnstageVolumeResponse {}))
+    }
+
     async fn node_get_capabilities(
         &self,
         _request: Request<NodeGetCapabilitiesRequest>,
     ) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
         let mut rpcs = vec![rpc::Type::GetVolumeStats, rpc::Type::VolumeCondition];
+        // Backends that attach storage to nodes (they export `publish`) hand out devices, which
+        // are staged; node-local directories need no staging.
+        if self.0.backend.offers(Optional::Publish) {
+            rpcs.push(rpc::Type::StageUnstageVolume);
+        }
         if self.0.offers_single_node_multi_writer() {
             rpcs.push(rpc::Type::SingleNodeMultiWriter);
         }

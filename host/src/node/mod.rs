@@ -2,11 +2,14 @@
 //! Pure parsing (mountinfo) is kept apart from the syscalls so it can be tested on fixtures.
 
 pub mod confined;
+pub mod device;
+pub mod format;
 pub mod local_dir;
 pub mod mount;
 pub mod mountinfo;
 pub mod pool;
 pub mod publish;
+pub mod stage;
 pub mod stats;
 
 use std::path::PathBuf;
@@ -49,6 +52,25 @@ pub enum NodeError {
     },
     #[error("node operation failed to run: {0}")]
     Pool(String),
+    #[error("no disk with {what} in {place} (waited {waited:?})")]
+    NoDevice {
+        what: String,
+        place: PathBuf,
+        waited: std::time::Duration,
+    },
+    #[error("{path} is not a block device under /dev")]
+    NotABlockDevice { path: PathBuf },
+    #[error("{device} is already mounted at {at}; refusing to mount it again")]
+    DeviceInUse { device: PathBuf, at: PathBuf },
+    #[error("{tool} on {device} failed ({status}): {stderr}")]
+    Tool {
+        tool: &'static str,
+        device: PathBuf,
+        status: String,
+        stderr: String,
+    },
+    #[error("unsupported: {what}")]
+    Unsupported { what: String },
 }
 
 pub(crate) fn io_error(

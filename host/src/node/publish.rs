@@ -14,25 +14,30 @@ use super::mountinfo::{MountEntry, MountTable};
 use super::{NodeError, io_error, mount};
 
 /// A target resolved beneath the kubelet root: its parent's handle and its name.
-struct Target<'a> {
+pub(crate) struct Target<'a> {
     parent: Handle,
     name: &'a OsStr,
     path: &'a Path,
 }
 
 impl<'a> Target<'a> {
-    fn resolve(root: &KubeletRoot, path: &'a Path) -> Result<Self, NodeError> {
+    pub(crate) fn resolve(root: &KubeletRoot, path: &'a Path) -> Result<Self, NodeError> {
         let (parent, name) = root.parent(path)?;
         Ok(Self { parent, name, path })
     }
 
     /// The target's handle, if it exists.
-    fn open(&self) -> Result<Option<Handle>, NodeError> {
+    pub(crate) fn open(&self) -> Result<Option<Handle>, NodeError> {
         Ok(self.parent.open_child(self.name)?)
     }
 
+    /// Creates the target directory inside its parent (if needed) and opens it.
+    pub(crate) fn create_dir(&self) -> Result<Handle, NodeError> {
+        Ok(self.parent.create_dir_child(self.name)?)
+    }
+
     /// The mount whose root `handle` (opened from this target) is, if it is one.
-    fn mount<'t>(
+    pub(crate) fn mount<'t>(
         &self,
         table: &'t MountTable,
         handle: &Handle,
@@ -44,7 +49,7 @@ impl<'a> Target<'a> {
         Ok(table.entries().iter().find(|e| e.id == id))
     }
 
-    fn unmount(&self, mount_id: u32) -> Result<(), NodeError> {
+    pub(crate) fn unmount(&self, mount_id: u32) -> Result<(), NodeError> {
         mount::unmount_in(&self.parent, self.name, mount_id)
     }
 }
@@ -70,7 +75,16 @@ pub fn bind_dir(
     read_only: bool,
 ) -> Result<bool, NodeError> {
     let source_path = canonical(source)?;
-    let source = Handle::open_own_dir(&source_path)?;
+    // A staging path lies beneath the kubelet root and is opened like a target; a local
+    // directory is the host's own.
+    let source = if source_path.starts_with(root.path()) {
+        root.open_path(&source_path)?
+            .ok_or_else(|| NodeError::Missing {
+                path: source_path.clone(),
+            })?
+    } else {
+        Handle::open_own_dir(&source_path)?
+    };
     let target = Target::resolve(root, target)?;
     let handle = match target.open()? {
         Some(existing) => {
@@ -97,7 +111,7 @@ pub fn bind_dir(
             }
             existing
         }
-        None => target.parent.create_dir_child(target.name)?,
+        None => target.create_dir()?,
     };
     mount::bind(&source, &handle)?;
     drop(handle);

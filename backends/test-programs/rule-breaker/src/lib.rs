@@ -81,6 +81,10 @@ impl modcsi_backend_sdk::controller::Guest for RuleBreaker {
             format!("rb-{}", request.name),
             request.capacity.required_bytes,
         );
+        // `disk-<name>`: a disk the node finds by its by-id name.
+        if let Some(disk) = request.name.strip_prefix("disk-") {
+            v.attachment = Some(Attachment::Disk(DiskLocator::ById(disk.into())));
+        }
         let secrets = secret_text(&request.secrets);
         match lookup(&request.parameters, "break") {
             Some("capacity") => v.capacity_bytes = request.capacity.required_bytes / 2,

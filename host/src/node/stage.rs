@@ -1,0 +1,156 @@
+//! Staging a block device: find it, format it only when blank, mount it at the staging path
+//! (through a confined handle), and take it away again. A device already mounted anywhere is
+//! refused (mount storms), and unstage unmounts only a device filesystem at that path.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use nix::mount::{MsFlags, mount};
+
+use super::confined::KubeletRoot;
+use super::format::{self, FILESYSTEMS, Probe};
+use super::mountinfo::MountTable;
+use super::publish::Target;
+use super::{NodeError, io_error};
+
+/// Mount flags a volume capability may ask for, and the data options passed on.
+fn mount_options(flags: &[String]) -> Result<(MsFlags, String), NodeError> {
+    let mut ms = MsFlags::empty();
+    let mut data = vec![];
+    for flag in flags {
+        match flag.as_str() {
+            "ro" => ms |= MsFlags::MS_RDONLY,
+            "noatime" => ms |= MsFlags::MS_NOATIME,
+            "nodiratime" => ms |= MsFlags::MS_NODIRATIME,
+            "relatime" => ms |= MsFlags::MS_RELATIME,
+            "nosuid" => ms |= MsFlags::MS_NOSUID,
+            "nodev" => ms |= MsFlags::MS_NODEV,
+            "noexec" => ms |= MsFlags::MS_NOEXEC,
+            "sync" => ms |= MsFlags::MS_SYNCHRONOUS,
+            "discard" => data.push("discard"),
+            other => {
+                return Err(NodeError::Unsupported {
+                    what: format!("mount flag {other:?}"),
+                });
+            }
+        }
+    }
+    Ok((ms, data.join(",")))
+}
+
+/// `major:minor` of a block device, as /proc/self/mountinfo shows it.
+fn device_number(device: &Path) -> Result<String, NodeError> {
+    let rdev = std::fs::metadata(device)
+        .map_err(io_error("inspect", device))?
+        .rdev();
+    Ok(format!(
+        "{}:{}",
+        nix::sys::stat::major(rdev),
+        nix::sys::stat::minor(rdev)
+    ))
+}
+
+/// Mounts `device` at `staging` with `fs_type` (empty: ext4), formatting it first only when it
+/// is blank. Returns false when it was already staged there.
+pub fn stage(
+    root: &KubeletRoot,
+    staging: &Path,
+    device: &Path,
+    fs_type: &str,
+    flags: &[String],
+) -> Result<bool, NodeError> {
+    let fs_type = if fs_type.is_empty() { "ext4" } else { fs_type };
+    if !FILESYSTEMS.contains(&fs_type) {
+        return Err(NodeError::Unsupported {
+            what: format!("filesystem {fs_type:?} (ext4 or xfs)"),
+        });
+    }
+    let (ms_flags, data) = mount_options(flags)?;
+    let number = device_number(device)?;
+    let target = Target::resolve(root, staging)?;
+    let table = MountTable::read()?;
+    let existing = target.open()?;
+    if let Some(handle) = &existing
+        && let Some(m) = target.mount(&table, handle)?
+    {
+        if m.device == number {
+            return Ok(false);
+        }
+        return Err(NodeError::OtherMount {
+            target: staging.to_owned(),
+            what: format!("{} from {}", m.fs_type, m.source),
+        });
+    }
+    if let Some(other) = table.entries().iter().find(|e| e.device == number) {
+        return Err(NodeError::DeviceInUse {
+            device: device.to_owned(),
+            at: other.mount_point.clone(),
+        });
+    }
+    match format::probe(device)? {
+        Probe::Blank => format::format(device, fs_type)?,
+        Probe::Filesystem(found) if found == fs_type => {}
+        Probe::Filesystem(found) => {
+            return Err(NodeError::Unsupported {
+                what: format!(
+                    "{} holds {found}, not the requested {fs_type}",
+                    device.display()
+                ),
+            });
+        }
+        Probe::Other(what) => {
+            return Err(NodeError::Unsupported {
+                what: format!(
+                    "{} holds {what}; refusing to format or mount it",
+                    device.display()
+                ),
+            });
+        }
+    }
+    let handle = match existing {
+        Some(h) => h,
+        None => target.create_dir()?,
+    };
+    mount(
+        Some(device),
+        &handle.proc_path(),
+        Some(fs_type),
+        ms_flags,
+        (!data.is_empty()).then_some(data.as_str()),
+    )
+    .map_err(|errno| NodeError::Mount {
+        op: "mount device at",
+        target: staging.to_owned(),
+        errno,
+    })?;
+    Ok(true)
+}
+
+/// Unmounts the device filesystem at `staging` and removes the directory. Absent is success; a
+/// mount that is not a device filesystem is left alone.
+pub fn unstage(root: &KubeletRoot, staging: &Path) -> Result<bool, NodeError> {
+    let target = match Target::resolve(root, staging) {
+        Ok(t) => t,
+        Err(NodeError::Confined(super::confined::ConfinedError::NoParent { .. })) => {
+            return Ok(false);
+        }
+        Err(e) => return Err(e),
+    };
+    let Some(handle) = target.open()? else {
+        return Ok(false);
+    };
+    let table = MountTable::read()?;
+    let mounted = target.mount(&table, &handle)?.cloned();
+    drop(handle);
+    if let Some(m) = mounted {
+        if !(m.source.starts_with("/dev/") && FILESYSTEMS.contains(&m.fs_type.as_str())) {
+            return Err(NodeError::NotOurs {
+                target: staging.to_owned(),
+                what: format!("{} from {}", m.fs_type, m.source),
+            });
+        }
+        target.unmount(m.id)?;
+    }
+    root.remove_dir(staging)?;
+    Ok(true)
+}

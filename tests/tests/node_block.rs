@@ -1,0 +1,252 @@
+//! Staging block storage for real, on loop devices: a `disk` attachment is found by its by-id
+//! name, formatted only when blank (ext4 or xfs), mounted at the staging path, published by
+//! binding the staging path read-write and read-only, unpublished and unstaged; data survives a
+//! second stage (no reformat), a device holding another filesystem is refused, and a device
+//! already mounted is not mounted again.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use modcsi::node::device::DeviceDirs;
+use modcsi::node::mountinfo::MountTable;
+use modcsi::proto::volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode};
+use modcsi::proto::*;
+use modcsi_tests::{RULE_BREAKER, TestHost, requests};
+use tonic::Code;
+
+/// A loop device over a sparse file, with a by-id link, detached when dropped.
+struct LoopDisk {
+    device: String,
+    _file: tempfile::NamedTempFile,
+}
+
+impl LoopDisk {
+    fn new(by_id: &Path, name: &str, mib: u64) -> Self {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        file.as_file().set_len(mib << 20).unwrap();
+        let out = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(file.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let device = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        std::fs::create_dir_all(by_id).unwrap();
+        std::os::unix::fs::symlink(&device, by_id.join(name)).unwrap();
+        Self {
+            device,
+            _file: file,
+        }
+    }
+
+    fn blkid(&self, tag: &str) -> String {
+        let out = Command::new("blkid")
+            .args(["-p", "-s", tag, "-o", "value", &self.device])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+}
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+    }
+}
+
+async fn host(by_id: PathBuf) -> TestHost {
+    TestHost::start_with(RULE_BREAKER, |c| {
+        c.devices = DeviceDirs {
+            by_id,
+            sysfs: PathBuf::from("/sys"),
+            wait: Duration::from_millis(500),
+        }
+    })
+    .await
+}
+
+fn capability(fs_type: &str, mode: Mode) -> VolumeCapability {
+    VolumeCapability {
+        access_type: Some(AccessType::Mount(MountVolume {
+            fs_type: fs_type.into(),
+            ..Default::default()
+        })),
+        access_mode: Some(AccessMode { mode: mode as i32 }),
+    }
+}
+
+async fn create(host: &TestHost, name: &str) -> Volume {
+    host.client
+        .controller
+        .clone()
+        .create_volume(requests::create(name))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap()
+}
+
+fn stage_request(v: &Volume, staging: &str, fs_type: &str) -> NodeStageVolumeRequest {
+    NodeStageVolumeRequest {
+        volume_id: v.volume_id.clone(),
+        staging_target_path: staging.into(),
+        volume_capability: Some(capability(fs_type, Mode::SingleNodeWriter)),
+        volume_context: v.volume_context.clone(),
+        ..Default::default()
+    }
+}
+
+fn unstage_request(v: &Volume, staging: &str) -> NodeUnstageVolumeRequest {
+    NodeUnstageVolumeRequest {
+        volume_id: v.volume_id.clone(),
+        staging_target_path: staging.into(),
+    }
+}
+
+fn publish_request(
+    v: &Volume,
+    staging: &str,
+    target: &str,
+    readonly: bool,
+) -> NodePublishVolumeRequest {
+    let mut r = requests::publish(v, target, readonly);
+    r.staging_target_path = staging.into();
+    r
+}
+
+fn mounted(path: &str) -> bool {
+    MountTable::read().unwrap().at(Path::new(path)).is_some()
+}
+
+async fn lifecycle(fs_type: &str, mib: u64) {
+    let by_id = tempfile::tempdir().unwrap();
+    let host = host(by_id.path().to_owned()).await;
+    let disk = LoopDisk::new(by_id.path(), &format!("{fs_type}-disk"), mib);
+    let v = create(&host, &format!("disk-{fs_type}-disk")).await;
+    let mut node = host.client.node.clone();
+    let staging = host.target("staging");
+    let (rw, ro) = (host.target("rw"), host.target("ro"));
+
+    for _ in 0..2 {
+        node.node_stage_volume(stage_request(&v, &staging, fs_type))
+            .await
+            .unwrap();
+    }
+    assert_eq!(disk.blkid("TYPE"), fs_type, "formatted when blank");
+    let uuid = disk.blkid("UUID");
+    node.node_publish_volume(publish_request(&v, &staging, &rw, false))
+        .await
+        .unwrap();
+    node.node_publish_volume(publish_request(&v, &staging, &ro, true))
+        .await
+        .unwrap();
+    std::fs::write(Path::new(&rw).join("data"), b"block bytes").unwrap();
+    assert_eq!(
+        std::fs::read(Path::new(&ro).join("data")).unwrap(),
+        b"block bytes"
+    );
+    assert!(
+        std::fs::write(Path::new(&ro).join("x"), b"no").is_err(),
+        "read-only"
+    );
+    let stats = node
+        .node_get_volume_stats(requests::stats(&v.volume_id, &rw))
+        .await
+        .unwrap()
+        .into_inner();
+    let total = stats.usage[0].total;
+    assert!(
+        total > 0 && total <= (mib << 20) as i64,
+        "the volume's own filesystem: {total}"
+    );
+
+    for target in [&rw, &ro] {
+        for _ in 0..2 {
+            node.node_unpublish_volume(requests::unpublish(&v.volume_id, target))
+                .await
+                .unwrap();
+        }
+    }
+    for _ in 0..2 {
+        node.node_unstage_volume(unstage_request(&v, &staging))
+            .await
+            .unwrap();
+    }
+    assert!(!mounted(&staging) && !Path::new(&staging).exists());
+
+    // Staged again: the filesystem is kept, data and all.
+    node.node_stage_volume(stage_request(&v, &staging, fs_type))
+        .await
+        .unwrap();
+    assert_eq!(disk.blkid("UUID"), uuid, "not reformatted");
+    assert_eq!(
+        std::fs::read(Path::new(&staging).join("data")).unwrap(),
+        b"block bytes"
+    );
+    node.node_unstage_volume(unstage_request(&v, &staging))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn ext4_stage_publish_and_back() {
+    lifecycle("ext4", 64).await;
+}
+
+#[tokio::test]
+async fn xfs_stage_publish_and_back() {
+    lifecycle("xfs", 320).await;
+}
+
+#[tokio::test]
+async fn a_disk_holding_another_filesystem_or_already_mounted_is_refused() {
+    let by_id = tempfile::tempdir().unwrap();
+    let host = host(by_id.path().to_owned()).await;
+    let disk = LoopDisk::new(by_id.path(), "used", 64);
+    let v = create(&host, "disk-used").await;
+    let mut node = host.client.node.clone();
+    let (a, b) = (host.target("a"), host.target("b"));
+
+    node.node_stage_volume(stage_request(&v, &a, "ext4"))
+        .await
+        .unwrap();
+    // The same device at a second staging path: a mount storm, refused.
+    let err = node
+        .node_stage_volume(stage_request(&v, &b, "ext4"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(
+        err.message().contains("already mounted"),
+        "{}",
+        err.message()
+    );
+    assert!(!mounted(&b));
+    node.node_unstage_volume(unstage_request(&v, &a))
+        .await
+        .unwrap();
+
+    // It holds ext4; asked for xfs, nothing is formatted or mounted.
+    let err = node
+        .node_stage_volume(stage_request(&v, &a, "xfs"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert_eq!(disk.blkid("TYPE"), "ext4");
+    assert!(!mounted(&a));
+
+    // A by-id name that is not there: NOT_FOUND naming what was looked for.
+    let ghost = create(&host, "disk-ghost").await;
+    let err = node
+        .node_stage_volume(stage_request(&ghost, &a, "ext4"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{}", err.message());
+    assert!(err.message().contains("ghost"), "{}", err.message());
+}
