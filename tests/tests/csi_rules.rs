@@ -354,7 +354,7 @@ async fn absent_interfaces_are_unimplemented_and_not_advertised() {
     assert_eq!(capacity.available_capacity, 7 << 30);
     assert_eq!(capacity.minimum_volume_size, Some(1 << 20));
 
-    // Expansion: offline only, since the node does not serve NodeExpandVolume.
+    // Expansion: online, since the node grows filesystems for backends that attach storage.
     let plugin = rb
         .client
         .identity
@@ -371,7 +371,7 @@ async fn absent_interfaces_are_unimplemented_and_not_advertised() {
             _ => None,
         })
         .collect();
-    assert_eq!(expansion, [Expansion::Offline]);
+    assert_eq!(expansion, [Expansion::Online]);
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ use tonic::Code;
 /// A loop device over a sparse file, with a by-id link, detached when dropped.
 struct LoopDisk {
     device: String,
-    _file: tempfile::NamedTempFile,
+    file: tempfile::NamedTempFile,
 }
 
 impl LoopDisk {
@@ -38,10 +38,17 @@ impl LoopDisk {
         let device = String::from_utf8(out.stdout).unwrap().trim().to_owned();
         std::fs::create_dir_all(by_id).unwrap();
         std::os::unix::fs::symlink(&device, by_id.join(name)).unwrap();
-        Self {
-            device,
-            _file: file,
-        }
+        Self { device, file }
+    }
+
+    /// Grows the backing file and tells the loop driver (what a storage system's resize does).
+    fn grow(&self, mib: u64) {
+        self.file.as_file().set_len(mib << 20).unwrap();
+        let status = Command::new("losetup")
+            .args(["-c", &self.device])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     fn blkid(&self, tag: &str) -> String {
@@ -78,6 +85,18 @@ fn capability(fs_type: &str, mode: Mode) -> VolumeCapability {
         })),
         access_mode: Some(AccessMode { mode: mode as i32 }),
     }
+}
+
+const CAP_SYS_RESOURCE: u32 = 24;
+
+/// Whether this process holds a capability (from /proc/self/status).
+fn has_capability(bit: u32) -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << bit) != 0)
 }
 
 async fn create(host: &TestHost, name: &str) -> Volume {
@@ -164,6 +183,40 @@ async fn lifecycle(fs_type: &str, mib: u64) {
     assert!(
         total > 0 && total <= (mib << 20) as i64,
         "the volume's own filesystem: {total}"
+    );
+
+    // Grown under the published volume: NodeExpandVolume grows the filesystem online.
+    disk.grow(mib * 2);
+    let expanded = node
+        .node_expand_volume(NodeExpandVolumeRequest {
+            volume_id: v.volume_id.clone(),
+            volume_path: rw.clone(),
+            staging_target_path: staging.clone(),
+            volume_capability: Some(capability(fs_type, Mode::SingleNodeWriter)),
+            ..Default::default()
+        })
+        .await;
+    if fs_type == "ext4" && !has_capability(CAP_SYS_RESOURCE) {
+        // The kernel grows ext4 online only for CAP_SYS_RESOURCE, which this sandbox withholds
+        // even from root: the call must say so rather than pretend.
+        let err = expanded.unwrap_err();
+        assert_eq!(err.code(), Code::Internal);
+        assert!(err.message().contains("EPERM"), "{}", err.message());
+    } else {
+        let expanded = expanded.unwrap().into_inner();
+        assert_eq!(expanded.capacity_bytes, ((mib * 2) << 20) as i64);
+        let grown = node
+            .node_get_volume_stats(requests::stats(&v.volume_id, &rw))
+            .await
+            .unwrap()
+            .into_inner()
+            .usage[0]
+            .total;
+        assert!(grown > total + (mib << 19) as i64, "{total} -> {grown}");
+    }
+    assert_eq!(
+        std::fs::read(Path::new(&ro).join("data")).unwrap(),
+        b"block bytes"
     );
 
     for target in [&rw, &ro] {

@@ -42,12 +42,18 @@ impl Identity for IdentityService {
         if self.0.backend.info().topology {
             capabilities.push(service(service::Type::VolumeAccessibilityConstraints));
         }
-        // Offline only: online expansion needs NodeExpandVolume, which this host does not
-        // serve yet.
-        if self.0.backend.offers(Optional::Expand) {
+        // Online when the node grows filesystems too (backends that attach storage to nodes,
+        // which export `publish`, are staged and expanded by the node); offline otherwise.
+        let backend = &self.0.backend;
+        if backend.offers(Optional::Expand) {
+            let kind = if backend.offers(Optional::Publish) {
+                plugin_capability::volume_expansion::Type::Online
+            } else {
+                plugin_capability::volume_expansion::Type::Offline
+            };
             capabilities.push(PluginCapability {
                 r#type: Some(Type::VolumeExpansion(plugin_capability::VolumeExpansion {
-                    r#type: plugin_capability::volume_expansion::Type::Offline as i32,
+                    r#type: kind as i32,
                 })),
             });
         }

@@ -358,6 +358,47 @@ impl Node for NodeService {
         Ok(Response::new(NodeUnstageVolumeResponse {}))
     }
 
+    async fn node_expand_volume(
+        &self,
+        request: Request<NodeExpandVolumeRequest>,
+    ) -> Result<Response<NodeExpandVolumeResponse>, Status> {
+        let r = request.into_inner();
+        let driver = &self.0;
+        let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
+        let path = validate::target_path("volume path", &r.volume_path).map_err(CsiError::from)?;
+        // The staging mount is read-write; a published path may be a read-only bind.
+        let grow_at = if r.staging_target_path.is_empty() {
+            path
+        } else {
+            validate::target_path("staging target path", &r.staging_target_path)
+                .map_err(CsiError::from)?
+        };
+        super::rules::map_from_co("secrets", &r.secrets)?;
+        let block = r
+            .volume_capability
+            .as_ref()
+            .map(convert::capability)
+            .transpose()?
+            .is_some_and(|c| matches!(c.access_type, types::AccessType::Block));
+        if block {
+            // A block volume is its device: nothing to grow on the node.
+            return Ok(Response::new(NodeExpandVolumeResponse {
+                capacity_bytes: 0,
+            }));
+        }
+        let _guard = driver.lock_target(id, path)?;
+        let (root, grow_path) = (driver.kubelet_root.clone(), grow_at.to_owned());
+        let bytes = driver
+            .node_ops
+            .run(move || stage::expand(&root, &grow_path))
+            .await
+            .map_err(node_err(id))?;
+        tracing::info!(volume = id, path = %path.display(), bytes, "filesystem expanded");
+        Ok(Response::new(NodeExpandVolumeResponse {
+            capacity_bytes: bytes_to_csi(bytes),
+        }))
+    }
+
     async fn node_get_capabilities(
         &self,
         _request: Request<NodeGetCapabilitiesRequest>,
@@ -367,6 +408,7 @@ impl Node for NodeService {
         // are staged; node-local directories need no staging.
         if self.0.backend.offers(Optional::Publish) {
             rpcs.push(rpc::Type::StageUnstageVolume);
+            rpcs.push(rpc::Type::ExpandVolume);
         }
         if self.0.offers_single_node_multi_writer() {
             rpcs.push(rpc::Type::SingleNodeMultiWriter);

@@ -11,7 +11,7 @@
 //! | ValidateVolumeCapabilities | a volume neither recorded nor known to the backend (get-volume) | NOT_FOUND |
 //! | ListVolumes, ListSnapshots | a page longer than max_entries, or with an unusable id | INTERNAL naming the backend |
 //! | ListVolumes, ListSnapshots | a starting token this host did not hand out | ABORTED |
-//! | capabilities | advertised only when served: online expansion needs NodeExpandVolume (not yet served), PUBLISH_READONLY needs the publish interface | — |
+//! | capabilities | advertised only when served: online expansion only where the node grows filesystems (backends exporting `publish`), PUBLISH_READONLY needs the publish interface | — |
 //! | NodeGetVolumeStats | a volume not published at the path (relative or absolute) | NOT_FOUND |
 //! | every RPC | node ids ≤ 256 bytes; parameters, contexts and secrets ≤ 4 KiB | INVALID_ARGUMENT |
 //! | backend output | ids, contexts (≤ 4 KiB, no `modcsi.io/` key) and attachment fields (IP or DNS addresses, non-zero ports, NQN grammar, one-component by-id names) | INTERNAL naming the backend |

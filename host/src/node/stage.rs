@@ -154,3 +154,101 @@ pub fn unstage(root: &KubeletRoot, staging: &Path) -> Result<bool, NodeError> {
     root.remove_dir(staging)?;
     Ok(true)
 }
+
+/// Grows the filesystem mounted at `path` (beneath the kubelet root; the staging path when
+/// there is one, as a published path may be a read-only bind) to fill its device, online: the
+/// kernel's resize ioctl for ext4, xfs_growfs for xfs. Returns the device's size in bytes.
+pub fn expand(root: &KubeletRoot, path: &Path) -> Result<u64, NodeError> {
+    let target = Target::resolve(root, path)?;
+    let handle = target.open()?.ok_or_else(|| NodeError::Missing {
+        path: path.to_owned(),
+    })?;
+    let table = MountTable::read()?;
+    // The path may be a bind of the staging mount: the device is what counts.
+    let id = handle.mount_id()?;
+    let mounted = table
+        .entries()
+        .iter()
+        .find(|e| e.id == id)
+        .cloned()
+        .ok_or_else(|| NodeError::Missing {
+            path: path.to_owned(),
+        })?;
+    drop(handle);
+    let device = Path::new(&mounted.source);
+    if !mounted.source.starts_with("/dev/") || !FILESYSTEMS.contains(&mounted.fs_type.as_str()) {
+        return Err(NodeError::Unsupported {
+            what: format!(
+                "growing {} ({} from {}): only ext4 and xfs on a block device",
+                path.display(),
+                mounted.fs_type,
+                mounted.source
+            ),
+        });
+    }
+    let size = device_size(device)?;
+    if mounted.fs_type == "ext4" {
+        grow_ext4(&target, path, size)?;
+    } else {
+        grow_xfs(path, device)?;
+    }
+    Ok(size)
+}
+
+nix::ioctl_write_ptr!(ext4_resize_fs, b'f', 16, u64);
+
+/// Online ext4 growth through the kernel's resize ioctl on the opened mount (resize2fs would
+/// look the mount point up itself and may pick a read-only bind of it).
+fn grow_ext4(target: &Target<'_>, path: &Path, size: u64) -> Result<(), NodeError> {
+    let handle = target.open()?.ok_or_else(|| NodeError::Missing {
+        path: path.to_owned(),
+    })?;
+    let dir = std::fs::File::open(handle.proc_path()).map_err(io_error("open", path))?;
+    let stat = nix::sys::statvfs::fstatvfs(&dir).map_err(|errno| NodeError::Mount {
+        op: "statvfs",
+        target: path.to_owned(),
+        errno,
+    })?;
+    let blocks = size / stat.block_size();
+    // SAFETY: the ioctl reads one u64 from the pointer, which outlives the call.
+    unsafe { ext4_resize_fs(std::os::fd::AsRawFd::as_raw_fd(&dir), &blocks) }.map_err(|errno| {
+        NodeError::Mount {
+            op: "grow the ext4 filesystem at",
+            target: path.to_owned(),
+            errno,
+        }
+    })?;
+    Ok(())
+}
+
+fn grow_xfs(path: &Path, device: &Path) -> Result<(), NodeError> {
+    let output = std::process::Command::new("xfs_growfs")
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(io_error("run xfs_growfs on", path))?;
+    if !output.status.success() {
+        return Err(NodeError::Tool {
+            tool: "xfs_growfs",
+            device: device.to_owned(),
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// A block device's size from sysfs (512-byte sectors).
+pub fn device_size(device: &Path) -> Result<u64, NodeError> {
+    let canonical = std::fs::canonicalize(device).map_err(io_error("resolve", device))?;
+    let name = canonical.file_name().unwrap_or_default();
+    let size = Path::new("/sys/class/block").join(name).join("size");
+    let sectors: u64 = std::fs::read_to_string(&size)
+        .map_err(io_error("read", &size))?
+        .trim()
+        .parse()
+        .map_err(|_| NodeError::Unsupported {
+            what: format!("the size in {}", size.display()),
+        })?;
+    Ok(sectors * 512)
+}
