@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use modcsi::node::device::DeviceDirs;
 use modcsi::node::mountinfo::MountTable;
-use modcsi::proto::volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode};
+use modcsi::proto::volume_capability::{
+    AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode,
+};
 use modcsi::proto::*;
 use modcsi_tests::{RULE_BREAKER, TestHost, requests};
 use tonic::Code;
@@ -302,4 +304,116 @@ async fn a_disk_holding_another_filesystem_or_already_mounted_is_refused() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{}", err.message());
     assert!(err.message().contains("ghost"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn a_block_volume_is_the_device_at_a_target_file() {
+    let by_id = tempfile::tempdir().unwrap();
+    let host = host(by_id.path().to_owned()).await;
+    let disk = LoopDisk::new(by_id.path(), "raw", 16);
+    let v = create(&host, "disk-raw").await;
+    let mut node = host.client.node.clone();
+    let staging = host.target("staging-raw");
+    let target = host.target("raw");
+    let block = VolumeCapability {
+        access_type: Some(AccessType::Block(BlockVolume {})),
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
+    };
+    let mut stage = stage_request(&v, &staging, "");
+    stage.volume_capability = Some(block.clone());
+    node.node_stage_volume(stage).await.unwrap();
+    assert_eq!(disk.blkid("TYPE"), "", "a block volume is never formatted");
+    let mut publish = publish_request(&v, &staging, &target, false);
+    publish.volume_capability = Some(block);
+    for _ in 0..2 {
+        node.node_publish_volume(publish.clone()).await.unwrap();
+    }
+    assert!(Path::new(&target).is_file() || mounted(&target));
+
+    // I/O through the target file reaches the device.
+    {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&target)
+            .unwrap();
+        file.seek(SeekFrom::Start(1 << 20)).unwrap();
+        file.write_all(b"raw block bytes").unwrap();
+        file.sync_all().unwrap();
+        let mut device = std::fs::File::open(&disk.device).unwrap();
+        device.seek(SeekFrom::Start(1 << 20)).unwrap();
+        let mut read = [0u8; 15];
+        device.read_exact(&mut read).unwrap();
+        assert_eq!(&read, b"raw block bytes");
+    }
+    let stats = node
+        .node_get_volume_stats(requests::stats(&v.volume_id, &target))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.usage.len(), 1, "block: size only");
+    assert_eq!(stats.usage[0].total, 16 << 20);
+
+    for _ in 0..2 {
+        node.node_unpublish_volume(requests::unpublish(&v.volume_id, &target))
+            .await
+            .unwrap();
+    }
+    assert!(!Path::new(&target).exists() && !mounted(&target));
+    node.node_unstage_volume(unstage_request(&v, &staging))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_device_gone_under_a_staged_mount_is_reported_abnormal() {
+    let by_id = tempfile::tempdir().unwrap();
+    let host = host(by_id.path().to_owned()).await;
+    let disk = LoopDisk::new(by_id.path(), "fragile", 64);
+    let v = create(&host, "disk-fragile").await;
+    let mut node = host.client.node.clone();
+    let staging = host.target("staging-f");
+    let target = host.target("f");
+    node.node_stage_volume(stage_request(&v, &staging, "ext4"))
+        .await
+        .unwrap();
+    node.node_publish_volume(publish_request(&v, &staging, &target, false))
+        .await
+        .unwrap();
+    let condition = |stats: NodeGetVolumeStatsResponse| stats.volume_condition.unwrap();
+    let healthy = condition(
+        node.node_get_volume_stats(requests::stats(&v.volume_id, &target))
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert!(!healthy.abnormal, "{}", healthy.message);
+
+    // The disk disappears under the mount (its size drops to nothing).
+    disk.file.as_file().set_len(0).unwrap();
+    Command::new("losetup")
+        .args(["-c", &disk.device])
+        .status()
+        .unwrap();
+    let sick = condition(
+        node.node_get_volume_stats(requests::stats(&v.volume_id, &target))
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert!(
+        sick.abnormal && sick.message.contains("gone"),
+        "{}",
+        sick.message
+    );
+
+    node.node_unpublish_volume(requests::unpublish(&v.volume_id, &target))
+        .await
+        .unwrap();
+    node.node_unstage_volume(unstage_request(&v, &staging))
+        .await
+        .unwrap();
 }

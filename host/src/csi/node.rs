@@ -126,45 +126,59 @@ impl Node for NodeService {
             .resolve_attachment(id, &r.publish_context, &r.volume_context)
             .await?;
         // Where the bind comes from: the node-local directory, or the staged filesystem.
-        let staged = match &attachment {
-            types::Attachment::LocalDir => None,
+        let block = matches!(capability.access_type, types::AccessType::Block);
+        // Where the bind comes from: the node-local directory, the staged filesystem, or (block
+        // volumes) the device node itself.
+        enum Source {
+            LocalDir,
+            Staged(std::path::PathBuf),
+            Device(types::DiskLocator),
+        }
+        let source = match attachment {
+            types::Attachment::LocalDir if block => {
+                return Err(CsiError::InvalidArgument(format!(
+                    "volume {id}: a local-dir volume is a directory and cannot be published as a block device"
+                ))
+                .into());
+            }
+            types::Attachment::LocalDir => Source::LocalDir,
+            types::Attachment::Disk(locator) if block => Source::Device(locator),
             types::Attachment::Disk(_) => {
                 let staging = validate::target_path("staging target path", &r.staging_target_path)
                     .map_err(CsiError::from)?;
-                Some(staging.to_owned())
+                Source::Staged(staging.to_owned())
             }
-            types::Attachment::NvmeTcp(_) => return Err(unattachable(id, &attachment).into()),
+            other => return Err(unattachable(id, &other).into()),
         };
-        if matches!(capability.access_type, types::AccessType::Block) {
-            return Err(if staged.is_none() {
-                CsiError::InvalidArgument(format!(
-                    "volume {id}: a local-dir volume is a directory and cannot be published as a block device"
-                ))
-            } else {
-                CsiError::Unimplemented(format!(
-                    "volume {id}: publishing {} volumes as block devices is not in this host yet",
-                    attachment::kind_name(&attachment)
-                ))
-            }
-            .into());
-        }
         let read_only = r.readonly
             || matches!(
                 capability.access_mode,
                 types::AccessMode::SingleNodeReaderOnly | types::AccessMode::MultiNodeReaderOnly
             );
         let _guard = driver.lock_target(id, target)?;
-        let (root, dirs) = (driver.kubelet_root.clone(), driver.local_dirs.clone());
+        let (root, dirs, devices) = (
+            driver.kubelet_root.clone(),
+            driver.local_dirs.clone(),
+            driver.devices.clone(),
+        );
         let (volume, target_path) = (id.to_owned(), target.to_owned());
         driver
             .node_ops
             .run(move || {
                 publish::check_target(&root, &target_path)?;
-                let source = match staged {
-                    Some(staging) => staging,
-                    None => dirs.ensure(&volume)?,
-                };
-                publish::bind_dir(&root, &source, &target_path, read_only)
+                match source {
+                    Source::LocalDir => {
+                        let dir = dirs.ensure(&volume)?;
+                        publish::bind_dir(&root, &dir, &target_path, read_only)
+                    }
+                    Source::Staged(staging) => {
+                        publish::bind_dir(&root, &staging, &target_path, read_only)
+                    }
+                    Source::Device(locator) => {
+                        let device = devices.resolve(&locator)?;
+                        publish::bind_device(&root, &device, &target_path, read_only)
+                    }
+                }
             })
             .await
             .map_err(node_err(id))?;
@@ -220,14 +234,30 @@ impl Node for NodeService {
         // Off the async workers and bounded in time: a stale mount must not hang the call.
         let (root, source) = (driver.kubelet_root.clone(), self.source_dir(id));
         let volume_path = path.to_owned();
-        let usage = driver
+        let block = source.starts_with("/dev");
+        let found = driver
             .node_ops
             .run_within("volume stats", STATS_TIMEOUT, move || {
                 if !source.exists() {
                     return Ok(None);
                 }
                 match publish::shows(&root, &source, &volume_path) {
-                    Ok(true) => stats::usage(&volume_path).map(Some),
+                    // A block volume: its size only.
+                    Ok(true) if block => stage::device_size(&source).map(|size| {
+                        let usage = stats::Usage {
+                            total_bytes: size,
+                            available_bytes: 0,
+                            used_bytes: 0,
+                            total_inodes: 0,
+                            free_inodes: 0,
+                            used_inodes: 0,
+                        };
+                        Some((usage, None))
+                    }),
+                    Ok(true) => {
+                        let usage = stats::usage(&volume_path)?;
+                        Ok(Some((usage, stage::device_trouble(&volume_path))))
+                    }
                     Ok(_)
                     | Err(NodeError::Confined(
                         ConfinedError::Outside { .. }
@@ -238,11 +268,17 @@ impl Node for NodeService {
                 }
             })
             .await
-            .map_err(node_err(id))?
-            .ok_or_else(not_published)?;
-        let volume_condition = Some(VolumeCondition {
-            abnormal: false,
-            message: "volume is published".into(),
+            .map_err(node_err(id))?;
+        let (usage, trouble) = found.ok_or_else(not_published)?;
+        let volume_condition = Some(match trouble {
+            None => VolumeCondition {
+                abnormal: false,
+                message: "volume is published".into(),
+            },
+            Some(reason) => VolumeCondition {
+                abnormal: true,
+                message: reason,
+            },
         });
         let entry = |unit: volume_usage::Unit, total: u64, available: u64, used: u64| VolumeUsage {
             total: bytes_to_csi(total),
@@ -250,21 +286,22 @@ impl Node for NodeService {
             used: bytes_to_csi(used),
             unit: unit as i32,
         };
+        let mut entries = vec![entry(
+            volume_usage::Unit::Bytes,
+            usage.total_bytes,
+            usage.available_bytes,
+            usage.used_bytes,
+        )];
+        if !block {
+            entries.push(entry(
+                volume_usage::Unit::Inodes,
+                usage.total_inodes,
+                usage.free_inodes,
+                usage.used_inodes,
+            ));
+        }
         Ok(Response::new(NodeGetVolumeStatsResponse {
-            usage: vec![
-                entry(
-                    volume_usage::Unit::Bytes,
-                    usage.total_bytes,
-                    usage.available_bytes,
-                    usage.used_bytes,
-                ),
-                entry(
-                    volume_usage::Unit::Inodes,
-                    usage.total_inodes,
-                    usage.free_inodes,
-                    usage.used_inodes,
-                ),
-            ],
+            usage: entries,
             volume_condition,
         }))
     }
@@ -292,11 +329,11 @@ impl Node for NodeService {
             types::Attachment::Disk(locator) => locator,
             other => return Err(unattachable(id, &other).into()),
         };
-        let types::AccessType::Mount(mount) = capability.access_type else {
-            return Err(CsiError::Unimplemented(format!(
-                "volume {id}: block volumes are not staged by this host yet"
-            ))
-            .into());
+        // A block volume has nothing to format or mount: staging finds the device and records
+        // it, so that unpublish and stats know it.
+        let mount = match capability.access_type {
+            types::AccessType::Mount(mount) => Some(mount),
+            types::AccessType::Block => None,
         };
         let _guard = driver.lock_target(id, staging)?;
         let (root, devices, state) = (
@@ -309,19 +346,25 @@ impl Node for NodeService {
             .node_ops
             .run(move || {
                 let device = devices.resolve(&locator)?;
-                let staged = stage::stage(
-                    &root,
-                    &staging_path,
-                    &device,
-                    &mount.fs_type,
-                    &mount.mount_flags,
-                )?;
-                // Unpublish and stats find the staged filesystem by volume id.
+                let (staged, source) = match mount {
+                    Some(mount) => (
+                        stage::stage(
+                            &root,
+                            &staging_path,
+                            &device,
+                            &mount.fs_type,
+                            &mount.mount_flags,
+                        )?,
+                        staging_path,
+                    ),
+                    None => (false, device),
+                };
+                // Unpublish and stats find the staged filesystem (or device) by volume id.
                 state
                     .put_any(
                         STAGED_NAMESPACE,
                         &volume,
-                        staging_path.to_string_lossy().as_bytes(),
+                        source.to_string_lossy().as_bytes(),
                     )
                     .map_err(|e| NodeError::Pool(format!("recording the staging path: {e}")))?;
                 Ok(staged)

@@ -58,9 +58,18 @@ impl Handle {
     /// Opens a path the host itself controls (its state directory), refusing a symbolic link
     /// as the last component.
     pub fn open_own_dir(path: &Path) -> Result<Self, ConfinedError> {
+        Self::open_own(path, OFlag::O_DIRECTORY)
+    }
+
+    /// Opens a device node the host resolved itself (under /dev), not through a link.
+    pub fn open_device(path: &Path) -> Result<Self, ConfinedError> {
+        Self::open_own(path, OFlag::empty())
+    }
+
+    fn open_own(path: &Path, extra: OFlag) -> Result<Self, ConfinedError> {
         let fd = nix::fcntl::open(
             path,
-            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | extra,
             Mode::empty(),
         )
         .map_err(sys("open", path))?;
@@ -110,6 +119,32 @@ impl Handle {
             Err(Errno::ENOENT) => Ok(None),
             Err(errno) => Err(KubeletRoot::resolve_err(&path, "open")(errno)),
         }
+    }
+
+    /// Opens the regular file `name` inside this directory handle, creating it (empty) if
+    /// needed: the mount point of a block volume.
+    pub fn create_file_child(&self, name: &std::ffi::OsStr) -> Result<Handle, ConfinedError> {
+        let path = self.path.join(name);
+        match nix::fcntl::openat(
+            self.fd.as_fd(),
+            name,
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o640),
+        ) {
+            Ok(_) | Err(Errno::EEXIST) => {}
+            Err(errno) => return Err(sys("create", &path)(errno)),
+        }
+        let handle = self
+            .open_child(name)?
+            .ok_or_else(|| sys("open", &path)(Errno::ENOENT))?;
+        let stat = nix::sys::stat::fstat(handle.fd.as_fd()).map_err(sys("stat", &path))?;
+        if stat.st_mode & nix::libc::S_IFMT != nix::libc::S_IFREG {
+            return Err(ConfinedError::WrongKind {
+                path,
+                expected: "regular file",
+            });
+        }
+        Ok(handle)
     }
 
     /// Opens the directory `name` inside this directory handle, creating it if needed.
@@ -261,8 +296,8 @@ impl KubeletRoot {
         parent.create_dir_child(name)
     }
 
-    /// Removes the empty directory `path` through its parent's handle. Returns false when
-    /// there was nothing to remove.
+    /// Removes the empty directory or the file `path` (a block volume's mount point) through
+    /// its parent's handle. Returns false when there was nothing to remove.
     pub fn remove_dir(&self, path: &Path) -> Result<bool, ConfinedError> {
         let (parent, name) = match self.parent(path) {
             Ok(found) => found,
@@ -276,6 +311,13 @@ impl KubeletRoot {
         ) {
             Ok(()) => Ok(true),
             Err(Errno::ENOENT) => Ok(false),
+            Err(Errno::ENOTDIR) => nix::unistd::unlinkat(
+                parent.fd.as_fd(),
+                name,
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            )
+            .map(|()| true)
+            .map_err(sys("remove", path)),
             Err(Errno::ENOTEMPTY | Errno::EEXIST) => Err(ConfinedError::NotEmpty {
                 path: path.to_owned(),
             }),

@@ -65,6 +65,49 @@ pub fn check_target(root: &KubeletRoot, target: &Path) -> Result<(), NodeError> 
     Ok(())
 }
 
+/// Bind-mounts the block device node `device` onto the file `target` (created inside its
+/// existing parent if missing), read-only when asked: a block volume. Returns false when it was
+/// already published there exactly so.
+pub fn bind_device(
+    root: &KubeletRoot,
+    device: &Path,
+    target: &Path,
+    read_only: bool,
+) -> Result<bool, NodeError> {
+    let source = Handle::open_device(device)?;
+    let target = Target::resolve(root, target)?;
+    let handle = match target.open()? {
+        Some(existing) => {
+            let table = MountTable::read()?;
+            if let Some(m) = target.mount(&table, &existing)? {
+                if table.is_bind_of(m, device) && m.is_read_only() == read_only {
+                    return Ok(false);
+                }
+                return Err(NodeError::OtherMount {
+                    target: target.path.to_owned(),
+                    what: format!("{} from {}", m.fs_type, m.source),
+                });
+            }
+            existing
+        }
+        None => target.parent.create_file_child(target.name)?,
+    };
+    mount::bind(&source, &handle)?;
+    drop(handle);
+    if read_only {
+        let top = target.open()?.ok_or_else(|| NodeError::Missing {
+            path: target.path.to_owned(),
+        })?;
+        let id = top.mount_id()?;
+        if let Err(e) = mount::remount_read_only(&top) {
+            drop(top);
+            let _ = target.unmount(id);
+            return Err(e);
+        }
+    }
+    Ok(true)
+}
+
 /// Bind-mounts the directory `source` at `target` (created inside its existing parent if
 /// missing), read-only when asked. Returns false when it was already published there exactly
 /// so; a different mount at `target` is an error.

@@ -252,3 +252,45 @@ pub fn device_size(device: &Path) -> Result<u64, NodeError> {
         })?;
     Ok(sectors * 512)
 }
+
+/// Why the device behind the filesystem mounted at `path` is unusable, if it is: gone from the
+/// kernel (a detached or disconnected disk keeps its mount but has no size). `None` when the
+/// device looks healthy or the mount is not a device filesystem.
+pub fn device_trouble(path: &Path) -> Option<String> {
+    let table = MountTable::read().ok()?;
+    let covering = table
+        .entries()
+        .iter()
+        .rev()
+        .filter(|e| path.starts_with(&e.mount_point))
+        .max_by_key(|e| e.mount_point.components().count())?;
+    if !covering.source.starts_with("/dev/") {
+        return None;
+    }
+    let device = Path::new(&covering.source);
+    match device_size(device) {
+        Ok(0) => Some(format!(
+            "device {} behind the mount has no size: it is gone",
+            device.display()
+        )),
+        Ok(_) => {
+            // Still the device that was mounted? (A renumbered disk gets another node.)
+            match device_number(device) {
+                Ok(number) if number == covering.device => None,
+                Ok(number) => Some(format!(
+                    "device {} is now {number}, not the mounted {}",
+                    device.display(),
+                    covering.device
+                )),
+                Err(_) => Some(format!(
+                    "device {} behind the mount is gone",
+                    device.display()
+                )),
+            }
+        }
+        Err(_) => Some(format!(
+            "device {} behind the mount is gone",
+            device.display()
+        )),
+    }
+}
