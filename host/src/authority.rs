@@ -100,6 +100,11 @@ impl<S> AuthorityFix<S> {
                 return;
             }
             let len = u32::from_be_bytes([0, self.raw[0], self.raw[1], self.raw[2]]) as usize;
+            if len > MAX_BLOCK {
+                // Far beyond any frame h2 accepts: no reason to buffer it; h2 refuses it.
+                self.passthrough = true;
+                continue;
+            }
             if self.raw.len() < FRAME_HEADER + len {
                 return;
             }

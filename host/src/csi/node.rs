@@ -58,8 +58,8 @@ impl NodeService {
         })
     }
 
-    /// The directory a volume is published from on this node: its local directory, or the
-    /// staging path it was staged at.
+    /// What a volume is published from on this node: its local directory, the staging path it
+    /// was staged at, or (a block volume) its device.
     fn source_dir(&self, id: &str) -> std::path::PathBuf {
         let dirs = &self.0.local_dirs;
         if dirs.exists(id) {
@@ -366,7 +366,10 @@ impl Node for NodeService {
                         &volume,
                         source.to_string_lossy().as_bytes(),
                     )
-                    .map_err(|e| NodeError::Pool(format!("recording the staging path: {e}")))?;
+                    .map_err(|source| NodeError::Record {
+                        what: "the staging path",
+                        source,
+                    })?;
                 Ok(staged)
             })
             .await
@@ -393,7 +396,10 @@ impl Node for NodeService {
                 stage::unstage(&root, &staging_path)?;
                 state
                     .delete(STAGED_NAMESPACE, &volume, None)
-                    .map_err(|e| NodeError::Pool(format!("forgetting the staging path: {e}")))
+                    .map_err(|source| NodeError::Record {
+                        what: "the staging path",
+                        source,
+                    })
             })
             .await
             .map_err(node_err(id))?;

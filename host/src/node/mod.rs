@@ -52,6 +52,11 @@ pub enum NodeError {
     },
     #[error("node operation failed to run: {0}")]
     Pool(String),
+    #[error("cannot keep the node's record of {what}: {source}")]
+    Record {
+        what: &'static str,
+        source: crate::state::StoreError,
+    },
     #[error("no disk with {what} in {place} (waited {waited:?})")]
     NoDevice {
         what: String,
