@@ -417,3 +417,56 @@ async fn a_device_gone_under_a_staged_mount_is_reported_abnormal() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn the_next_stage_recovers_a_renumbered_disk_and_applies_the_mount_group() {
+    let by_id = tempfile::tempdir().unwrap();
+    let host = host(by_id.path().to_owned()).await;
+    let first = LoopDisk::new(by_id.path(), "moving", 64);
+    let v = create(&host, "disk-moving").await;
+    let mut node = host.client.node.clone();
+    let staging = host.target("staging-m");
+    let mut stage = stage_request(&v, &staging, "ext4");
+    if let Some(AccessType::Mount(m)) = stage
+        .volume_capability
+        .as_mut()
+        .and_then(|c| c.access_type.as_mut())
+    {
+        m.volume_mount_group = "4321".into();
+    }
+    node.node_stage_volume(stage.clone()).await.unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&staging).unwrap();
+    assert_eq!(meta.gid(), 4321, "the mount group owns the volume");
+    assert_ne!(meta.mode() & 0o2070, 0);
+    std::fs::write(Path::new(&staging).join("data"), b"survives").unwrap();
+    Command::new("sync").status().unwrap();
+
+    // The disk comes back under another device (a reconnect renumbered it): a second loop
+    // device over a copy of the image, and the by-id name now leads there.
+    let copy = tempfile::NamedTempFile::new().unwrap();
+    std::fs::copy(first.file.path(), copy.path()).unwrap();
+    let out = Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(copy.path())
+        .output()
+        .unwrap();
+    let second = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    std::fs::remove_file(by_id.path().join("moving")).unwrap();
+    std::os::unix::fs::symlink(&second, by_id.path().join("moving")).unwrap();
+
+    node.node_stage_volume(stage).await.unwrap();
+    let mounted_from = MountTable::read()
+        .unwrap()
+        .at(Path::new(&staging))
+        .map(|m| m.source.clone());
+    assert_eq!(mounted_from.as_deref(), Some(second.as_str()), "remounted");
+    assert_eq!(
+        std::fs::read(Path::new(&staging).join("data")).unwrap(),
+        b"survives"
+    );
+    node.node_unstage_volume(unstage_request(&v, &staging))
+        .await
+        .unwrap();
+    let _ = Command::new("losetup").args(["-d", &second]).status();
+}

@@ -347,16 +347,23 @@ impl Node for NodeService {
             .run(move || {
                 let device = devices.resolve(&locator)?;
                 let (staged, source) = match mount {
-                    Some(mount) => (
-                        stage::stage(
+                    Some(mount) => {
+                        let staged = stage::stage(
                             &root,
                             &staging_path,
                             &device,
                             &mount.fs_type,
                             &mount.mount_flags,
-                        )?,
-                        staging_path,
-                    ),
+                        )?;
+                        if !mount.volume_mount_group.is_empty() {
+                            stage::apply_mount_group(
+                                &root,
+                                &staging_path,
+                                &mount.volume_mount_group,
+                            )?;
+                        }
+                        (staged, staging_path)
+                    }
                     None => (false, device),
                 };
                 // Unpublish and stats find the staged filesystem (or device) by volume id.
@@ -458,6 +465,7 @@ impl Node for NodeService {
         if self.0.backend.offers(Optional::Publish) {
             rpcs.push(rpc::Type::StageUnstageVolume);
             rpcs.push(rpc::Type::ExpandVolume);
+            rpcs.push(rpc::Type::VolumeMountGroup);
         }
         if self.0.offers_single_node_multi_writer() {
             rpcs.push(rpc::Type::SingleNodeMultiWriter);

@@ -18,24 +18,39 @@ pub enum Probe {
     Other(String),
 }
 
-/// `blkid -p` (low-level probe, no cache): exit 2 means no signature.
-pub fn probe(device: &Path) -> Result<Probe, NodeError> {
-    let output = Command::new("blkid")
-        .args(["-p", "-o", "export"])
-        .arg(device)
+/// Runs a node tool on `subject` (a device or a mount path) with no input. Exit statuses in
+/// `accepted` are the caller's to read; any other is a [`NodeError::Tool`] naming the device.
+pub(crate) fn run_tool(
+    tool: &'static str,
+    args: &[&str],
+    subject: &Path,
+    device: &Path,
+    accepted: &[i32],
+) -> Result<std::process::Output, NodeError> {
+    let output = Command::new(tool)
+        .args(args)
+        .arg(subject)
         .stdin(Stdio::null())
         .output()
-        .map_err(super::io_error("run blkid on", device))?;
-    match output.status.code() {
-        Some(2) => Ok(Probe::Blank),
-        Some(0) => Ok(parse_probe(&String::from_utf8_lossy(&output.stdout))),
-        _ => Err(NodeError::Tool {
-            tool: "blkid",
-            device: device.to_owned(),
-            status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        }),
+        .map_err(super::io_error("run a tool on", subject))?;
+    if output.status.code().is_some_and(|c| accepted.contains(&c)) {
+        return Ok(output);
     }
+    Err(NodeError::Tool {
+        tool,
+        device: device.to_owned(),
+        status: output.status.to_string(),
+        stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+    })
+}
+
+/// `blkid -p` (low-level probe, no cache): exit 2 means no signature.
+pub fn probe(device: &Path) -> Result<Probe, NodeError> {
+    let output = run_tool("blkid", &["-p", "-o", "export"], device, device, &[0, 2])?;
+    Ok(match output.status.code() {
+        Some(2) => Probe::Blank,
+        _ => parse_probe(&String::from_utf8_lossy(&output.stdout)),
+    })
 }
 
 fn parse_probe(export: &str) -> Probe {
@@ -64,21 +79,7 @@ pub fn format(device: &Path, fs_type: &str) -> Result<(), NodeError> {
             });
         }
     };
-    let output = Command::new(tool)
-        .args(args)
-        .arg(device)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(super::io_error("run mkfs on", device))?;
-    if !output.status.success() {
-        return Err(NodeError::Tool {
-            tool,
-            device: device.to_owned(),
-            status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        });
-    }
-    Ok(())
+    run_tool(tool, args, device, device, &[0]).map(drop)
 }
 
 #[cfg(test)]

@@ -68,18 +68,36 @@ pub fn stage(
     let (ms_flags, data) = mount_options(flags)?;
     let number = device_number(device)?;
     let target = Target::resolve(root, staging)?;
-    let table = MountTable::read()?;
-    let existing = target.open()?;
+    let mut table = MountTable::read()?;
+    let mut existing = target.open()?;
     if let Some(handle) = &existing
         && let Some(m) = target.mount(&table, handle)?
     {
         if m.device == number {
             return Ok(false);
         }
-        return Err(NodeError::OtherMount {
-            target: staging.to_owned(),
-            what: format!("{} from {}", m.fs_type, m.source),
-        });
+        // A device filesystem from another device: the volume's disk came back under another
+        // device (a reconnect renumbered it) or the old one is gone. Recover: unmount the stale
+        // mount and mount what the attachment resolves to now. Anything else is not ours.
+        let stale = m.source.starts_with("/dev/") && FILESYSTEMS.contains(&m.fs_type.as_str());
+        if !stale {
+            return Err(NodeError::OtherMount {
+                target: staging.to_owned(),
+                what: format!("{} from {}", m.fs_type, m.source),
+            });
+        }
+        tracing::warn!(
+            staging = %staging.display(),
+            stale = %m.source,
+            device = %device.display(),
+            "replacing a stale staged mount"
+        );
+        let id = m.id;
+        // The handle pins the stale mount: let go of it before unmounting.
+        drop(existing.take());
+        target.unmount(id)?;
+        table = MountTable::read()?;
+        existing = target.open()?;
     }
     if let Some(other) = table.entries().iter().find(|e| e.device == number) {
         return Err(NodeError::DeviceInUse {
@@ -124,6 +142,37 @@ pub fn stage(
         errno,
     })?;
     Ok(true)
+}
+
+/// Gives the filesystem mounted at `staging` to the volume mount group (a pod's fsGroup): its
+/// root directory owned by that group, group-writable and set-group-id, so files created in it
+/// belong to the group too.
+pub fn apply_mount_group(root: &KubeletRoot, staging: &Path, group: &str) -> Result<(), NodeError> {
+    let gid: u32 = group.parse().map_err(|_| NodeError::Unsupported {
+        what: format!("volume mount group {group:?} (a numeric group id)"),
+    })?;
+    let target = Target::resolve(root, staging)?;
+    let handle = target.open()?.ok_or_else(|| NodeError::Missing {
+        path: staging.to_owned(),
+    })?;
+    // Through the handle: an O_PATH descriptor reopened as the directory itself.
+    let dir = std::fs::File::open(handle.proc_path()).map_err(io_error("open", staging))?;
+    nix::unistd::fchown(&dir, None, Some(nix::unistd::Gid::from_raw(gid))).map_err(|errno| {
+        NodeError::Mount {
+            op: "give the volume mount group",
+            target: staging.to_owned(),
+            errno,
+        }
+    })?;
+    let mode = dir
+        .metadata()
+        .map_err(io_error("inspect", staging))?
+        .permissions();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = mode.mode() | 0o2070;
+    dir.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io_error("chmod", staging))?;
+    Ok(())
 }
 
 /// Unmounts the device filesystem at `staging` and removes the directory. Absent is success; a
@@ -222,20 +271,7 @@ fn grow_ext4(target: &Target<'_>, path: &Path, size: u64) -> Result<(), NodeErro
 }
 
 fn grow_xfs(path: &Path, device: &Path) -> Result<(), NodeError> {
-    let output = std::process::Command::new("xfs_growfs")
-        .arg(path)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(io_error("run xfs_growfs on", path))?;
-    if !output.status.success() {
-        return Err(NodeError::Tool {
-            tool: "xfs_growfs",
-            device: device.to_owned(),
-            status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        });
-    }
-    Ok(())
+    format::run_tool("xfs_growfs", &[], path, device, &[0]).map(drop)
 }
 
 /// A block device's size from sysfs (512-byte sectors).
