@@ -114,39 +114,47 @@ mod tests {
 
     #[test]
     fn serials_name_whole_disks_in_sysfs() {
+        // The fixture names its disks after real block devices of this machine, so a match
+        // must resolve to an existing /dev node.
+        let mut real: Vec<String> = std::fs::read_dir("/sys/class/block")
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| Path::new("/dev").join(n).exists())
+            .collect();
+        real.sort();
+        let (disk, other) = (real[0].clone(), real[1].clone());
         let root = tempfile::tempdir().unwrap();
         let class = root.path().join("sys/class/block");
-        // /dev/null stands in for no block device; a real one must exist under /dev for the
-        // lookup to succeed, so use the fixture only to check the search and the messages.
         for (name, file, serial) in [
-            ("vda", "serial", "disk-a"),
-            ("vda1", "serial", "disk-b"),
-            ("sdb", "device/serial", "disk-c"),
+            (disk.as_str(), "serial", "disk-a"),
+            (other.as_str(), "device/serial", "disk-b"),
+            ("vdz1", "serial", "disk-c"),
         ] {
             let path = class.join(name).join(file);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, format!("{serial}\n")).unwrap();
         }
-        std::fs::write(class.join("vda1/partition"), "1").unwrap();
+        std::fs::write(class.join("vdz1/partition"), "1").unwrap();
         let d = dirs(root.path());
-        // Partitions are never chosen; nothing matching waits, then names what it looked for.
-        let err = d
-            .resolve(&DiskLocator::Serial("disk-b".into()))
-            .unwrap_err();
-        let message = err.to_string();
+        assert_eq!(
+            d.resolve(&DiskLocator::Serial("disk-a".into())).unwrap(),
+            Path::new("/dev").join(&disk)
+        );
+        assert_eq!(
+            d.resolve(&DiskLocator::Serial("disk-b".into())).unwrap(),
+            Path::new("/dev").join(&other),
+            "device/serial is read too"
+        );
+        // A partition is never chosen: nothing matches, and the message says what and where.
+        let message = d
+            .resolve(&DiskLocator::Serial("disk-c".into()))
+            .unwrap_err()
+            .to_string();
         assert!(
-            message.contains("serial \"disk-b\"") && message.contains("class/block"),
+            message.contains("serial \"disk-c\"") && message.contains("class/block"),
             "{message}"
         );
-        // A match must be a block device under /dev (no /dev/vda on this machine is fine: the
-        // search found it and the check refused or resolved it).
-        match d.resolve(&DiskLocator::Serial("disk-a".into())) {
-            Ok(device) => assert_eq!(device, Path::new("/dev/vda")),
-            Err(e) => assert!(
-                matches!(e, NodeError::Io { .. } | NodeError::NotABlockDevice { .. }),
-                "{e}"
-            ),
-        }
     }
 
     #[test]

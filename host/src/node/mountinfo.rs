@@ -72,15 +72,20 @@ impl MountTable {
         self.entries.iter().rev().find(|e| e.mount_point == path)
     }
 
-    /// The filesystem (device) and the path within it that `path` refers to, using the mount
-    /// with the longest mount point above it. `path` must be canonical.
-    pub fn origin_of(&self, path: &Path) -> Option<(String, PathBuf)> {
-        let covering = self
-            .entries
+    /// The visible mount that holds `path`: the one with the longest mount point above it.
+    /// `path` must be canonical.
+    pub fn covering(&self, path: &Path) -> Option<&MountEntry> {
+        self.entries
             .iter()
             .rev()
             .filter(|e| path.starts_with(&e.mount_point))
-            .max_by_key(|e| e.mount_point.components().count())?;
+            .max_by_key(|e| e.mount_point.components().count())
+    }
+
+    /// The filesystem (device) and the path within it that `path` refers to, using the mount
+    /// with the longest mount point above it. `path` must be canonical.
+    pub fn origin_of(&self, path: &Path) -> Option<(String, PathBuf)> {
+        let covering = self.covering(path)?;
         let rest = path.strip_prefix(&covering.mount_point).ok()?;
         Some((covering.device.clone(), covering.root.join(rest)))
     }

@@ -294,12 +294,7 @@ pub fn device_size(device: &Path) -> Result<u64, NodeError> {
 /// device looks healthy or the mount is not a device filesystem.
 pub fn device_trouble(path: &Path) -> Option<String> {
     let table = MountTable::read().ok()?;
-    let covering = table
-        .entries()
-        .iter()
-        .rev()
-        .filter(|e| path.starts_with(&e.mount_point))
-        .max_by_key(|e| e.mount_point.components().count())?;
+    let covering = table.covering(path)?;
     if !covering.source.starts_with("/dev/") {
         return None;
     }

@@ -88,7 +88,8 @@ impl cache::Host for CallState {
     }
 
     fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: u64) -> wasmtime::Result<()> {
-        self.cache_set(key, value, ttl_ms);
+        self.cache
+            .set(key, value, std::time::Duration::from_millis(ttl_ms));
         Ok(())
     }
 }

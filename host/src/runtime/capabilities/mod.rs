@@ -130,10 +130,6 @@ impl CallState {
             LogLevel::Error => tracing::error!(backend, fields = %fields, "{message}"),
         }
     }
-
-    pub(crate) fn cache_set(&mut self, key: String, value: Vec<u8>, ttl_ms: u64) {
-        self.cache.set(key, value, Duration::from_millis(ttl_ms));
-    }
 }
 
 #[cfg(test)]
