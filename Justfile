@@ -33,7 +33,7 @@ test: build-backends check
 
 # The backend conformance kit; MODCSI_BACKEND=path/to/backend.wasm checks another component
 test-backends: build-backends
-    cargo nextest run -p modcsi-tests --test backend_conformance
+    cargo nextest run -p modcsi-tests --test integration -E 'test(/^backend_conformance::/)'
 
 # Lifecycle throughput and per-call latency through the socket, plus backend-call overhead
 bench: build-backends

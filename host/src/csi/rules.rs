@@ -1,5 +1,5 @@
 //! The CSI rules the host enforces for every backend, whatever the backend does. Each row is
-//! tested with a test backend that breaks it (tests/tests/csi_rules.rs).
+//! tested with a test backend that breaks it (tests/tests/integration/csi_rules.rs).
 //!
 //! | RPC | rule | answer |
 //! |---|---|---|

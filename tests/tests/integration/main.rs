@@ -1,0 +1,14 @@
+//! modcsi's integration tests, one binary: each module is a suite (`cargo nextest run -E
+//! 'test(/^csi_rules::/)'` runs one). One binary links wasmtime, tonic and the host once instead
+//! of once per suite, which keeps a clean build's time and disk in bounds.
+
+mod any_grpc_client;
+mod backend_conformance;
+mod controller_forwarding;
+mod csi_lifecycle;
+mod csi_rules;
+mod node_block;
+mod node_paths;
+mod runtime_containment;
+mod serve_socket;
+mod state_store;
