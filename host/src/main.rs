@@ -69,7 +69,15 @@ struct ServeArgs {
     /// Node operations (mounts, formatting, stats) running at once.
     #[arg(long, default_value_t = 16)]
     max_node_operations: usize,
+    /// NVMe subsystems whose NQN begins with this are the driver's to connect and disconnect
+    /// (e.g. nqn.2000-02.com.mikrotik:pvc-); without it, nvme-tcp volumes are refused. Keeps a
+    /// node's own NVMe-oF disks out of reach.
+    #[arg(long, env = "MODCSI_MANAGED_NQN_PREFIX")]
+    managed_nqn_prefix: Option<String>,
 }
+
+/// nvme-cli's record of this node's host NQN, sent on connect when present.
+const HOST_NQN_FILE: &str = "/etc/nvme/hostnqn";
 
 fn main() {
     if let Err(err) = run(Cli::parse()) {
@@ -105,6 +113,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .to_string_lossy()
             .into_owned(),
     };
+    let mut devices = modcsi::node::device::DeviceDirs::default();
+    devices.nvme.managed_prefix = args.managed_nqn_prefix;
+    devices.nvme.host_nqn = match std::fs::read_to_string(HOST_NQN_FILE) {
+        Ok(text) => Some(text.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => anyhow::bail!("reading {HOST_NQN_FILE}: {e}"),
+    };
     let server = Server::prepare(ServeConfig {
         backend: args.backend,
         driver_name: args.driver_name,
@@ -121,7 +136,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         backend_config: args.backend_config,
         kubelet_root: args.kubelet_root,
         max_node_operations: args.max_node_operations,
-        devices: Default::default(),
+        devices,
     })
     .await?;
     server.run(shutdown_signal()).await?;

@@ -77,6 +77,12 @@ pub enum ServeError {
     InUse(PathBuf),
     #[error("{path} exists and is not a socket")]
     NotASocket { path: PathBuf },
+    #[error("{what} {value:?} is not an NVMe qualified name: {source}")]
+    Nqn {
+        what: &'static str,
+        value: String,
+        source: crate::volume::attachment::AttachmentError,
+    },
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -123,6 +129,19 @@ impl Server {
     pub async fn prepare(config: ServeConfig) -> Result<Self, ServeError> {
         check_driver_name(&config.driver_name)?;
         validate::token("node id", &config.node_id).map_err(ServeError::NodeId)?;
+        let nvme = &config.devices.nvme;
+        for (what, value) in [
+            ("the managed NQN prefix", &nvme.managed_prefix),
+            ("the host NQN", &nvme.host_nqn),
+        ] {
+            if let Some(value) = value {
+                crate::volume::attachment::check_nqn(value).map_err(|source| ServeError::Nqn {
+                    what,
+                    value: value.clone(),
+                    source,
+                })?;
+            }
+        }
         let socket = socket_path(&config.endpoint)?;
         let lock = StateDirLock::acquire(&config.state_dir)?;
         let kubelet_root = KubeletRoot::open(&config.kubelet_root)?;

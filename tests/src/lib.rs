@@ -4,6 +4,8 @@
 //! Tests here are root tests: they make real bind mounts under their temporary directories and
 //! remove them again when the host is dropped, even after a failed assertion.
 
+pub mod fabric;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

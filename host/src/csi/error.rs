@@ -55,6 +55,8 @@ impl CsiError {
                     Code::FailedPrecondition
                 }
                 NodeError::Unsupported { .. } => Code::InvalidArgument,
+                NodeError::Unmanaged { .. } => Code::FailedPrecondition,
+                NodeError::Unreachable { .. } => Code::Unavailable,
                 NodeError::Confined(c) => match c {
                     ConfinedError::Outside { .. } | ConfinedError::Symlink { .. } => {
                         Code::InvalidArgument

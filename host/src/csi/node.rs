@@ -13,8 +13,8 @@ use crate::proto::node_server::Node;
 use crate::proto::node_service_capability::{Rpc, Type, rpc};
 use crate::proto::*;
 use crate::runtime::{Optional, types};
-use crate::volume::attachment;
-use crate::volume::validate;
+use crate::volume::staged::{self, Staged};
+use crate::volume::{attachment, validate};
 
 pub struct NodeService(pub SharedDriver);
 
@@ -25,14 +25,11 @@ fn node_err(volume: &str) -> impl FnOnce(NodeError) -> CsiError + '_ {
     }
 }
 
-/// Where the node keeps the staging path of each staged volume, by volume id.
-const STAGED_NAMESPACE: &str = "host/staged";
-
-fn unattachable(id: &str, attachment: &types::Attachment) -> CsiError {
-    CsiError::Unimplemented(format!(
-        "volume {id}: this host cannot attach {} volumes yet",
-        attachment::kind_name(attachment)
-    ))
+fn record_err(source: crate::state::StoreError) -> NodeError {
+    NodeError::Record {
+        what: "the staged volume",
+        source,
+    }
 }
 
 /// How long a stats call may wait for a (possibly stale) mount before giving up.
@@ -59,19 +56,16 @@ impl NodeService {
     }
 
     /// What a volume is published from on this node: its local directory, the staging path it
-    /// was staged at, or (a block volume) its device.
-    fn source_dir(&self, id: &str) -> std::path::PathBuf {
+    /// was staged at, or (a block volume) its device; and the node's record of staging it.
+    fn source_of(&self, id: &str) -> (std::path::PathBuf, Option<Staged>) {
         let dirs = &self.0.local_dirs;
         if dirs.exists(id) {
-            return dirs.path(id);
+            return (dirs.path(id), None);
         }
-        self.0
-            .state
-            .get(STAGED_NAMESPACE, id)
-            .ok()
-            .flatten()
-            .and_then(|e| String::from_utf8(e.value).ok())
-            .map_or_else(|| dirs.path(id), std::path::PathBuf::from)
+        match staged::load(self.0.state.as_ref(), id).ok().flatten() {
+            Some(record) => (record.source.clone(), Some(record)),
+            None => (dirs.path(id), None),
+        }
     }
 
     /// Asks the backend where a volume this host did not create lives (a volume of the driver
@@ -125,14 +119,13 @@ impl Node for NodeService {
         let attachment = self
             .resolve_attachment(id, &r.publish_context, &r.volume_context)
             .await?;
-        // Where the bind comes from: the node-local directory, or the staged filesystem.
         let block = matches!(capability.access_type, types::AccessType::Block);
         // Where the bind comes from: the node-local directory, the staged filesystem, or (block
         // volumes) the device node itself.
         enum Source {
             LocalDir,
             Staged(std::path::PathBuf),
-            Device(types::DiskLocator),
+            Device(types::Attachment),
         }
         let source = match attachment {
             types::Attachment::LocalDir if block => {
@@ -142,13 +135,12 @@ impl Node for NodeService {
                 .into());
             }
             types::Attachment::LocalDir => Source::LocalDir,
-            types::Attachment::Disk(locator) if block => Source::Device(locator),
-            types::Attachment::Disk(_) => {
+            device if block => Source::Device(device),
+            _ => {
                 let staging = validate::target_path("staging target path", &r.staging_target_path)
                     .map_err(CsiError::from)?;
                 Source::Staged(staging.to_owned())
             }
-            other => return Err(unattachable(id, &other).into()),
         };
         let read_only = r.readonly
             || matches!(
@@ -174,8 +166,8 @@ impl Node for NodeService {
                     Source::Staged(staging) => {
                         publish::bind_dir(&root, &staging, &target_path, read_only)
                     }
-                    Source::Device(locator) => {
-                        let device = devices.resolve(&locator)?;
+                    Source::Device(attachment) => {
+                        let device = devices.resolve(&attachment)?;
                         publish::bind_device(&root, &device, &target_path, read_only)
                     }
                 }
@@ -197,7 +189,7 @@ impl Node for NodeService {
             validate::target_path("target path", &r.target_path).map_err(CsiError::from)?;
         let _guard = driver.lock_target(id, target)?;
         // Absent or already unmounted is success: kubelet retries until it hears OK.
-        let (root, source) = (driver.kubelet_root.clone(), self.source_dir(id));
+        let (root, (source, _)) = (driver.kubelet_root.clone(), self.source_of(id));
         let target_path = target.to_owned();
         let found = driver
             .node_ops
@@ -232,9 +224,10 @@ impl Node for NodeService {
             return Err(not_published().into());
         };
         // Off the async workers and bounded in time: a stale mount must not hang the call.
-        let (root, source) = (driver.kubelet_root.clone(), self.source_dir(id));
+        let (root, devices) = (driver.kubelet_root.clone(), driver.devices.clone());
+        let (source, record) = self.source_of(id);
         let volume_path = path.to_owned();
-        let block = source.starts_with("/dev");
+        let block = record.as_ref().is_some_and(Staged::is_block);
         let found = driver
             .node_ops
             .run_within("volume stats", STATS_TIMEOUT, move || {
@@ -256,7 +249,20 @@ impl Node for NodeService {
                     }),
                     Ok(true) => {
                         let usage = stats::usage(&volume_path)?;
-                        Ok(Some((usage, stage::device_trouble(&volume_path))))
+                        // The device behind the mount gone, or no longer the one the volume's
+                        // attachment resolves to (renumbered after a reconnect).
+                        let trouble = stage::device_trouble(&volume_path).or_else(|| {
+                            let attachment = record.as_ref()?.attachment()?;
+                            match devices.find(&attachment) {
+                                Ok(Some(now)) => stage::mounted_from_other(&volume_path, &now),
+                                Ok(None) => Some(format!(
+                                    "the volume's {} device is no longer present",
+                                    attachment::kind_name(&attachment)
+                                )),
+                                Err(e) => Some(format!("cannot find the volume's device: {e}")),
+                            }
+                        });
+                        Ok(Some((usage, trouble)))
                     }
                     Ok(_)
                     | Err(NodeError::Confined(
@@ -323,12 +329,10 @@ impl Node for NodeService {
         let attachment = self
             .resolve_attachment(id, &r.publish_context, &r.volume_context)
             .await?;
-        let locator = match attachment {
+        if let types::Attachment::LocalDir = attachment {
             // Nothing to stage: the directory is bound at publish.
-            types::Attachment::LocalDir => return Ok(Response::new(NodeStageVolumeResponse {})),
-            types::Attachment::Disk(locator) => locator,
-            other => return Err(unattachable(id, &other).into()),
-        };
+            return Ok(Response::new(NodeStageVolumeResponse {}));
+        }
         // A block volume has nothing to format or mount: staging finds the device and records
         // it, so that unpublish and stats know it.
         let mount = match capability.access_type {
@@ -345,7 +349,7 @@ impl Node for NodeService {
         let formatted = driver
             .node_ops
             .run(move || {
-                let device = devices.resolve(&locator)?;
+                let device = devices.attach(&attachment)?;
                 let (staged, source) = match mount {
                     Some(mount) => {
                         let staged = stage::stage(
@@ -366,17 +370,10 @@ impl Node for NodeService {
                     }
                     None => (false, device),
                 };
-                // Unpublish and stats find the staged filesystem (or device) by volume id.
-                state
-                    .put_any(
-                        STAGED_NAMESPACE,
-                        &volume,
-                        source.to_string_lossy().as_bytes(),
-                    )
-                    .map_err(|source| NodeError::Record {
-                        what: "the staging path",
-                        source,
-                    })?;
+                // Unpublish, stats and unstage find the staged filesystem (or device) and its
+                // attachment by volume id.
+                staged::save(state.as_ref(), &volume, &Staged::new(source, &attachment))
+                    .map_err(record_err)?;
                 Ok(staged)
             })
             .await
@@ -397,16 +394,25 @@ impl Node for NodeService {
         let _guard = driver.lock_target(id, staging)?;
         let (root, state) = (driver.kubelet_root.clone(), driver.state.clone());
         let (volume, staging_path) = (id.to_owned(), staging.to_owned());
+        let (devices, record) = (driver.devices.clone(), self.source_of(id).1);
         driver
             .node_ops
             .run(move || {
                 stage::unstage(&root, &staging_path)?;
-                state
-                    .delete(STAGED_NAMESPACE, &volume, None)
-                    .map_err(|source| NodeError::Record {
-                        what: "the staging path",
-                        source,
-                    })
+                // An NVMe subsystem is disconnected when its last staged volume goes; the record
+                // goes last, so a failed disconnect is retried with the next unstage.
+                if let Some(attachment) = record.as_ref().and_then(Staged::attachment)
+                    && let types::Attachment::NvmeTcp(target) = &attachment
+                {
+                    let users = staged::nvme_users(state.as_ref(), &target.nqn, &volume)
+                        .map_err(record_err)?;
+                    if users.is_empty() {
+                        devices.detach(&attachment)?;
+                    } else {
+                        tracing::info!(volume = %volume, nqn = %target.nqn, ?users, "NVMe subsystem still in use; staying connected");
+                    }
+                }
+                staged::remove(state.as_ref(), &volume).map_err(record_err)
             })
             .await
             .map_err(node_err(id))?;

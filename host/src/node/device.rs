@@ -1,50 +1,83 @@
-//! Finding the block device behind a `disk` attachment: by its by-id name (one entry of
-//! `/dev/disk/by-id`) or by the serial number sysfs shows, never by a guessed device name. The
-//! wait for a device that is still appearing is bounded, and the message says what was looked
-//! for and where.
+//! Finding the block device behind an attachment: a `disk` by its by-id name (one entry of
+//! `/dev/disk/by-id`) or by the serial number sysfs shows, an `nvme-tcp` namespace by its
+//! subsystem NQN (connected first through [`Nvme`]); never by a guessed device name. The wait
+//! for a device that is still appearing is bounded, and the message says what was looked for
+//! and where.
 
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::NodeError;
-use crate::runtime::types::DiskLocator;
+use super::nvme::{self, Nvme};
+use crate::runtime::types::{Attachment, DiskLocator};
 
-/// Where devices are looked up; tests point these at their own trees.
+/// Where devices are looked up, and how NVMe/TCP targets are connected; tests point these at
+/// their own trees and fabric.
 #[derive(Debug, Clone)]
 pub struct DeviceDirs {
     /// `/dev/disk/by-id`.
     pub by_id: PathBuf,
-    /// `/sys` (serials under `class/block/*/serial` or `class/block/*/device/serial`).
+    /// `/sys` (serials under `class/block/*/serial` or `class/block/*/device/serial`, NVMe
+    /// controllers under `class/nvme`).
     pub sysfs: PathBuf,
     /// How long to wait for a device to appear.
     pub wait: Duration,
+    pub nvme: Nvme,
 }
 
 impl Default for DeviceDirs {
     fn default() -> Self {
+        let sysfs = PathBuf::from("/sys");
         Self {
             by_id: PathBuf::from("/dev/disk/by-id"),
-            sysfs: PathBuf::from("/sys"),
+            nvme: Nvme::kernel(&sysfs),
+            sysfs,
             wait: Duration::from_secs(10),
         }
     }
 }
 
 impl DeviceDirs {
-    /// The block device (`/dev/...`) the locator names, waiting for it to appear.
-    pub fn resolve(&self, locator: &DiskLocator) -> Result<PathBuf, NodeError> {
+    /// Makes the attachment's device appear (connects an NVMe/TCP target) and returns it.
+    pub fn attach(&self, attachment: &Attachment) -> Result<PathBuf, NodeError> {
+        if let Attachment::NvmeTcp(target) = attachment {
+            self.nvme.connect(&self.sysfs, target)?;
+        }
+        self.resolve(attachment)
+    }
+
+    /// Lets go of what [`attach`](Self::attach) connected: an NVMe/TCP subsystem's controllers.
+    pub fn detach(&self, attachment: &Attachment) -> Result<(), NodeError> {
+        if let Attachment::NvmeTcp(target) = attachment {
+            self.nvme.disconnect(&self.sysfs, &target.nqn)?;
+        }
+        Ok(())
+    }
+
+    /// The block device (`/dev/...`) the attachment names, waiting for it to appear.
+    pub fn resolve(&self, attachment: &Attachment) -> Result<PathBuf, NodeError> {
         let started = Instant::now();
         loop {
-            if let Some(device) = self.find(locator)? {
+            if let Some(device) = self.find(attachment)? {
                 return Ok(device);
             }
             if started.elapsed() >= self.wait {
-                let (what, place) = match locator {
-                    DiskLocator::ById(name) => (format!("by-id name {name:?}"), self.by_id.clone()),
-                    DiskLocator::Serial(serial) => {
+                let (what, place) = match attachment {
+                    Attachment::Disk(DiskLocator::ById(name)) => {
+                        (format!("by-id name {name:?}"), self.by_id.clone())
+                    }
+                    Attachment::Disk(DiskLocator::Serial(serial)) => {
                         (format!("serial {serial:?}"), self.sysfs.join("class/block"))
                     }
+                    Attachment::NvmeTcp(t) => (
+                        match t.namespace_id {
+                            Some(ns) => format!("namespace {ns} of NVMe subsystem {}", t.nqn),
+                            None => format!("a namespace of NVMe subsystem {}", t.nqn),
+                        },
+                        self.sysfs.join("class/nvme"),
+                    ),
+                    Attachment::LocalDir => ("a block device".into(), PathBuf::new()),
                 };
                 return Err(NodeError::NoDevice {
                     what,
@@ -56,9 +89,14 @@ impl DeviceDirs {
         }
     }
 
-    fn find(&self, locator: &DiskLocator) -> Result<Option<PathBuf>, NodeError> {
-        match locator {
-            DiskLocator::ById(name) => {
+    /// The attachment's block device if it is there now.
+    pub fn find(&self, attachment: &Attachment) -> Result<Option<PathBuf>, NodeError> {
+        match attachment {
+            Attachment::LocalDir => Err(NodeError::Unsupported {
+                what: "a local-dir volume has no block device".into(),
+            }),
+            Attachment::NvmeTcp(t) => nvme::find_namespace(&self.sysfs, &t.nqn, t.namespace_id),
+            Attachment::Disk(DiskLocator::ById(name)) => {
                 let link = self.by_id.join(name);
                 match std::fs::canonicalize(&link) {
                     Ok(device) => check_block_device(&device).map(Some),
@@ -66,7 +104,7 @@ impl DeviceDirs {
                     Err(e) => Err(super::io_error("resolve", &link)(e)),
                 }
             }
-            DiskLocator::Serial(serial) => {
+            Attachment::Disk(DiskLocator::Serial(serial)) => {
                 let class = self.sysfs.join("class/block");
                 let Ok(entries) = std::fs::read_dir(&class) else {
                     return Ok(None);
@@ -109,7 +147,16 @@ mod tests {
             by_id: root.join("by-id"),
             sysfs: root.join("sys"),
             wait: Duration::from_millis(300),
+            nvme: Nvme::kernel(&root.join("sys")),
         }
+    }
+
+    fn serial(s: &str) -> Attachment {
+        Attachment::Disk(DiskLocator::Serial(s.into()))
+    }
+
+    fn by_id_name(s: &str) -> Attachment {
+        Attachment::Disk(DiskLocator::ById(s.into()))
     }
 
     #[test]
@@ -138,19 +185,16 @@ mod tests {
         std::fs::write(class.join("vdz1/partition"), "1").unwrap();
         let d = dirs(root.path());
         assert_eq!(
-            d.resolve(&DiskLocator::Serial("disk-a".into())).unwrap(),
+            d.resolve(&serial("disk-a")).unwrap(),
             Path::new("/dev").join(&disk)
         );
         assert_eq!(
-            d.resolve(&DiskLocator::Serial("disk-b".into())).unwrap(),
+            d.resolve(&serial("disk-b")).unwrap(),
             Path::new("/dev").join(&other),
             "device/serial is read too"
         );
         // A partition is never chosen: nothing matches, and the message says what and where.
-        let message = d
-            .resolve(&DiskLocator::Serial("disk-c".into()))
-            .unwrap_err()
-            .to_string();
+        let message = d.resolve(&serial("disk-c")).unwrap_err().to_string();
         assert!(
             message.contains("serial \"disk-c\"") && message.contains("class/block"),
             "{message}"
@@ -165,11 +209,11 @@ mod tests {
         std::os::unix::fs::symlink("/dev/null", by_id.join("not-a-disk")).unwrap();
         let d = dirs(root.path());
         assert!(matches!(
-            d.resolve(&DiskLocator::ById("not-a-disk".into())),
+            d.resolve(&by_id_name("not-a-disk")),
             Err(NodeError::NotABlockDevice { .. })
         ));
         assert!(matches!(
-            d.resolve(&DiskLocator::ById("absent".into())),
+            d.resolve(&by_id_name("absent")),
             Err(NodeError::NoDevice { .. })
         ));
     }

@@ -7,6 +7,7 @@ pub mod format;
 pub mod local_dir;
 pub mod mount;
 pub mod mountinfo;
+pub mod nvme;
 pub mod pool;
 pub mod publish;
 pub mod stage;
@@ -74,6 +75,10 @@ pub enum NodeError {
         status: String,
         stderr: String,
     },
+    #[error("NVMe/TCP subsystem {nqn}: {why}")]
+    Unmanaged { nqn: String, why: String },
+    #[error("NVMe/TCP subsystem {nqn}: no portal could be connected ({})", failures.join("; "))]
+    Unreachable { nqn: String, failures: Vec<String> },
     #[error("unsupported: {what}")]
     Unsupported { what: String },
 }

@@ -325,3 +325,20 @@ pub fn device_trouble(path: &Path) -> Option<String> {
         )),
     }
 }
+
+/// Why the filesystem mounted at `path` is not the device `now` (what the volume's attachment
+/// resolves to at present), if it is not: a reconnect renumbered the disk and the mount still
+/// holds the old one.
+pub fn mounted_from_other(path: &Path, now: &Path) -> Option<String> {
+    let table = MountTable::read().ok()?;
+    let covering = table.covering(path)?;
+    let number = device_number(now).ok()?;
+    (number != covering.device).then(|| {
+        format!(
+            "the volume's device is now {} ({number}), but the staged mount is on {} ({})",
+            now.display(),
+            covering.source,
+            covering.device
+        )
+    })
+}

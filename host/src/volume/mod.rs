@@ -1,9 +1,10 @@
 //! What a request means, independent of transport and OS: validation of ids, names and paths,
 //! the attachment carried in volume context, per-volume operation locks, the host's record of
-//! the volumes it created, and the list tokens it handed out.
+//! the volumes it created and of the volumes this node staged, and the list tokens it handed out.
 
 pub mod attachment;
 pub mod locks;
 pub mod records;
+pub mod staged;
 pub mod tokens;
 pub mod validate;

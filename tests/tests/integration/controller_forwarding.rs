@@ -140,7 +140,8 @@ async fn controller_publish_carries_the_attachment_to_the_node() {
     assert_eq!(get("modcsi.io/nvme-ctrl-loss-tmo"), Some("-1"));
     assert_eq!(get("published-to"), Some("node-1"));
 
-    // The node side reads that context; NVMe/TCP attach is not in this host yet, and says so.
+    // The node side reads that context: an nvme-tcp volume is a staged one, and a publish
+    // without a staging path is refused as such.
     let mut node_publish = requests::publish(&volume, &host.target("t"), false);
     node_publish.publish_context = context;
     let err = host
@@ -149,8 +150,12 @@ async fn controller_publish_carries_the_attachment_to_the_node() {
         .node_publish_volume(node_publish)
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("nvme-tcp"), "{}", err.message());
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("staging target path"),
+        "{}",
+        err.message()
+    );
 
     host.client
         .controller

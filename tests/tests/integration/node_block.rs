@@ -6,14 +6,17 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use modcsi::node::device::DeviceDirs;
 use modcsi::node::mountinfo::MountTable;
+use modcsi::node::nvme::Nvme;
 use modcsi::proto::volume_capability::{
     AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode,
 };
 use modcsi::proto::*;
+use modcsi_tests::fabric::TestFabric;
 use modcsi_tests::{RULE_BREAKER, TestHost, requests};
 use tonic::Code;
 
@@ -74,6 +77,28 @@ async fn host(by_id: PathBuf) -> TestHost {
             by_id,
             sysfs: PathBuf::from("/sys"),
             wait: Duration::from_millis(500),
+            nvme: Nvme::kernel(Path::new("/sys")),
+        }
+    })
+    .await
+}
+
+const HOST_NQN: &str = "nqn.2014-08.org.nvmexpress:uuid:7e3a8f00-0000-4000-8000-000000000001";
+
+/// A host whose NVMe seam is the test fabric, managing the `prefix` subsystems.
+async fn nvme_host(fabric: &Arc<TestFabric>, prefix: &str) -> TestHost {
+    let fabric = fabric.clone();
+    let prefix = prefix.to_owned();
+    TestHost::start_with(RULE_BREAKER, move |c| {
+        c.devices = DeviceDirs {
+            by_id: PathBuf::from("/nonexistent"),
+            sysfs: fabric.sysfs().to_owned(),
+            wait: Duration::from_millis(500),
+            nvme: Nvme {
+                fabric,
+                managed_prefix: Some(prefix),
+                host_nqn: Some(HOST_NQN.into()),
+            },
         }
     })
     .await
@@ -441,6 +466,10 @@ async fn the_next_stage_recovers_a_renumbered_disk_and_applies_the_mount_group()
     assert_ne!(meta.mode() & 0o2070, 0);
     std::fs::write(Path::new(&staging).join("data"), b"survives").unwrap();
     Command::new("sync").status().unwrap();
+    let target = host.target("m");
+    node.node_publish_volume(publish_request(&v, &staging, &target, false))
+        .await
+        .unwrap();
 
     // The disk comes back under another device (a reconnect renumbered it): a second loop
     // device over a copy of the image, and the by-id name now leads there.
@@ -454,6 +483,23 @@ async fn the_next_stage_recovers_a_renumbered_disk_and_applies_the_mount_group()
     let second = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     std::fs::remove_file(by_id.path().join("moving")).unwrap();
     std::os::unix::fs::symlink(&second, by_id.path().join("moving")).unwrap();
+
+    // Stats notice: the mount is no longer on the device the attachment resolves to.
+    let condition = node
+        .node_get_volume_stats(requests::stats(&v.volume_id, &target))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume_condition
+        .unwrap();
+    assert!(
+        condition.abnormal && condition.message.contains(&format!("now {second}")),
+        "{}",
+        condition.message
+    );
+    node.node_unpublish_volume(requests::unpublish(&v.volume_id, &target))
+        .await
+        .unwrap();
 
     node.node_stage_volume(stage).await.unwrap();
     let mounted_from = MountTable::read()
@@ -469,4 +515,167 @@ async fn the_next_stage_recovers_a_renumbered_disk_and_applies_the_mount_group()
         .await
         .unwrap();
     let _ = Command::new("losetup").args(["-d", &second]).status();
+}
+
+#[tokio::test]
+async fn an_nvme_tcp_volume_is_connected_staged_and_disconnected_with_its_last_user() {
+    let by_id = tempfile::tempdir().unwrap();
+    let (one, two) = (
+        LoopDisk::new(by_id.path(), "ns1", 64),
+        LoopDisk::new(by_id.path(), "ns2", 320),
+    );
+    let fabric = Arc::new(TestFabric::default());
+    let nqn = "nqn.2000-02.com.mikrotik:shared";
+    fabric.export(nqn, 1, &one.device);
+    fabric.export(nqn, 2, &two.device);
+    let host = nvme_host(&fabric, "nqn.2000-02.com.mikrotik:").await;
+    // Two volumes, two namespaces of one subsystem.
+    let (v1, v2) = (
+        create(&host, "nvme-shared-1").await,
+        create(&host, "nvme-shared-2").await,
+    );
+    let mut node = host.client.node.clone();
+    let (s1, s2, target) = (host.target("s1"), host.target("s2"), host.target("t1"));
+
+    for _ in 0..2 {
+        node.node_stage_volume(stage_request(&v1, &s1, "ext4"))
+            .await
+            .unwrap();
+    }
+    let connect = |traddr: &str| {
+        format!(
+            "nqn={nqn},transport=tcp,traddr={traddr},trsvcid=4420,hostnqn={HOST_NQN},ctrl_loss_tmo=-1,reconnect_delay=5"
+        )
+    };
+    assert_eq!(
+        fabric.written(),
+        [connect("192.0.2.10"), connect("192.0.2.11")],
+        "both portals connected once"
+    );
+    node.node_stage_volume(stage_request(&v2, &s2, "xfs"))
+        .await
+        .unwrap();
+    assert_eq!(
+        fabric.written().len(),
+        2,
+        "the subsystem is already connected"
+    );
+    assert_eq!(
+        (one.blkid("TYPE"), two.blkid("TYPE")),
+        ("ext4".into(), "xfs".into())
+    );
+    let source = |path: &str| {
+        MountTable::read()
+            .unwrap()
+            .at(Path::new(path))
+            .map(|m| m.source.clone())
+    };
+    assert_eq!(
+        source(&s1).as_deref(),
+        Some(one.device.as_str()),
+        "namespace 1"
+    );
+    assert_eq!(
+        source(&s2).as_deref(),
+        Some(two.device.as_str()),
+        "namespace 2"
+    );
+
+    node.node_publish_volume(publish_request(&v1, &s1, &target, false))
+        .await
+        .unwrap();
+    std::fs::write(Path::new(&target).join("data"), b"over nvme").unwrap();
+    assert_eq!(
+        std::fs::read(Path::new(&s1).join("data")).unwrap(),
+        b"over nvme"
+    );
+    let healthy = node
+        .node_get_volume_stats(requests::stats(&v1.volume_id, &target))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume_condition
+        .unwrap();
+    assert!(!healthy.abnormal, "{}", healthy.message);
+    // A reconnect brings namespace 1 back as another device: stats say so.
+    fabric.export(nqn, 1, &two.device);
+    let moved = node
+        .node_get_volume_stats(requests::stats(&v1.volume_id, &target))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume_condition
+        .unwrap();
+    assert!(
+        moved.abnormal && moved.message.contains(&two.device),
+        "{}",
+        moved.message
+    );
+    fabric.export(nqn, 1, &one.device);
+    node.node_unpublish_volume(requests::unpublish(&v1.volume_id, &target))
+        .await
+        .unwrap();
+
+    // The first unstage leaves the subsystem connected for the second volume.
+    node.node_unstage_volume(unstage_request(&v1, &s1))
+        .await
+        .unwrap();
+    assert_eq!(
+        fabric.written().len(),
+        2,
+        "still in use by {}",
+        v2.volume_id
+    );
+    for _ in 0..2 {
+        node.node_unstage_volume(unstage_request(&v2, &s2))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        fabric.written()[2..],
+        ["delete nvme1".to_owned(), "delete nvme2".to_owned()],
+        "the last user's unstage disconnects every controller, once"
+    );
+    assert!(!mounted(&s1) && !mounted(&s2));
+}
+
+#[tokio::test]
+async fn an_nvme_subsystem_outside_the_managed_prefix_is_never_connected() {
+    let by_id = tempfile::tempdir().unwrap();
+    let disk = LoopDisk::new(by_id.path(), "root", 16);
+    let fabric = Arc::new(TestFabric::default());
+    fabric.export("nqn.2000-02.com.mikrotik:node-root", 1, &disk.device);
+    fabric.export("nqn.2000-02.com.mikrotik:pvc-gone", 1, &disk.device);
+    let host = nvme_host(&fabric, "nqn.2000-02.com.mikrotik:pvc-").await;
+    let mut node = host.client.node.clone();
+    let staging = host.target("s");
+
+    // The node's own disk (outside the prefix): refused before anything is written.
+    let root = create(&host, "nvme-node-root-1").await;
+    let err = node
+        .node_stage_volume(stage_request(&root, &staging, "ext4"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(
+        err.message().contains("outside the managed prefix"),
+        "{}",
+        err.message()
+    );
+    assert!(fabric.written().is_empty());
+    assert_eq!(disk.blkid("TYPE"), "", "nothing formatted");
+
+    // A managed subsystem no portal serves: UNAVAILABLE naming both portals.
+    let unserved = create(&host, "nvme-pvc-unserved-1").await;
+    let err = node
+        .node_stage_volume(stage_request(&unserved, &staging, "ext4"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+    assert!(
+        err.message().contains("192.0.2.10:4420") && err.message().contains("192.0.2.11:4420"),
+        "{}",
+        err.message()
+    );
+    assert!(!mounted(&staging));
 }

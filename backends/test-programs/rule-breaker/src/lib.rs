@@ -85,6 +85,27 @@ impl modcsi_backend_sdk::controller::Guest for RuleBreaker {
         if let Some(disk) = request.name.strip_prefix("disk-") {
             v.attachment = Some(Attachment::Disk(DiskLocator::ById(disk.into())));
         }
+        // `nvme-<subsystem>-<namespace>`: namespace <namespace> of an NVMe/TCP subsystem
+        // reachable through two portals, with the reconnect settings of the RDS driver.
+        if let Some((subsystem, namespace)) = request
+            .name
+            .strip_prefix("nvme-")
+            .and_then(|rest| rest.rsplit_once('-'))
+        {
+            v.attachment = Some(Attachment::NvmeTcp(NvmeTarget {
+                portals: ["192.0.2.10", "192.0.2.11"]
+                    .map(|address| Portal {
+                        address: address.into(),
+                        port: 4420,
+                    })
+                    .into(),
+                nqn: format!("nqn.2000-02.com.mikrotik:{subsystem}"),
+                namespace_id: namespace.parse().ok(),
+                ctrl_loss_tmo_seconds: Some(-1),
+                reconnect_delay_seconds: Some(5),
+                keep_alive_tmo_seconds: None,
+            }));
+        }
         let secrets = secret_text(&request.secrets);
         match lookup(&request.parameters, "break") {
             Some("capacity") => v.capacity_bytes = request.capacity.required_bytes / 2,
