@@ -12,7 +12,7 @@ use crate::proto::controller_service_capability::{Rpc, Type, rpc};
 use crate::proto::*;
 use crate::runtime::{CallError, Optional, types};
 use crate::volume::records::{RequestShape, VolumeRecord};
-use crate::volume::validate;
+use crate::volume::{mkfs, validate};
 
 pub struct ControllerService(pub SharedDriver);
 
@@ -83,6 +83,17 @@ impl Controller for ControllerService {
         rules::map_from_co("parameters", &r.parameters)?;
         rules::map_from_co("secrets", &r.secrets)?;
         let capabilities = convert::capabilities(&r.volume_capabilities, driver.backend.info())?;
+        // The host's own parameter: checked now for every filesystem asked for, used at stage.
+        let mkfs_options = r.parameters.get(mkfs::KEY);
+        if let Some(text) = mkfs_options {
+            for capability in &capabilities {
+                if let types::AccessType::Mount(m) = &capability.access_type {
+                    mkfs::parse(&m.fs_type, text).map_err(|e| {
+                        CsiError::InvalidArgument(format!("create volume {name:?}: {e}"))
+                    })?;
+                }
+            }
+        }
         let create = types::CreateRequest {
             name: name.to_owned(),
             capacity: convert::capacity_range(r.capacity_range.as_ref())?,
@@ -119,12 +130,15 @@ impl Controller for ControllerService {
         let backend = self.backend_name();
         rules::returned_id(backend, &subject, "volume id", &volume.id)?;
         rules::capacity_in_range(backend, &subject, volume.capacity_bytes, &range)?;
-        let context = rules::host_context(
+        let mut context = rules::host_context(
             backend,
             &subject,
             volume.context.clone(),
             volume.attachment.as_ref(),
         )?;
+        if let Some(text) = mkfs_options {
+            context.insert(mkfs::KEY.to_owned(), text.clone());
+        }
         let record = VolumeRecord::new(
             name,
             shape,

@@ -50,6 +50,7 @@ impl CsiError {
                 NodeError::Missing { .. } => Code::NotFound,
                 NodeError::NotOurs { .. } | NodeError::Busy { .. } => Code::FailedPrecondition,
                 NodeError::TimedOut { .. } => Code::DeadlineExceeded,
+                NodeError::StillRunning { .. } => Code::Unavailable,
                 NodeError::NoDevice { .. } => Code::NotFound,
                 NodeError::DeviceInUse { .. } | NodeError::NotABlockDevice { .. } => {
                     Code::FailedPrecondition

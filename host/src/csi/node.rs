@@ -14,7 +14,7 @@ use crate::proto::node_service_capability::{Rpc, Type, rpc};
 use crate::proto::*;
 use crate::runtime::{Optional, types};
 use crate::volume::staged::{self, Staged};
-use crate::volume::{attachment, validate};
+use crate::volume::{attachment, mkfs, validate};
 
 pub struct NodeService(pub SharedDriver);
 
@@ -23,6 +23,19 @@ fn node_err(volume: &str) -> impl FnOnce(NodeError) -> CsiError + '_ {
         volume: volume.to_owned(),
         source,
     }
+}
+
+/// What a volume is published from on this node: its local directory, or what it was staged
+/// from (the staging path, or a block volume's device). Looks at the filesystem: node work only.
+fn source_of(
+    dirs: &crate::node::local_dir::LocalDirs,
+    record: Option<&Staged>,
+    id: &str,
+) -> std::path::PathBuf {
+    if dirs.exists(id) {
+        return dirs.path(id);
+    }
+    record.map_or_else(|| dirs.path(id), |r| r.source.clone())
 }
 
 fn record_err(source: crate::state::StoreError) -> NodeError {
@@ -55,17 +68,9 @@ impl NodeService {
         })
     }
 
-    /// What a volume is published from on this node: its local directory, the staging path it
-    /// was staged at, or (a block volume) its device; and the node's record of staging it.
-    fn source_of(&self, id: &str) -> (std::path::PathBuf, Option<Staged>) {
-        let dirs = &self.0.local_dirs;
-        if dirs.exists(id) {
-            return (dirs.path(id), None);
-        }
-        match staged::load(self.0.state.as_ref(), id).ok().flatten() {
-            Some(record) => (record.source.clone(), Some(record)),
-            None => (dirs.path(id), None),
-        }
+    /// The node's record of staging the volume, if it staged it.
+    fn staged(&self, id: &str) -> Option<Staged> {
+        staged::load(self.0.state.as_ref(), id).ok().flatten()
     }
 
     /// Asks the backend where a volume this host did not create lives (a volume of the driver
@@ -189,11 +194,18 @@ impl Node for NodeService {
             validate::target_path("target path", &r.target_path).map_err(CsiError::from)?;
         let _guard = driver.lock_target(id, target)?;
         // Absent or already unmounted is success: kubelet retries until it hears OK.
-        let (root, (source, _)) = (driver.kubelet_root.clone(), self.source_of(id));
-        let target_path = target.to_owned();
+        let (root, dirs, record) = (
+            driver.kubelet_root.clone(),
+            driver.local_dirs.clone(),
+            self.staged(id),
+        );
+        let (volume, target_path) = (id.to_owned(), target.to_owned());
         let found = driver
             .node_ops
-            .run(move || publish::unpublish(&root, &source, &target_path))
+            .run(move || {
+                let source = source_of(&dirs, record.as_ref(), &volume);
+                publish::unpublish(&root, &source, &target_path)
+            })
             .await
             .map_err(node_err(id))?;
         tracing::info!(volume = id, target = %target.display(), existed = found.existed, "volume unpublished");
@@ -204,6 +216,10 @@ impl Node for NodeService {
         &self,
         request: Request<NodeGetVolumeStatsRequest>,
     ) -> Result<Response<NodeGetVolumeStatsResponse>, Status> {
+        // The caller's deadline, when shorter, bounds the wait on a possibly stale mount, with a
+        // tenth to spare so the caller hears why rather than only its own timer.
+        let timeout =
+            deadline::of(&request).map_or(STATS_TIMEOUT, |d| (d * 9 / 10).min(STATS_TIMEOUT));
         let r = request.into_inner();
         let driver = &self.0;
         let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
@@ -224,13 +240,18 @@ impl Node for NodeService {
             return Err(not_published().into());
         };
         // Off the async workers and bounded in time: a stale mount must not hang the call.
-        let (root, devices) = (driver.kubelet_root.clone(), driver.devices.clone());
-        let (source, record) = self.source_of(id);
-        let volume_path = path.to_owned();
+        let (root, devices, dirs) = (
+            driver.kubelet_root.clone(),
+            driver.devices.clone(),
+            driver.local_dirs.clone(),
+        );
+        let record = self.staged(id);
+        let (volume, volume_path) = (id.to_owned(), path.to_owned());
         let block = record.as_ref().is_some_and(Staged::is_block);
         let found = driver
             .node_ops
-            .run_within("volume stats", STATS_TIMEOUT, move || {
+            .run_within("volume stats", id, timeout, move || {
+                let source = source_of(&dirs, record.as_ref(), &volume);
                 if !source.exists() {
                     return Ok(None);
                 }
@@ -339,6 +360,12 @@ impl Node for NodeService {
             types::AccessType::Mount(mount) => Some(mount),
             types::AccessType::Block => None,
         };
+        // Checked again here: the context came back through the CO.
+        let mkfs_args = match (&mount, r.volume_context.get(mkfs::KEY)) {
+            (Some(m), Some(text)) => mkfs::parse(&m.fs_type, text)
+                .map_err(|e| CsiError::InvalidArgument(format!("volume {id}: {e}")))?,
+            _ => vec![],
+        };
         let _guard = driver.lock_target(id, staging)?;
         let (root, devices, state) = (
             driver.kubelet_root.clone(),
@@ -358,6 +385,7 @@ impl Node for NodeService {
                             &device,
                             &mount.fs_type,
                             &mount.mount_flags,
+                            &mkfs_args,
                         )?;
                         if !mount.volume_mount_group.is_empty() {
                             stage::apply_mount_group(
@@ -394,7 +422,7 @@ impl Node for NodeService {
         let _guard = driver.lock_target(id, staging)?;
         let (root, state) = (driver.kubelet_root.clone(), driver.state.clone());
         let (volume, staging_path) = (id.to_owned(), staging.to_owned());
-        let (devices, record) = (driver.devices.clone(), self.source_of(id).1);
+        let (devices, record) = (driver.devices.clone(), self.staged(id));
         driver
             .node_ops
             .run(move || {

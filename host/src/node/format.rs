@@ -68,18 +68,22 @@ fn parse_probe(export: &str) -> Probe {
     }
 }
 
-/// Makes a filesystem on a blank device.
-pub fn format(device: &Path, fs_type: &str) -> Result<(), NodeError> {
-    let (tool, args): (&'static str, &[&str]) = match fs_type {
-        "ext4" => ("mkfs.ext4", &["-q"]),
-        "xfs" => ("mkfs.xfs", &["-q"]),
+/// Makes a filesystem on a blank device; `extra` are mkfs options already checked against the
+/// allow-list (crate::volume::mkfs).
+pub fn format(device: &Path, fs_type: &str, extra: &[String]) -> Result<(), NodeError> {
+    let tool = match fs_type {
+        "ext4" => "mkfs.ext4",
+        "xfs" => "mkfs.xfs",
         other => {
             return Err(NodeError::Unsupported {
                 what: format!("filesystem {other:?}"),
             });
         }
     };
-    run_tool(tool, args, device, device, &[0]).map(drop)
+    let args: Vec<&str> = std::iter::once("-q")
+        .chain(extra.iter().map(String::as_str))
+        .collect();
+    run_tool(tool, &args, device, device, &[0]).map(drop)
 }
 
 #[cfg(test)]

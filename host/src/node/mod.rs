@@ -51,6 +51,8 @@ pub enum NodeError {
         op: &'static str,
         timeout: std::time::Duration,
     },
+    #[error("{op} for {key} is still running (hung on a stale mount?); not starting another")]
+    StillRunning { op: &'static str, key: String },
     #[error("node operation failed to run: {0}")]
     Pool(String),
     #[error("cannot keep the node's record of {what}: {source}")]

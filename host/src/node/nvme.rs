@@ -352,7 +352,10 @@ mod tests {
              hostnqn=nqn.2014-08.org.nvmexpress:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427,\
              ctrl_loss_tmo=-1,reconnect_delay=5,keep_alive_tmo=30"
         );
-        assert!(resolve("localhost").unwrap().is_loopback(), "a DNS name resolves");
+        assert!(
+            resolve("localhost").unwrap().is_loopback(),
+            "a DNS name resolves"
+        );
     }
 
     #[test]

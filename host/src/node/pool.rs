@@ -3,6 +3,8 @@
 //! (`--max-node-operations`). A hung mount then holds one permit and one thread, never an async
 //! worker, so Probe and every other RPC keep answering.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -10,41 +12,86 @@ use tokio::sync::Semaphore;
 use super::NodeError;
 
 pub struct NodeOps {
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
+    /// Keys of [`NodeOps::run_within`] work still running, hung or not.
+    running: Arc<Mutex<HashSet<String>>>,
+}
+
+/// Holds a key in `running` until the work that claimed it returns.
+struct Claim {
+    running: Arc<Mutex<HashSet<String>>>,
+    key: String,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
 }
 
 impl NodeOps {
     pub fn new(max_concurrent: usize) -> Self {
         Self {
-            permits: Semaphore::new(max_concurrent.max(1)),
+            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            running: Default::default(),
         }
     }
 
-    /// Runs `work` on a blocking thread once a permit is free.
+    /// Runs `work` on a blocking thread once a permit is free; the thread keeps the permit
+    /// until `work` returns.
     pub async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
     ) -> Result<T, NodeError> {
-        let _permit = self
+        let permit = self
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|e| NodeError::Pool(e.to_string()))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| NodeError::Pool(e.to_string()))?
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .map_err(|e| NodeError::Pool(e.to_string()))?
     }
 
-    /// Like [`NodeOps::run`], giving up (not waiting further) after `timeout`: for calls that
-    /// may hang on a stale mount. The thread may stay blocked; the caller does not.
+    /// Like [`NodeOps::run`], for work that may hang on a stale mount: the caller gives up
+    /// after `timeout` while the thread stays blocked, holding its permit. While work for `key`
+    /// (a volume) is still running, another is refused at once instead of stacking a second
+    /// blocked thread on the same mount.
     pub async fn run_within<T: Send + 'static>(
         &self,
         op: &'static str,
+        key: &str,
         timeout: Duration,
         work: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
     ) -> Result<T, NodeError> {
-        tokio::time::timeout(timeout, self.run(work))
-            .await
-            .map_err(|_| NodeError::TimedOut { op, timeout })?
+        let claim = {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            if !running.insert(key.to_owned()) {
+                return Err(NodeError::StillRunning {
+                    op,
+                    key: key.to_owned(),
+                });
+            }
+            Claim {
+                running: self.running.clone(),
+                key: key.to_owned(),
+            }
+        };
+        tokio::time::timeout(
+            timeout,
+            self.run(move || {
+                let _claim = claim;
+                work()
+            }),
+        )
+        .await
+        .map_err(|_| NodeError::TimedOut { op, timeout })?
     }
 }

@@ -50,16 +50,18 @@ fn device_number(device: &Path) -> Result<String, NodeError> {
     ))
 }
 
-/// Mounts `device` at `staging` with `fs_type` (empty: ext4), formatting it first only when it
-/// is blank. Returns false when it was already staged there.
+/// Mounts `device` at `staging` with `fs_type` (empty: ext4), formatting it first (with the
+/// allow-listed `mkfs_args`) only when it is blank. Returns false when it was already staged
+/// there.
 pub fn stage(
     root: &KubeletRoot,
     staging: &Path,
     device: &Path,
     fs_type: &str,
     flags: &[String],
+    mkfs_args: &[String],
 ) -> Result<bool, NodeError> {
-    let fs_type = if fs_type.is_empty() { "ext4" } else { fs_type };
+    let fs_type = crate::volume::mkfs::fs_type_or_default(fs_type);
     if !FILESYSTEMS.contains(&fs_type) {
         return Err(NodeError::Unsupported {
             what: format!("filesystem {fs_type:?} (ext4 or xfs)"),
@@ -106,7 +108,7 @@ pub fn stage(
         });
     }
     match format::probe(device)? {
-        Probe::Blank => format::format(device, fs_type)?,
+        Probe::Blank => format::format(device, fs_type, mkfs_args)?,
         Probe::Filesystem(found) if found == fs_type => {}
         Probe::Filesystem(found) => {
             return Err(NodeError::Unsupported {

@@ -4,6 +4,7 @@
 
 pub mod attachment;
 pub mod locks;
+pub mod mkfs;
 pub mod records;
 pub mod staged;
 pub mod tokens;

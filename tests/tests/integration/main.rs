@@ -8,6 +8,7 @@ mod controller_forwarding;
 mod csi_lifecycle;
 mod csi_rules;
 mod node_block;
+mod node_hung_mount;
 mod node_paths;
 mod runtime_containment;
 mod serve_socket;

@@ -679,3 +679,64 @@ async fn an_nvme_subsystem_outside_the_managed_prefix_is_never_connected() {
     );
     assert!(!mounted(&staging));
 }
+
+#[tokio::test]
+async fn mkfs_options_come_only_from_the_allow_list() {
+    let by_id = tempfile::tempdir().unwrap();
+    let host = host(by_id.path().to_owned()).await;
+    let disk = LoopDisk::new(by_id.path(), "tuned", 64);
+    let mut controller = host.client.controller.clone();
+    let with_options = |name: &str, options: &str| {
+        let mut r = requests::create(name);
+        r.parameters
+            .insert("modcsi.io/mkfs-options".into(), options.into());
+        r
+    };
+
+    // An option outside the list fails provisioning, naming it.
+    let err = controller
+        .create_volume(with_options("disk-tuned", "-m 0 -F"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("\"-F\""), "{}", err.message());
+
+    let v = controller
+        .create_volume(with_options("disk-tuned", "-m 0 -I 512"))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let mut node = host.client.node.clone();
+    let staging = host.target("staging-t");
+
+    // A context changed on its way back is checked again: nothing formatted.
+    let mut tampered = stage_request(&v, &staging, "ext4");
+    tampered
+        .volume_context
+        .insert("modcsi.io/mkfs-options".into(), "-E root_owner=0:0".into());
+    let err = node.node_stage_volume(tampered).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert_eq!(disk.blkid("TYPE"), "");
+
+    node.node_stage_volume(stage_request(&v, &staging, "ext4"))
+        .await
+        .unwrap();
+    let out = Command::new("dumpe2fs")
+        .args(["-h", &disk.device])
+        .output()
+        .unwrap();
+    let header = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| {
+        header
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+    };
+    assert_eq!(field("Reserved block count:").as_deref(), Some("0"), "-m 0");
+    assert_eq!(field("Inode size:").as_deref(), Some("512"), "-I 512");
+    node.node_unstage_volume(unstage_request(&v, &staging))
+        .await
+        .unwrap();
+}
