@@ -35,6 +35,7 @@ test: build-backends check
 test-backends: build-backends
     cargo nextest run -p modcsi-tests --test integration -E 'test(/^backend_conformance::/)'
 
-# Lifecycle throughput and per-call latency through the socket, plus backend-call overhead
+# Lifecycle throughput, per-call latency and driver CPU per lifecycle (a `modcsi serve` process), block-volume lifecycles on a loop device, backend-call overhead
 bench: build-backends
+    cargo build --release -p modcsi
     cargo run --release -p modcsi-tests --bin lifecycle-bench

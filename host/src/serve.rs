@@ -64,6 +64,8 @@ pub enum ServeError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Lock(#[from] LockError),
+    #[error("node-local volume directory: {0}")]
+    LocalDirs(crate::node::NodeError),
     #[error("kubelet root: {0}")]
     KubeletRoot(#[from] crate::node::confined::ConfinedError),
     #[error("state store {path}: {source}")]
@@ -145,6 +147,7 @@ impl Server {
         let socket = socket_path(&config.endpoint)?;
         let lock = StateDirLock::acquire(&config.state_dir)?;
         let kubelet_root = KubeletRoot::open(&config.kubelet_root)?;
+        let local_dirs = LocalDirs::open(&config.state_dir).map_err(ServeError::LocalDirs)?;
         let store_path = config.state_dir.join("state.redb");
         let state: Arc<dyn StateStore> = Arc::new(EmbeddedStore::open(&store_path).map_err(
             |source| ServeError::Store {
@@ -185,7 +188,7 @@ impl Server {
             driver_name: config.driver_name,
             node_id: config.node_id,
             mode: config.mode,
-            local_dirs: LocalDirs::new(&config.state_dir),
+            local_dirs,
             kubelet_root: Arc::new(kubelet_root),
             node_ops: NodeOps::new(config.max_node_operations),
             devices: config.devices,

@@ -130,12 +130,7 @@ impl Controller for ControllerService {
         let backend = self.backend_name();
         rules::returned_id(backend, &subject, "volume id", &volume.id)?;
         rules::capacity_in_range(backend, &subject, volume.capacity_bytes, &range)?;
-        let mut context = rules::host_context(
-            backend,
-            &subject,
-            volume.context.clone(),
-            volume.attachment.as_ref(),
-        )?;
+        let mut context = rules::volume_context(backend, &subject, &volume)?;
         if let Some(text) = mkfs_options {
             context.insert(mkfs::KEY.to_owned(), text.clone());
         }
@@ -509,12 +504,7 @@ impl Controller for ControllerService {
             entries.push(list_volumes_response::Entry {
                 volume: Some(Volume {
                     capacity_bytes: bytes_to_csi(volume.capacity_bytes),
-                    volume_context: rules::host_context(
-                        backend,
-                        &subject,
-                        volume.context,
-                        volume.attachment.as_ref(),
-                    )?,
+                    volume_context: rules::volume_context(backend, &subject, &volume)?,
                     accessible_topology: convert::topology_to_csi(&volume.topology),
                     volume_id: volume.id,
                     content_source: None,

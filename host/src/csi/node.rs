@@ -128,7 +128,8 @@ impl Node for NodeService {
         // Where the bind comes from: the node-local directory, the staged filesystem, or (block
         // volumes) the device node itself.
         enum Source {
-            LocalDir,
+            /// With the volume's size, when the context carries it.
+            LocalDir(Option<u64>),
             Staged(std::path::PathBuf),
             Device(types::Attachment),
         }
@@ -139,7 +140,11 @@ impl Node for NodeService {
                 ))
                 .into());
             }
-            types::Attachment::LocalDir => Source::LocalDir,
+            types::Attachment::LocalDir => Source::LocalDir(
+                r.volume_context
+                    .get(attachment::LOCAL_DIR_BYTES)
+                    .and_then(|v| v.parse().ok()),
+            ),
             device if block => Source::Device(device),
             _ => {
                 let staging = validate::target_path("staging target path", &r.staging_target_path)
@@ -164,8 +169,8 @@ impl Node for NodeService {
             .run(move || {
                 publish::check_target(&root, &target_path)?;
                 match source {
-                    Source::LocalDir => {
-                        let dir = dirs.ensure(&volume)?;
+                    Source::LocalDir(size) => {
+                        let dir = dirs.ensure(&volume, size)?;
                         publish::bind_dir(&root, &dir, &target_path, read_only)
                     }
                     Source::Staged(staging) => {

@@ -124,6 +124,28 @@ pub fn host_context(
     Ok(map)
 }
 
+/// A created or listed volume's context: [`host_context`], and for a node-local directory the
+/// size the node enforces on it.
+pub fn volume_context(
+    backend: &str,
+    subject: &str,
+    volume: &types::Volume,
+) -> Result<HashMap<String, String>, CsiError> {
+    let mut map = host_context(
+        backend,
+        subject,
+        volume.context.clone(),
+        volume.attachment.as_ref(),
+    )?;
+    if matches!(volume.attachment, Some(types::Attachment::LocalDir)) && volume.capacity_bytes > 0 {
+        map.insert(
+            attachment::LOCAL_DIR_BYTES.to_owned(),
+            volume.capacity_bytes.to_string(),
+        );
+    }
+    Ok(map)
+}
+
 /// Refuses a CO-supplied map over 4 KiB.
 pub fn map_from_co(what: &'static str, map: &HashMap<String, String>) -> Result<(), CsiError> {
     validate::map_size(what, map).map_err(CsiError::from)

@@ -1,5 +1,6 @@
 //! Per-node volume directories (`attachment::local-dir`) under `<state-dir>/local/<volume-id>`.
 //! Callers pass validated volume ids only, so a path here is always one component below the root.
+//! Where the filesystem has project quotas, each directory is held to its volume's size.
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -11,13 +12,39 @@ use super::{NodeError, io_error};
 #[derive(Debug, Clone)]
 pub struct LocalDirs {
     root: PathBuf,
+    /// Whether sizes are enforced (project quotas on the root's filesystem).
+    quota: bool,
 }
 
 impl LocalDirs {
-    pub fn new(state_dir: &Path) -> Self {
-        Self {
-            root: state_dir.join("local"),
-        }
+    /// Creates the root directory and learns whether volume sizes can be enforced there; says
+    /// in the log when they cannot.
+    pub fn open(state_dir: &Path) -> Result<Self, NodeError> {
+        let root = state_dir.join("local");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&root)
+            .map_err(io_error("create", &root))?;
+        let quota = match super::quota::supported(&root) {
+            Ok(()) => {
+                tracing::info!(dir = %root.display(), "node-local volume sizes are enforced with project quotas");
+                true
+            }
+            Err(why) => {
+                tracing::warn!(
+                    dir = %root.display(),
+                    "node-local volume sizes are not enforced: {why}; stats report the filesystem's own figures"
+                );
+                false
+            }
+        };
+        Ok(Self { root, quota })
+    }
+
+    /// Whether volume sizes are enforced.
+    pub fn enforces_sizes(&self) -> bool {
+        self.quota
     }
 
     pub fn path(&self, volume_id: &str) -> PathBuf {
@@ -30,19 +57,17 @@ impl LocalDirs {
     }
 
     /// Creates the volume's directory if needed, world-writable like an emptyDir so pods of
-    /// any user can write to it.
-    pub fn ensure(&self, volume_id: &str) -> Result<PathBuf, NodeError> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(&self.root)
-            .map_err(io_error("create", &self.root))?;
+    /// any user can write to it, and holds it to `size` bytes where sizes are enforced.
+    pub fn ensure(&self, volume_id: &str, size: Option<u64>) -> Result<PathBuf, NodeError> {
         let path = self.path(volume_id);
         match fs::DirBuilder::new().mode(0o777).create(&path) {
             Ok(()) => fs::set_permissions(&path, fs::Permissions::from_mode(0o777))
                 .map_err(io_error("chmod", &path))?,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io_error("create", &path)(e)),
+        }
+        if let (true, Some(bytes)) = (self.quota, size) {
+            super::quota::limit(&path, bytes)?;
         }
         Ok(path)
     }

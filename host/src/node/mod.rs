@@ -10,6 +10,7 @@ pub mod mountinfo;
 pub mod nvme;
 pub mod pool;
 pub mod publish;
+pub mod quota;
 pub mod stage;
 pub mod stats;
 

@@ -19,6 +19,8 @@ const NVME_RECONNECT_DELAY: &str = "modcsi.io/nvme-reconnect-delay";
 const NVME_KEEP_ALIVE_TMO: &str = "modcsi.io/nvme-keep-alive-tmo";
 const DISK_SERIAL: &str = "modcsi.io/disk-serial";
 const DISK_BY_ID: &str = "modcsi.io/disk-by-id";
+/// A local-dir volume's size in bytes, which the node enforces where it can (a project quota).
+pub const LOCAL_DIR_BYTES: &str = "modcsi.io/local-dir-bytes";
 
 /// Portals one target may list.
 const MAX_PORTALS: usize = 16;

@@ -1,12 +1,20 @@
-//! `just bench`: volume lifecycles (create → publish → unpublish → delete) through the CSI
-//! socket with 1 and 4 concurrent clients, per-call latency percentiles, and what a backend
-//! call costs inside the runtime. Prints figures; asserts nothing.
+//! `just bench`: node-local-cache volume lifecycles (create → publish → unpublish → delete)
+//! against a `modcsi serve` process through its socket, with 1 and 16 concurrent clients: the
+//! rate, per-call latency percentiles, and the driver's CPU time per lifecycle read from outside
+//! (/proc/<pid>/stat of the server process). Then block-volume lifecycles on a loop device
+//! (stage → publish → unpublish → unstage), what a backend call costs inside the runtime, and a
+//! durable state-store write. Prints figures; asserts nothing.
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use modcsi::client::CsiClient;
+use modcsi::proto::volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode};
+use modcsi::proto::*;
 use modcsi::runtime::{Backend, RuntimeOptions};
-use modcsi_tests::{NODE_LOCAL_CACHE, TestHost, component, requests};
+use modcsi_tests::loop_disk::LoopDisk;
+use modcsi_tests::{NODE_LOCAL_CACHE, RULE_BREAKER, TestHost, component, requests};
 
 const RUN_FOR: Duration = Duration::from_secs(3);
 const CALLS: [&str; 4] = [
@@ -19,40 +27,65 @@ const CALLS: [&str; 4] = [
 #[derive(Default)]
 struct Samples([Vec<Duration>; 4]);
 
-async fn client_loop(host: &TestHost, client: usize, until: Instant) -> (u64, Samples) {
-    let mut csi = host.client.clone();
+impl Samples {
+    /// Times `call` as sample `i`.
+    async fn time<T>(&mut self, i: usize, call: impl std::future::Future<Output = T>) -> T {
+        let t = Instant::now();
+        let out = call.await;
+        self.0[i].push(t.elapsed());
+        out
+    }
+
+    fn print(all: &[Samples], names: &[&str; 4]) {
+        for (i, name) in names.iter().enumerate() {
+            let mut merged: Vec<Duration> =
+                all.iter().flat_map(|s| s.0[i].iter().copied()).collect();
+            merged.sort();
+            println!(
+                "  {name:<20} p50 {:>8}  p99 {:>8}",
+                us(percentile(&merged, 0.5)),
+                us(percentile(&merged, 0.99))
+            );
+        }
+    }
+}
+
+async fn client_loop(
+    mut csi: CsiClient,
+    targets: PathBuf,
+    client: usize,
+    until: Instant,
+) -> (u64, Samples) {
     let mut samples = Samples::default();
     let mut done = 0;
     while Instant::now() < until {
-        let target = host.target(&format!("c{client}-{done}"));
-        let t = Instant::now();
-        let volume = csi
-            .controller
-            .create_volume(requests::create(&format!("bench-{client}-{done}")))
+        let target = targets
+            .join(format!("c{client}-{done}"))
+            .display()
+            .to_string();
+        let create = requests::create(&format!("bench-{client}-{done}"));
+        let volume = samples
+            .time(0, csi.controller.create_volume(create))
             .await
             .expect("create")
             .into_inner()
             .volume
             .expect("volume");
-        samples.0[0].push(t.elapsed());
-        let t = Instant::now();
-        csi.node
-            .node_publish_volume(requests::publish(&volume, &target, false))
+        let publish = requests::publish(&volume, &target, false);
+        samples
+            .time(1, csi.node.node_publish_volume(publish))
             .await
             .expect("publish");
-        samples.0[1].push(t.elapsed());
-        let t = Instant::now();
-        csi.node
-            .node_unpublish_volume(requests::unpublish(&volume.volume_id, &target))
+        let unpublish = requests::unpublish(&volume.volume_id, &target);
+        samples
+            .time(2, csi.node.node_unpublish_volume(unpublish))
             .await
             .expect("unpublish");
-        samples.0[2].push(t.elapsed());
-        let t = Instant::now();
-        csi.controller
-            .delete_volume(requests::delete(&volume.volume_id))
+        let delete = requests::delete(&volume.volume_id);
+        samples
+            .time(3, csi.controller.delete_volume(delete))
             .await
             .expect("delete");
-        samples.0[3].push(t.elapsed());
         done += 1;
     }
     (done, samples)
@@ -66,39 +99,205 @@ fn us(d: Duration) -> String {
     format!("{:.0} µs", d.as_secs_f64() * 1e6)
 }
 
-async fn lifecycles(host: &Arc<TestHost>, clients: usize) {
+/// A `modcsi serve` process with node-local-cache, in its own temporary root.
+struct Server {
+    child: Child,
+    root: tempfile::TempDir,
+    client: CsiClient,
+}
+
+impl Server {
+    async fn start() -> Self {
+        let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/modcsi");
+        assert!(
+            binary.is_file(),
+            "{} is missing: `just bench` builds it",
+            binary.display()
+        );
+        let root = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(root.path()).unwrap();
+        std::fs::create_dir_all(base.join("targets")).unwrap();
+        let endpoint = format!("unix://{}/csi.sock", base.display());
+        let child = Command::new(binary)
+            .args([
+                "serve",
+                "--driver-name",
+                "bench.modcsi.io",
+                "--node-id",
+                "bench",
+            ])
+            .arg("--backend")
+            .arg(component(NODE_LOCAL_CACHE))
+            .args(["--endpoint", &endpoint])
+            .arg("--state-dir")
+            .arg(base.join("state"))
+            .arg("--kubelet-root")
+            .arg(&base)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("start modcsi serve");
+        let started = Instant::now();
+        let client = loop {
+            if let Ok(client) = CsiClient::connect(&endpoint).await
+                && client.identity.clone().probe(ProbeRequest {}).await.is_ok()
+            {
+                break client;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the server did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        Self {
+            child,
+            root,
+            client,
+        }
+    }
+
+    fn targets(&self) -> PathBuf {
+        std::fs::canonicalize(self.root.path())
+            .unwrap()
+            .join("targets")
+    }
+
+    /// User + system CPU time the server process has used.
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the command name: state is the 3rd field, utime the 14th, stime the 15th.
+        let fields: Vec<u64> = stat[stat.rfind(')').unwrap() + 2..]
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        let ticks = fields[11] + fields[12];
+        let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .unwrap()
+            .unwrap() as u64;
+        Duration::from_micros(ticks * 1_000_000 / per_second)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+async fn lifecycles(server: &Server, clients: usize) {
     let until = Instant::now() + RUN_FOR;
-    let started = Instant::now();
+    let (started, cpu_before) = (Instant::now(), server.cpu());
     // One task per client, so clients run in parallel on both cores.
     let tasks: Vec<_> = (0..clients)
         .map(|client| {
-            let host = host.clone();
-            tokio::spawn(async move { client_loop(&host, client, until).await })
+            let (csi, targets) = (server.client.clone(), server.targets());
+            tokio::spawn(client_loop(csi, targets, client, until))
         })
         .collect();
     let mut results = Vec::new();
     for task in tasks {
         results.push(task.await.expect("client task"));
     }
-    let elapsed = started.elapsed();
+    let (elapsed, cpu) = (started.elapsed(), server.cpu() - cpu_before);
     let total: u64 = results.iter().map(|(n, _)| n).sum();
     println!(
-        "\n{clients} client(s): {total} lifecycles in {:.2} s = {:.0} lifecycles/s",
+        "\n{clients} client(s): {total} lifecycles in {:.2} s = {:.0} lifecycles/s; driver CPU {:.2} ms per lifecycle",
         elapsed.as_secs_f64(),
-        total as f64 / elapsed.as_secs_f64()
+        total as f64 / elapsed.as_secs_f64(),
+        cpu.as_secs_f64() * 1e3 / total as f64
     );
-    for (i, call) in CALLS.iter().enumerate() {
-        let mut all: Vec<Duration> = results
-            .iter()
-            .flat_map(|(_, s)| s.0[i].iter().copied())
-            .collect();
-        all.sort();
-        println!(
-            "  {call:<20} p50 {:>8}  p99 {:>8}",
-            us(percentile(&all, 0.5)),
-            us(percentile(&all, 0.99))
-        );
+    let samples: Vec<Samples> = results.into_iter().map(|(_, s)| s).collect();
+    Samples::print(&samples, &CALLS);
+}
+
+/// Stage → publish → unpublish → unstage of an ext4 volume on a loop device, repeatedly (the
+/// first stage formats it).
+async fn block_lifecycles() {
+    let by_id = tempfile::tempdir().unwrap();
+    let disk = LoopDisk::new(by_id.path(), "bench", 64);
+    let dirs = by_id.path().to_owned();
+    let host = TestHost::start_with(RULE_BREAKER, move |c| {
+        c.devices.by_id = dirs;
+    })
+    .await;
+    let mut csi = host.client.clone();
+    let volume = csi
+        .controller
+        .create_volume(requests::create("disk-bench"))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let (staging, target) = (host.target("staging"), host.target("published"));
+    let capability = VolumeCapability {
+        access_type: Some(AccessType::Mount(MountVolume {
+            fs_type: "ext4".into(),
+            ..Default::default()
+        })),
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
+    };
+    let stage = NodeStageVolumeRequest {
+        volume_id: volume.volume_id.clone(),
+        staging_target_path: staging.clone(),
+        volume_capability: Some(capability),
+        volume_context: volume.volume_context.clone(),
+        ..Default::default()
+    };
+    let mut publish = requests::publish(&volume, &target, false);
+    publish.staging_target_path = staging.clone();
+    let unstage = NodeUnstageVolumeRequest {
+        volume_id: volume.volume_id.clone(),
+        staging_target_path: staging.clone(),
+    };
+    let t = Instant::now();
+    csi.node.node_stage_volume(stage.clone()).await.unwrap();
+    let first = t.elapsed();
+    csi.node.node_unstage_volume(unstage.clone()).await.unwrap();
+
+    let (mut samples, mut done) = (Samples::default(), 0);
+    let until = Instant::now() + RUN_FOR;
+    while Instant::now() < until {
+        samples
+            .time(0, csi.node.node_stage_volume(stage.clone()))
+            .await
+            .unwrap();
+        samples
+            .time(1, csi.node.node_publish_volume(publish.clone()))
+            .await
+            .unwrap();
+        let unpublish = requests::unpublish(&volume.volume_id, &target);
+        samples
+            .time(2, csi.node.node_unpublish_volume(unpublish))
+            .await
+            .unwrap();
+        samples
+            .time(3, csi.node.node_unstage_volume(unstage.clone()))
+            .await
+            .unwrap();
+        done += 1;
     }
+    println!(
+        "\nblock volume (ext4 on {}): first stage with mkfs {}; then {done} lifecycles in {RUN_FOR:?} = {:.0}/s",
+        disk.device,
+        us(first),
+        done as f64 / RUN_FOR.as_secs_f64()
+    );
+    Samples::print(
+        &[samples],
+        &[
+            "NodeStageVolume",
+            "NodePublishVolume",
+            "NodeUnpublishVolume",
+            "NodeUnstageVolume",
+        ],
+    );
 }
 
 async fn backend_overhead() {
@@ -172,19 +371,15 @@ state store (redb, durable commit per write), {N} compare-and-swap writes: p50 {
 
 #[tokio::main]
 async fn main() {
-    println!("modcsi lifecycle benchmark: node-local-cache, real bind mounts, {RUN_FOR:?} per run");
-    let host = Arc::new(TestHost::start(NODE_LOCAL_CACHE).await);
-    for clients in [1, 4] {
-        lifecycles(&host, clients).await;
-    }
-    let t = host.driver.backend.timings();
     println!(
-        "\nbackend calls during the runs: {}, mean instantiate {}, mean call {}",
-        t.calls,
-        us(t.mean_instantiate),
-        us(t.mean_call)
+        "modcsi benchmark: node-local-cache against a `modcsi serve` process, real bind mounts, {RUN_FOR:?} per run"
     );
-    drop(host);
+    let server = Server::start().await;
+    for clients in [1, 16] {
+        lifecycles(&server, clients).await;
+    }
+    drop(server);
+    block_lifecycles().await;
     backend_overhead().await;
     store_writes();
 }

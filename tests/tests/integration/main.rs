@@ -9,6 +9,7 @@ mod csi_lifecycle;
 mod csi_rules;
 mod node_block;
 mod node_hung_mount;
+mod node_local_size;
 mod node_paths;
 mod runtime_containment;
 mod serve_socket;

@@ -17,59 +17,9 @@ use modcsi::proto::volume_capability::{
 };
 use modcsi::proto::*;
 use modcsi_tests::fabric::TestFabric;
+use modcsi_tests::loop_disk::LoopDisk;
 use modcsi_tests::{RULE_BREAKER, TestHost, requests};
 use tonic::Code;
-
-/// A loop device over a sparse file, with a by-id link, detached when dropped.
-struct LoopDisk {
-    device: String,
-    file: tempfile::NamedTempFile,
-}
-
-impl LoopDisk {
-    fn new(by_id: &Path, name: &str, mib: u64) -> Self {
-        let file = tempfile::NamedTempFile::new().unwrap();
-        file.as_file().set_len(mib << 20).unwrap();
-        let out = Command::new("losetup")
-            .args(["-f", "--show"])
-            .arg(file.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let device = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-        std::fs::create_dir_all(by_id).unwrap();
-        std::os::unix::fs::symlink(&device, by_id.join(name)).unwrap();
-        Self { device, file }
-    }
-
-    /// Grows the backing file and tells the loop driver (what a storage system's resize does).
-    fn grow(&self, mib: u64) {
-        self.file.as_file().set_len(mib << 20).unwrap();
-        let status = Command::new("losetup")
-            .args(["-c", &self.device])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    fn blkid(&self, tag: &str) -> String {
-        let out = Command::new("blkid")
-            .args(["-p", "-s", tag, "-o", "value", &self.device])
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    }
-}
-
-impl Drop for LoopDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.device]).status();
-    }
-}
 
 async fn host(by_id: PathBuf) -> TestHost {
     TestHost::start_with(RULE_BREAKER, |c| {

@@ -1,0 +1,120 @@
+//! A node-local volume has the size it was created with: on a filesystem with project quotas
+//! the directory is its own project, held to that size, and stats report the quota; elsewhere
+//! the host says at start that sizes are not enforced, and stats report the real filesystem's
+//! figures, never a size the volume does not have.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use modcsi::proto::Volume;
+use modcsi_tests::loop_disk::LoopDisk;
+use modcsi_tests::{NODE_LOCAL_CACHE, TestHost, capture_logs, requests};
+
+/// A filesystem mounted for the test, unmounted when dropped.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+fn run(tool: &str, args: &[&str]) {
+    let out = Command::new(tool).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{tool}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn published(host: &TestHost, name: &str, bytes: i64) -> (Volume, String) {
+    let mut create = requests::create(name);
+    create.capacity_range.as_mut().unwrap().required_bytes = bytes;
+    let volume = host
+        .client
+        .controller
+        .clone()
+        .create_volume(create)
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let target = host.target(name);
+    host.client
+        .node
+        .clone()
+        .node_publish_volume(requests::publish(&volume, &target, false))
+        .await
+        .unwrap();
+    (volume, target)
+}
+
+async fn total_bytes(host: &TestHost, volume: &Volume, target: &str) -> i64 {
+    host.client
+        .node
+        .clone()
+        .node_get_volume_stats(requests::stats(&volume.volume_id, target))
+        .await
+        .unwrap()
+        .into_inner()
+        .usage[0]
+        .total
+}
+
+/// Needs a kernel with ext4 quota support (CONFIG_QUOTA and CONFIG_QFMT_V2). Where the kernel
+/// cannot mount such a filesystem at all, the test says so and checks nothing: the enforced path
+/// then cannot run on this machine (the fallback is checked by the next test).
+#[tokio::test]
+async fn a_project_quota_holds_the_volume_to_its_size() {
+    let scratch = tempfile::tempdir().unwrap();
+    let disk = LoopDisk::new(&scratch.path().join("by-id"), "quota", 64);
+    run("mkfs.ext4", &["-q", "-O", "project,quota", &disk.device]);
+    let state = scratch.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let mount = Command::new("mount")
+        .args(["-o", "prjquota", &disk.device])
+        .arg(&state)
+        .output()
+        .unwrap();
+    if !mount.status.success() {
+        eprintln!(
+            "NOT EXERCISED: this kernel cannot mount ext4 with project quotas ({})",
+            String::from_utf8_lossy(&mount.stderr).trim()
+        );
+        return;
+    }
+    let _mounted = Mounted(state.clone());
+    let host = TestHost::start_with(NODE_LOCAL_CACHE, |c| c.state_dir = state.clone()).await;
+
+    let (volume, target) = published(&host, "sized", 2 << 20).await;
+    assert_eq!(
+        total_bytes(&host, &volume, &target).await,
+        2 << 20,
+        "stats report the quota"
+    );
+    // Writing past the size fails with the quota error; within it, writes succeed.
+    std::fs::write(Path::new(&target).join("fits"), vec![1u8; 1 << 20]).unwrap();
+    let err = std::fs::write(Path::new(&target).join("too-much"), vec![1u8; 2 << 20]).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(nix::libc::EDQUOT), "{err}");
+    // Another volume on the same filesystem has its own project and its own size.
+    let (other, other_target) = published(&host, "other", 4 << 20).await;
+    assert_eq!(total_bytes(&host, &other, &other_target).await, 4 << 20);
+    std::fs::write(Path::new(&other_target).join("fits"), vec![1u8; 3 << 20]).unwrap();
+}
+
+#[tokio::test]
+async fn without_quotas_stats_report_the_real_filesystem() {
+    let logs = capture_logs();
+    let host = TestHost::start(NODE_LOCAL_CACHE).await;
+    let (volume, target) = published(&host, "unsized", 2 << 20).await;
+    let filesystem = nix::sys::statvfs::statvfs(host.root().as_path()).unwrap();
+    let real = (filesystem.blocks() * filesystem.fragment_size()) as i64;
+    assert_eq!(total_bytes(&host, &volume, &target).await, real);
+    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("node-local volume sizes are not enforced"),
+        "{logs}"
+    );
+}
