@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{self, bytes_to_csi};
 use super::{CsiError, SharedDriver, deadline};
 use crate::node::confined::ConfinedError;
+use crate::node::publish::Shows;
 use crate::node::{NodeError, publish, stage, stats};
 use crate::proto::node_server::Node;
 use crate::proto::node_service_capability::{Rpc, Type, rpc};
@@ -262,18 +263,23 @@ impl Node for NodeService {
                 }
                 match publish::shows(&root, &source, &volume_path) {
                     // A block volume: its size only.
-                    Ok(true) if block => stage::device_size(&source).map(|size| {
+                    Ok(Shows::Source) if block => stage::device_size(&source).map(|size| {
                         let usage = stats::Usage {
                             total_bytes: size,
-                            available_bytes: 0,
-                            used_bytes: 0,
-                            total_inodes: 0,
-                            free_inodes: 0,
-                            used_inodes: 0,
+                            ..Default::default()
                         };
-                        Some((usage, None))
+                        Some((Some(usage), None))
                     }),
-                    Ok(true) => {
+                    // The volume is here, and its mount at the path is not: no usage to give,
+                    // but the CO should hear that the pod's volume is gone from under it.
+                    Ok(Shows::Unmounted) => Ok(Some((
+                        None,
+                        Some(format!(
+                            "nothing is mounted at {}: the volume's mount is missing",
+                            volume_path.display()
+                        )),
+                    ))),
+                    Ok(Shows::Source) => {
                         let usage = stats::usage(&volume_path)?;
                         // The device behind the mount gone, or no longer the one the volume's
                         // attachment resolves to (renumbered after a reconnect).
@@ -288,9 +294,9 @@ impl Node for NodeService {
                                 Err(e) => Some(format!("cannot find the volume's device: {e}")),
                             }
                         });
-                        Ok(Some((usage, trouble)))
+                        Ok(Some((Some(usage), trouble)))
                     }
-                    Ok(_)
+                    Ok(Shows::Absent | Shows::Other)
                     | Err(NodeError::Confined(
                         ConfinedError::Outside { .. }
                         | ConfinedError::Symlink { .. }
@@ -318,19 +324,22 @@ impl Node for NodeService {
             used: bytes_to_csi(used),
             unit: unit as i32,
         };
-        let mut entries = vec![entry(
-            volume_usage::Unit::Bytes,
-            usage.total_bytes,
-            usage.available_bytes,
-            usage.used_bytes,
-        )];
-        if !block {
+        let mut entries = vec![];
+        if let Some(usage) = usage {
             entries.push(entry(
-                volume_usage::Unit::Inodes,
-                usage.total_inodes,
-                usage.free_inodes,
-                usage.used_inodes,
+                volume_usage::Unit::Bytes,
+                usage.total_bytes,
+                usage.available_bytes,
+                usage.used_bytes,
             ));
+            if !block {
+                entries.push(entry(
+                    volume_usage::Unit::Inodes,
+                    usage.total_inodes,
+                    usage.free_inodes,
+                    usage.used_inodes,
+                ));
+            }
         }
         Ok(Response::new(NodeGetVolumeStatsResponse {
             usage: entries,

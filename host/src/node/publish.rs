@@ -233,15 +233,30 @@ pub fn unpublish(
     })
 }
 
-/// True when `path` (beneath the kubelet root) is a mount that shows the directory `source`.
-pub fn shows(root: &KubeletRoot, source: &Path, path: &Path) -> Result<bool, NodeError> {
+/// What a path beneath the kubelet root shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shows {
+    /// Nothing is there.
+    Absent,
+    /// The path exists and nothing is mounted on it.
+    Unmounted,
+    /// A mount of something else.
+    Other,
+    /// A mount that shows `source`.
+    Source,
+}
+
+/// What `path` (beneath the kubelet root) shows, measured against the directory `source`.
+pub fn shows(root: &KubeletRoot, source: &Path, path: &Path) -> Result<Shows, NodeError> {
     let source = canonical(source)?;
     let target = Target::resolve(root, path)?;
     let Some(handle) = target.open()? else {
-        return Ok(false);
+        return Ok(Shows::Absent);
     };
     let table = MountTable::read()?;
-    Ok(target
-        .mount(&table, &handle)?
-        .is_some_and(|m| table.is_bind_of(m, &source)))
+    Ok(match target.mount(&table, &handle)? {
+        None => Shows::Unmounted,
+        Some(m) if table.is_bind_of(m, &source) => Shows::Source,
+        Some(_) => Shows::Other,
+    })
 }

@@ -6,7 +6,7 @@ use nix::sys::statvfs::statvfs;
 
 use super::NodeError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     pub total_bytes: u64,
     pub available_bytes: u64,

@@ -208,3 +208,41 @@ async fn one_volume_publishes_to_many_targets_at_once() {
             .unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_mount_gone_from_under_a_published_volume_is_reported_abnormal() {
+    let host = TestHost::start(NODE_LOCAL_CACHE).await;
+    let v = volume(&host, "pv-lost").await;
+    let target = host.target("lost");
+    let mut node = host.client.node.clone();
+    node.node_publish_volume(requests::publish(&v, &target, false))
+        .await
+        .unwrap();
+    // Someone unmounts the target behind the driver's back; the directory stays.
+    nix::mount::umount(Path::new(&target)).unwrap();
+    let stats = node
+        .node_get_volume_stats(requests::stats(&v.volume_id, &target))
+        .await
+        .unwrap()
+        .into_inner();
+    let condition = stats.volume_condition.unwrap();
+    assert!(
+        condition.abnormal && condition.message.contains("mount is missing"),
+        "{}",
+        condition.message
+    );
+    assert!(
+        stats.usage.is_empty(),
+        "no figures for a volume that is not there"
+    );
+    // Unpublish still succeeds and cleans up; the path is then simply not the volume's.
+    node.node_unpublish_volume(requests::unpublish(&v.volume_id, &target))
+        .await
+        .unwrap();
+    assert!(!Path::new(&target).exists());
+    let err = node
+        .node_get_volume_stats(requests::stats(&v.volume_id, &target))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
