@@ -21,6 +21,9 @@ pub const NODE_LOCAL_CACHE: &str = "node_local_cache";
 /// A test backend built from the frozen 0.1 WIT that declares every optional controller
 /// capability the host forwards (through the 0.1 adapter).
 pub const FULL_FEATURED: &str = "full_featured";
+/// A backend built from the frozen 0.2.0 WIT (the SDK tracks the newest 0.2.x), exporting
+/// `expand`.
+pub const CONTRACT_0_2_0: &str = "contract_0_2_0";
 /// A 0.2 test backend that exports every optional interface and breaks CSI rules on request.
 pub const RULE_BREAKER: &str = "rule_breaker";
 /// Test backends that misbehave in `create-volume` for a volume named [`TRIGGER`].

@@ -20,9 +20,9 @@ use uuid::Uuid;
 wit_bindgen::generate!({
     inline: "
         package modcsi:node-local-cache;
-        world optional { export modcsi:backend/locate@0.2.0; }
+        world optional { export modcsi:backend/locate@0.2.1; }
     ",
-    path: "../../wit/0.2.0",
+    path: "../../wit/0.2.1",
     generate_all,
 });
 

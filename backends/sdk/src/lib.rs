@@ -1,4 +1,4 @@
-//! What a modcsi backend author builds against: the bindings for the `modcsi:backend@0.2.0`
+//! What a modcsi backend author builds against: the bindings for the `modcsi:backend@0.2.1`
 //! world and a few helpers.
 //!
 //! The required core: implement `identity::Guest` and `controller::Guest` on one type and
@@ -9,8 +9,8 @@
 //!
 //! ```ignore
 //! wit_bindgen::generate!({
-//!     inline: "package my:backend; world extra { export modcsi:backend/locate@0.2.0; }",
-//!     path: "path/to/wit/0.2.0",
+//!     inline: "package my:backend; world extra { export modcsi:backend/locate@0.2.1; }",
+//!     path: "path/to/wit/0.2.1",
 //!     generate_all,
 //! });
 //! export!(MyBackend);
@@ -20,7 +20,7 @@
 
 wit_bindgen::generate!({
     world: "backend",
-    path: "../../wit/0.2.0",
+    path: "../../wit/0.2.1",
     pub_export_macro: true,
     export_macro_name: "export_backend",
     default_bindings_module: "modcsi_backend_sdk",
@@ -28,7 +28,7 @@ wit_bindgen::generate!({
 
 pub use exports::modcsi::backend::{controller, identity};
 pub use modcsi::backend::types;
-pub use modcsi::backend::{cache, config, host, log, store};
+pub use modcsi::backend::{cache, config, host, log, ssh, store};
 
 use types::LogLevel;
 

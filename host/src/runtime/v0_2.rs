@@ -1,4 +1,4 @@
-//! `modcsi:backend@0.2.x` (wit/0.2.0): the host's own types, and the exports of a 0.2 component,
+//! `modcsi:backend@0.2.x` (wit/0.2.1): the host's own types, and the exports of a 0.2 component,
 //! the required core plus whichever optional interfaces it has.
 
 use wasmtime::Store;
@@ -14,18 +14,18 @@ mod bindings {
         inline: "
             package modcsi:host;
             world host-view {
-                include modcsi:backend/backend@0.2.0;
-                export modcsi:backend/publish@0.2.0;
-                export modcsi:backend/expand@0.2.0;
-                export modcsi:backend/list-volumes@0.2.0;
-                export modcsi:backend/capacity@0.2.0;
-                export modcsi:backend/snapshots@0.2.0;
-                export modcsi:backend/node-identity@0.2.0;
-                export modcsi:backend/get-volume@0.2.0;
-                export modcsi:backend/locate@0.2.0;
+                include modcsi:backend/backend@0.2.1;
+                export modcsi:backend/publish@0.2.1;
+                export modcsi:backend/expand@0.2.1;
+                export modcsi:backend/list-volumes@0.2.1;
+                export modcsi:backend/capacity@0.2.1;
+                export modcsi:backend/snapshots@0.2.1;
+                export modcsi:backend/node-identity@0.2.1;
+                export modcsi:backend/get-volume@0.2.1;
+                export modcsi:backend/locate@0.2.1;
             }
         ",
-        path: "../wit/0.2.0",
+        path: "../wit/0.2.1",
         world: "host-view",
         imports: { default: trappable },
         exports: { default: async },
@@ -33,7 +33,7 @@ mod bindings {
 }
 
 use bindings::exports::modcsi::backend as ex;
-pub use bindings::modcsi::backend::{config, host, store, types};
+pub use bindings::modcsi::backend::{config, host, ssh, store, types};
 use types::*;
 
 /// Export indices of a 0.2 component, resolved once at load.
@@ -56,7 +56,7 @@ fn optional<T>(
     interface: &str,
     indices: impl FnOnce(&InstancePre<CallState>) -> wasmtime::Result<T>,
 ) -> wasmtime::Result<Option<T>> {
-    let name = format!("modcsi:backend/{interface}@0.2.0");
+    let name = format!("modcsi:backend/{interface}@0.2.1");
     if pre.component().get_export_index(None, &name).is_none() {
         return Ok(None);
     }

@@ -14,12 +14,16 @@ use modcsi::runtime::types::{
 };
 use modcsi::runtime::{Backend, CallError, Optional, RuntimeOptions};
 use modcsi::volume::validate;
-use modcsi_tests::{FULL_FEATURED, NODE_LOCAL_CACHE, component, shared_cache_dir};
+use modcsi_tests::{CONTRACT_0_2_0, FULL_FEATURED, NODE_LOCAL_CACHE, component, shared_cache_dir};
 
 fn backend_paths() -> Vec<PathBuf> {
     match std::env::var_os("MODCSI_BACKEND") {
         Some(path) => vec![PathBuf::from(path)],
-        None => vec![component(NODE_LOCAL_CACHE), component(FULL_FEATURED)],
+        None => vec![
+            component(NODE_LOCAL_CACHE),
+            component(FULL_FEATURED),
+            component(CONTRACT_0_2_0),
+        ],
     }
 }
 
@@ -100,11 +104,42 @@ async fn the_frozen_0_1_component_is_served_through_the_adapter() {
     assert!(old.offers(Optional::Publish) && old.offers(Optional::Snapshots));
     assert!(!old.offers(Optional::Locate), "0.1 has no locate");
     let nlc = load().await;
-    assert!(
-        nlc.wit_version().starts_with("0.2."),
-        "{}",
-        nlc.wit_version()
-    );
+    assert_eq!(nlc.wit_version(), "0.2.1");
+}
+
+#[tokio::test]
+async fn a_component_of_an_older_0_2_minor_loads_with_its_optional_exports() {
+    if std::env::var_os("MODCSI_BACKEND").is_some() {
+        return;
+    }
+    let older = load_path(&component(CONTRACT_0_2_0)).await;
+    assert_eq!(older.wit_version(), "0.2.0");
+    assert!(older.offers(Optional::Expand), "its 0.2.0 export is found");
+    assert!(!older.offers(Optional::Publish));
+    drop(older);
+    // Served end to end: its imports (the cache) link and its expand answers.
+    let host = modcsi_tests::TestHost::start(CONTRACT_0_2_0).await;
+    let mut controller = host.client.controller.clone();
+    let volume = controller
+        .create_volume(modcsi_tests::requests::create("old"))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let grown = controller
+        .controller_expand_volume(modcsi::proto::ControllerExpandVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+            capacity_range: Some(modcsi::proto::CapacityRange {
+                required_bytes: 8 << 20,
+                limit_bytes: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(grown.capacity_bytes, 8 << 20);
 }
 
 #[tokio::test]

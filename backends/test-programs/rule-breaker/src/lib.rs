@@ -16,17 +16,17 @@ wit_bindgen::generate!({
     inline: "
         package modcsi:rule-breaker;
         world optional {
-            export modcsi:backend/publish@0.2.0;
-            export modcsi:backend/expand@0.2.0;
-            export modcsi:backend/list-volumes@0.2.0;
-            export modcsi:backend/capacity@0.2.0;
-            export modcsi:backend/snapshots@0.2.0;
-            export modcsi:backend/node-identity@0.2.0;
-            export modcsi:backend/get-volume@0.2.0;
-            export modcsi:backend/locate@0.2.0;
+            export modcsi:backend/publish@0.2.1;
+            export modcsi:backend/expand@0.2.1;
+            export modcsi:backend/list-volumes@0.2.1;
+            export modcsi:backend/capacity@0.2.1;
+            export modcsi:backend/snapshots@0.2.1;
+            export modcsi:backend/node-identity@0.2.1;
+            export modcsi:backend/get-volume@0.2.1;
+            export modcsi:backend/locate@0.2.1;
         }
     ",
-    path: "../../../wit/0.2.0",
+    path: "../../../wit/0.2.1",
     generate_all,
 });
 

@@ -2,6 +2,9 @@
 //! tables flatten into dotted keys (`targets.router1.address`). A value written as
 //! `{ secret-file = "/path" }` is a secret reference: the host reads the file at start, hands
 //! the value to the backend on request, and scrubs it from everything the backend writes.
+//!
+//! The `ssh` table is the host's own: it configures the `ssh` capability (targets, keys, host
+//! keys), and the backend cannot read it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +37,7 @@ pub enum ConfigError {
 pub struct BackendConfig {
     values: BTreeMap<String, String>,
     secrets: Vec<String>,
+    ssh: std::sync::Arc<super::ssh::SshClient>,
 }
 
 impl BackendConfig {
@@ -50,6 +54,20 @@ impl BackendConfig {
             })?;
         let mut config = Self::default();
         config.flatten(path, "", &toml::Value::Table(table))?;
+        let ssh: BTreeMap<String, String> = config
+            .values
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("ssh.")?.to_owned(), v.clone())))
+            .collect();
+        config.values.retain(|k, _| !k.starts_with("ssh."));
+        config.ssh =
+            std::sync::Arc::new(super::ssh::SshClient::from_config(&ssh).map_err(|message| {
+                ConfigError::Value {
+                    path: path.to_owned(),
+                    key: "ssh".into(),
+                    message,
+                }
+            })?);
         Ok(config)
     }
 
@@ -117,6 +135,11 @@ impl BackendConfig {
 
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.values.keys().map(String::as_str)
+    }
+
+    /// The `ssh` capability's targets and connections.
+    pub fn ssh(&self) -> &super::ssh::SshClient {
+        &self.ssh
     }
 
     /// The resolved secret values, for scrubbing.

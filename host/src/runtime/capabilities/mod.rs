@@ -5,6 +5,7 @@
 
 pub mod config;
 mod hygiene;
+pub mod ssh;
 mod v0_2;
 
 use std::collections::HashMap;

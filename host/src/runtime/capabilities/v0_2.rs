@@ -12,7 +12,7 @@ use wasmtime::StoreContextMut;
 use wasmtime::component::{HasSelf, Linker, WasmList, WasmStr};
 
 use super::super::backend::CallState;
-use super::super::v0_2::{config, host, store, types};
+use super::super::v0_2::{config, host, ssh, store, types};
 use super::{CACHE_MAX_KEY, CACHE_MAX_VALUE};
 use crate::state::{self, StoreError};
 
@@ -105,7 +105,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<
     config::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
     host::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
 
-    let mut log = linker.instance("modcsi:backend/log@0.2.0")?;
+    let mut log = linker.instance("modcsi:backend/log@0.2.1")?;
     log.func_wrap(
         "log",
         |mut store: StoreContextMut<'_, CallState>,
@@ -125,7 +125,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<
         },
     )?;
 
-    let mut cache = linker.instance("modcsi:backend/cache@0.2.0")?;
+    let mut cache = linker.instance("modcsi:backend/cache@0.2.1")?;
     cache.func_wrap(
         "get",
         |store: StoreContextMut<'_, CallState>, (key,): (WasmStr,)| {
@@ -181,7 +181,48 @@ pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<
         },
     )?;
 
-    let mut kv = linker.instance("modcsi:backend/store@0.2.0")?;
+    // 0.2.1: commands on configured machines, bounded by the call's deadline.
+    let mut remote = linker.instance("modcsi:backend/ssh@0.2.1")?;
+    remote.func_wrap_async(
+        "run",
+        |store: StoreContextMut<'_, CallState>,
+         (target, command, timeout_ms): (WasmStr, WasmStr, u32)| {
+            let target = within(&store, &target, 64);
+            let command = within(&store, &command, super::ssh::MAX_COMMAND);
+            let state = store.data();
+            let (config, deadline) = (state.config.clone(), state.deadline);
+            Box::new(async move {
+                let (Some(target), Some(command)) = (target?, command?) else {
+                    return Ok((Err(ssh::SshError::TooLarge(format!(
+                        "a target name over 64 bytes or a command over {} bytes",
+                        super::ssh::MAX_COMMAND
+                    ))),));
+                };
+                let left = deadline.saturating_duration_since(Instant::now());
+                let timeout = Duration::from_millis(timeout_ms.into()).min(left);
+                let result = config.ssh().run(&target, &command, timeout).await;
+                Ok((result
+                    .map(|o| ssh::Output {
+                        exit_status: o.exit_status,
+                        stdout: o.stdout,
+                        stderr: o.stderr,
+                    })
+                    .map_err(|e| {
+                        use super::ssh::SshError as E;
+                        match e {
+                            E::UnknownTarget(m) => ssh::SshError::UnknownTarget(m),
+                            E::HostKey(m) => ssh::SshError::HostKey(m),
+                            E::Denied(m) => ssh::SshError::Denied(m),
+                            E::Unavailable(m) => ssh::SshError::Unavailable(m),
+                            E::Timeout(m) => ssh::SshError::Timeout(m),
+                            E::TooLarge(m) => ssh::SshError::TooLarge(m),
+                        }
+                    }),))
+            })
+        },
+    )?;
+
+    let mut kv = linker.instance("modcsi:backend/store@0.2.1")?;
     kv.func_wrap_async(
         "get",
         |store: StoreContextMut<'_, CallState>, (key,): (WasmStr,)| {
