@@ -6,6 +6,7 @@
 
 pub mod fabric;
 pub mod loop_disk;
+pub mod sshd;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -9,7 +9,7 @@
 
 mod artifact_cache;
 mod backend;
-mod capabilities;
+pub mod capabilities;
 mod engine;
 mod exports;
 mod limits;

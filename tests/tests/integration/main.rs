@@ -13,4 +13,5 @@ mod node_local_size;
 mod node_paths;
 mod runtime_containment;
 mod serve_socket;
+mod ssh_capability;
 mod state_store;

@@ -149,6 +149,15 @@ impl modcsi_backend_sdk::controller::Guest for RuleBreaker {
                 return Err(Error::Internal(format!("cannot log in with {secrets}")));
             }
             Some("panic-secret") => panic!("leaking {secrets}"),
+            // Runs the `ssh` parameter on the configured target `rds` (0.2.1's ssh import).
+            Some("ssh") => {
+                let command = lookup(&request.parameters, "command").unwrap_or("true");
+                let out = modcsi_backend_sdk::ssh::run("rds", command, 5_000)
+                    .map_err(|e| Error::Unavailable(format!("ssh: {e:?}")))?;
+                v.context.push(("ssh-stdout".into(), out.stdout));
+                v.context
+                    .push(("ssh-exit".into(), format!("{:?}", out.exit_status)));
+            }
             Some("config") => {
                 for key in config::keys() {
                     let value = config::get(&key).unwrap_or_default();
