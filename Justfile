@@ -31,9 +31,15 @@ check:
 test: build-backends check
     cargo nextest run --workspace --no-fail-fast
 
-# The backend conformance kit; MODCSI_BACKEND=path/to/backend.wasm checks another component
+# The backend conformance kit (MODCSI_BACKEND=path/to/backend.wasm checks another component) and the
+# RDS backend end to end against the fake RouterOS over real SSH
 test-backends: build-backends
-    cargo nextest run -p modcsi-tests --test integration -E 'test(/^backend_conformance::/)'
+    cargo nextest run -p modcsi-tests --test integration -E 'test(/^backend_conformance::/) | test(/^rds_backend::/)'
+
+# The fake RouterOS behind a real sshd on 127.0.0.1:2222, for trying the RDS backend by hand
+fake-rds:
+    cargo build -p modcsi-tests --bin fake-routeros
+    scripts/fake-rds.sh target/debug/fake-routeros
 
 # Lifecycle throughput, per-call latency and driver CPU per lifecycle (a `modcsi serve` process), block-volume lifecycles on a loop device, backend-call overhead
 bench: build-backends

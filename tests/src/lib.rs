@@ -19,6 +19,8 @@ use tokio::sync::oneshot;
 
 /// The node-local-cache backend.
 pub const NODE_LOCAL_CACHE: &str = "node_local_cache";
+/// The MikroTik RDS backend (`backends/rds`).
+pub const RDS: &str = "rds";
 /// A test backend built from the frozen 0.1 WIT that declares every optional controller
 /// capability the host forwards (through the 0.1 adapter).
 pub const FULL_FEATURED: &str = "full_featured";

@@ -11,6 +11,7 @@ mod node_block;
 mod node_hung_mount;
 mod node_local_size;
 mod node_paths;
+mod rds_backend;
 mod runtime_containment;
 mod serve_socket;
 mod ssh_capability;

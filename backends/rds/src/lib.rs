@@ -1,0 +1,730 @@
+//! modcsi backend for MikroTik RDS ("ROSE Data Server", RouterOS): each volume is a file-backed
+//! disk on the router's pool, exported over NVMe/TCP; the router is managed with RouterOS
+//! commands over the host's `ssh` capability (contract 0.2.1). The host attaches, formats,
+//! mounts and fences; this component only talks to the router.
+//!
+//! A drop-in for the public rds-csi driver: volume ids are the provisioner's names
+//! (`pvc-<uuid>`), the NQN is `nqn.2000-02.com.mikrotik:<id>`, and its existing PVs (volume
+//! context `nvmeAddress`/`rdsAddress`, `nvmePort`, `nqn`) are found with `locate`.
+//!
+//! Configuration (`--backend-config`): `rds.target` (the ssh target, default `rds`),
+//! `rds.nvme-address` (the portal the nodes connect to; default the parameter `nvmeAddress`),
+//! `rds.nvme-port` (4420), `rds.volume-path` (`/storage-pool/metal-csi`), `rds.pool`
+//! (`storage-pool`). StorageClass parameters `nvmeAddress`, `nvmePort`, `volumePath`,
+//! `ctrlLossTmo` (-1), `reconnectDelay` (5), `keepAliveTmo` override them per class.
+
+mod routeros;
+
+use modcsi_backend_sdk::types::{
+    AccessMode, Attachment, BackendInfo, Capability, ContentSource, ContentSources, CreateRequest,
+    Error, KeyValues, NvmeTarget, ParameterSpec, Portal, Validation, Volume, VolumeModes,
+};
+use modcsi_backend_sdk::{config, host, lookup, ssh, store};
+use routeros::{Entry, Refusal};
+
+wit_bindgen::generate!({
+    inline: "
+        package modcsi:rds;
+        world optional {
+            export modcsi:backend/publish@0.2.1;
+            export modcsi:backend/expand@0.2.1;
+            export modcsi:backend/list-volumes@0.2.1;
+            export modcsi:backend/capacity@0.2.1;
+            export modcsi:backend/snapshots@0.2.1;
+            export modcsi:backend/get-volume@0.2.1;
+            export modcsi:backend/locate@0.2.1;
+        }
+    ",
+    path: "../../wit/0.2.1",
+    generate_all,
+});
+
+use exports::modcsi::backend as ex;
+/// The optional interfaces' own copy of the contract's types.
+use modcsi::backend::types as t;
+
+const NQN_PREFIX: &str = "nqn.2000-02.com.mikrotik:";
+const MIB: u64 = 1 << 20;
+/// The public driver's bounds: at least 1 GiB, at most 16 TiB.
+const MIN_BYTES: u64 = 1 << 30;
+const MAX_BYTES: u64 = 16 << 40;
+const SNAPSHOT_PREFIX: &str = "snap-";
+
+struct Rds;
+
+/// Where volumes live and how nodes reach them: configuration, overridden per StorageClass.
+struct Settings {
+    target: String,
+    volume_path: String,
+    pool: String,
+    nvme_address: Option<String>,
+    nvme_port: u16,
+    ctrl_loss_tmo: i32,
+    reconnect_delay: u32,
+    keep_alive_tmo: Option<u32>,
+}
+
+fn invalid(what: &str, value: &str) -> Error {
+    Error::InvalidArgument(format!(
+        "{what} {value:?} may hold only letters, digits and . _ - : / (it reaches a RouterOS command)"
+    ))
+}
+
+fn safe(what: &str, value: &str) -> Result<(), Error> {
+    if routeros::is_safe(value) {
+        Ok(())
+    } else {
+        Err(invalid(what, value))
+    }
+}
+
+impl Settings {
+    fn load(parameters: &KeyValues) -> Result<Self, Error> {
+        let get = |param: &str, key: &str| {
+            lookup(parameters, param)
+                .map(str::to_owned)
+                .or_else(|| config::get(key))
+        };
+        let number = |param: &str, key: &str, default: i64| -> Result<i64, Error> {
+            match get(param, key) {
+                None => Ok(default),
+                Some(v) => v.parse().map_err(|_| invalid(param, &v)),
+            }
+        };
+        let settings = Self {
+            target: config::get("rds.target").unwrap_or_else(|| "rds".into()),
+            volume_path: get("volumePath", "rds.volume-path")
+                .unwrap_or_else(|| "/storage-pool/metal-csi".into()),
+            pool: config::get("rds.pool").unwrap_or_else(|| "storage-pool".into()),
+            nvme_address: get("nvmeAddress", "rds.nvme-address"),
+            nvme_port: u16::try_from(number("nvmePort", "rds.nvme-port", 4420)?)
+                .map_err(|_| invalid("nvmePort", "out of range"))?,
+            ctrl_loss_tmo: number("ctrlLossTmo", "rds.ctrl-loss-tmo", -1)? as i32,
+            reconnect_delay: number("reconnectDelay", "rds.reconnect-delay", 5)? as u32,
+            keep_alive_tmo: get("keepAliveTmo", "rds.keep-alive-tmo")
+                .map(|v| v.parse().map_err(|_| invalid("keepAliveTmo", &v)))
+                .transpose()?,
+        };
+        safe("volumePath", &settings.volume_path)?;
+        if !settings.volume_path.starts_with('/') {
+            return Err(invalid("volumePath", &settings.volume_path));
+        }
+        safe("pool", &settings.pool)?;
+        if let Some(a) = &settings.nvme_address {
+            safe("nvmeAddress", a)?;
+        }
+        Ok(settings)
+    }
+
+    fn attachment(&self, nqn: String) -> Result<Attachment, Error> {
+        let address = self.nvme_address.clone().ok_or_else(|| {
+            Error::FailedPrecondition(
+                "no NVMe/TCP portal: set rds.nvme-address or the nvmeAddress parameter".into(),
+            )
+        })?;
+        Ok(Attachment::NvmeTcp(NvmeTarget {
+            portals: vec![Portal {
+                address,
+                port: self.nvme_port,
+            }],
+            nqn,
+            namespace_id: None,
+            ctrl_loss_tmo_seconds: Some(self.ctrl_loss_tmo),
+            reconnect_delay_seconds: Some(self.reconnect_delay),
+            keep_alive_tmo_seconds: self.keep_alive_tmo,
+        }))
+    }
+}
+
+/// A volume or snapshot id: the slot name on the router.
+fn check_id(id: &str) -> Result<(), Error> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && id.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "id {id:?}: only letters, digits and '-', starting with a letter or digit"
+        )))
+    }
+}
+
+fn nqn_of(id: &str) -> String {
+    format!("{NQN_PREFIX}{}", id.to_ascii_lowercase())
+}
+
+/// Runs one RouterOS command; a refusal is returned as such, transport trouble as an error.
+fn run(settings: &Settings, command: &str) -> Result<Result<String, Refusal>, Error> {
+    let budget = host::time_left_ms().min(30_000) as u32;
+    let out = ssh::run(&settings.target, command, budget).map_err(|e| {
+        use ssh::SshError as E;
+        match e {
+            E::Unavailable(m) | E::Timeout(m) => Error::Unavailable(format!("router: {m}")),
+            E::HostKey(m) | E::Denied(m) | E::UnknownTarget(m) => {
+                Error::FailedPrecondition(format!("router: {m}"))
+            }
+            E::TooLarge(m) => Error::Internal(format!("router: {m}")),
+        }
+    })?;
+    Ok(match routeros::refusal(&out.stdout) {
+        Some(r) => Err(r),
+        None => Ok(out.stdout),
+    })
+}
+
+/// Runs a command that must succeed.
+fn must(settings: &Settings, command: &str) -> Result<String, Error> {
+    run(settings, command)?.map_err(|r| match r {
+        Refusal::NoSuchItem => Error::NotFound(format!("router: no such item ({command})")),
+        Refusal::Failure(m) if m.contains("not enough space") => {
+            Error::ResourceExhausted(format!("router: {m}"))
+        }
+        Refusal::Failure(m) => Error::Internal(format!("router refused {command:?}: {m}")),
+    })
+}
+
+fn find_disk(settings: &Settings, slot: &str) -> Result<Option<Entry>, Error> {
+    let out = must(settings, &format!("/disk print detail where slot={slot}"))?;
+    Ok(routeros::parse_detail(&out)
+        .into_iter()
+        .find(|e| e.get("slot").map(String::as_str) == Some(slot)))
+}
+
+fn size_of(entry: &Entry) -> u64 {
+    entry
+        .get("size")
+        .and_then(|s| routeros::number(s))
+        .unwrap_or(0)
+}
+
+/// The size to ask the router for: at least `required` (and the minimum), rounded up to whole
+/// MiB, never down; within `limit` and the maximum.
+fn rounded_size(required: u64, limit: u64) -> Result<u64, Error> {
+    let bytes = required.max(MIN_BYTES).div_ceil(MIB) * MIB;
+    if bytes > MAX_BYTES || (limit > 0 && bytes > limit) {
+        return Err(Error::OutOfRange(format!(
+            "{bytes} bytes (requested {required}, limit {limit}) is outside 1 GiB to 16 TiB or the limit"
+        )));
+    }
+    Ok(bytes)
+}
+
+fn volume_of(settings: &Settings, id: &str, bytes: u64) -> Result<Volume, Error> {
+    let nqn = nqn_of(id);
+    let mut context = vec![
+        ("nqn".into(), nqn.clone()),
+        ("nvmePort".into(), settings.nvme_port.to_string()),
+        ("volumePath".into(), settings.volume_path.clone()),
+    ];
+    if let Some(a) = &settings.nvme_address {
+        context.push(("nvmeAddress".into(), a.clone()));
+    }
+    Ok(Volume {
+        id: id.to_owned(),
+        capacity_bytes: bytes,
+        context,
+        topology: vec![],
+        attachment: Some(settings.attachment(nqn)?),
+    })
+}
+
+fn file_path(settings: &Settings, id: &str) -> String {
+    format!("{}/{id}.img", settings.volume_path.trim_end_matches('/'))
+}
+
+impl modcsi_backend_sdk::identity::Guest for Rds {
+    fn info() -> BackendInfo {
+        let parameter = |name: &str, description: &str| ParameterSpec {
+            name: name.into(),
+            description: description.into(),
+            required: false,
+        };
+        BackendInfo {
+            name: "rds".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            access_modes: vec![
+                AccessMode::SingleNodeWriter,
+                AccessMode::SingleNodeReaderOnly,
+            ],
+            volume_modes: VolumeModes::FILESYSTEM | VolumeModes::BLOCK,
+            content_sources: ContentSources::SNAPSHOT,
+            topology: false,
+            parameters: vec![
+                parameter("nvmeAddress", "the NVMe/TCP portal nodes connect to"),
+                parameter("nvmePort", "its port (4420)"),
+                parameter(
+                    "volumePath",
+                    "where disk files live (/storage-pool/metal-csi)",
+                ),
+                parameter(
+                    "ctrlLossTmo",
+                    "seconds to retry a lost controller (-1: for ever)",
+                ),
+                parameter("reconnectDelay", "seconds between reconnects (5)"),
+                parameter("keepAliveTmo", "NVMe keep-alive timeout in seconds"),
+            ],
+        }
+    }
+
+    fn probe() -> Result<(), Error> {
+        let settings = Settings::load(&vec![])?;
+        must(&settings, "/system identity print").map(drop)
+    }
+}
+
+impl modcsi_backend_sdk::controller::Guest for Rds {
+    fn create_volume(request: CreateRequest) -> Result<Volume, Error> {
+        let id = request.name.clone();
+        check_id(&id)?;
+        if id.starts_with(SNAPSHOT_PREFIX) {
+            return Err(Error::InvalidArgument(format!(
+                "volume name {id:?}: the {SNAPSHOT_PREFIX} prefix is for snapshots"
+            )));
+        }
+        let settings = Settings::load(&request.parameters)?;
+        let mut bytes = rounded_size(
+            request.capacity.required_bytes,
+            request.capacity.limit_bytes,
+        )?;
+        let source = match &request.source {
+            None => None,
+            Some(ContentSource::Volume(_)) => {
+                return Err(Error::InvalidArgument(
+                    "cloning a volume is not supported: take a snapshot and restore it".into(),
+                ));
+            }
+            Some(ContentSource::Snapshot(snap)) => {
+                check_id(snap)?;
+                let found = find_disk(&settings, snap)?
+                    .ok_or_else(|| Error::NotFound(format!("snapshot {snap}")))?;
+                bytes = bytes.max(size_of(&found));
+                Some(snap.clone())
+            }
+        };
+        if let Some(existing) = find_disk(&settings, &id)? {
+            let size = size_of(&existing);
+            if size != bytes {
+                return Err(Error::AlreadyExists(format!(
+                    "volume {id} exists with {size} bytes, not {bytes}"
+                )));
+            }
+            return volume_of(&settings, &id, size);
+        }
+        let copy = source
+            .map(|s| format!(" copy-from=[find slot={s}]"))
+            .unwrap_or_default();
+        must(
+            &settings,
+            &format!(
+                "/disk add type=file{copy} file-path={} file-size={}M slot={id} nvme-tcp-export=yes nvme-tcp-server-port={} nvme-tcp-server-nqn={}",
+                file_path(&settings, &id),
+                bytes / MIB,
+                settings.nvme_port,
+                nqn_of(&id)
+            ),
+        )?;
+        // The router says nothing on success: check that the disk is there, at the size.
+        let created = find_disk(&settings, &id)?.ok_or_else(|| {
+            Error::Internal(format!(
+                "volume {id}: the router accepted the disk but does not show it"
+            ))
+        })?;
+        volume_of(&settings, &id, size_of(&created))
+    }
+
+    fn delete_volume(id: String, _secrets: KeyValues) -> Result<(), Error> {
+        check_id(&id)?;
+        remove_disk(&id)
+    }
+
+    fn validate_capabilities(
+        id: String,
+        capabilities: Vec<Capability>,
+        _: KeyValues,
+        parameters: KeyValues,
+        _: KeyValues,
+    ) -> Result<Validation, Error> {
+        check_id(&id)?;
+        let settings = Settings::load(&parameters)?;
+        find_disk(&settings, &id)?.ok_or_else(|| Error::NotFound(format!("volume {id}")))?;
+        let multi = capabilities.iter().any(|c| {
+            !matches!(
+                c.access_mode,
+                AccessMode::SingleNodeWriter | AccessMode::SingleNodeReaderOnly
+            )
+        });
+        Ok(Validation {
+            confirmed: !multi,
+            message: if multi {
+                "an RDS volume is attached to one node at a time".into()
+            } else {
+                String::new()
+            },
+        })
+    }
+}
+
+/// Removes a disk and then its file (RouterOS keeps the file after `/disk remove`); what is
+/// already gone is success.
+fn remove_disk(id: &str) -> Result<(), Error> {
+    let settings = Settings::load(&vec![])?;
+    let path = match find_disk(&settings, id)? {
+        Some(entry) => entry
+            .get("file-path")
+            .cloned()
+            .unwrap_or_else(|| file_path(&settings, id)),
+        None => file_path(&settings, id),
+    };
+    safe("file-path", &path)?;
+    if let Err(Refusal::Failure(m)) = run(&settings, &format!("/disk remove [find slot={id}]"))? {
+        return Err(Error::Internal(format!("removing disk {id}: {m}")));
+    }
+    let name = path.trim_start_matches('/');
+    if let Err(Refusal::Failure(m)) =
+        run(&settings, &format!("/file remove [find name=\"{name}\"]"))?
+    {
+        return Err(Error::Internal(format!("removing file {name}: {m}")));
+    }
+    Ok(())
+}
+
+fn to_t(e: Error) -> t::Error {
+    match e {
+        Error::InvalidArgument(m) => t::Error::InvalidArgument(m),
+        Error::NotFound(m) => t::Error::NotFound(m),
+        Error::AlreadyExists(m) => t::Error::AlreadyExists(m),
+        Error::FailedPrecondition(m) => t::Error::FailedPrecondition(m),
+        Error::ResourceExhausted(m) => t::Error::ResourceExhausted(m),
+        Error::OutOfRange(m) => t::Error::OutOfRange(m),
+        Error::Unavailable(m) => t::Error::Unavailable(m),
+        Error::Aborted(m) => t::Error::Aborted(m),
+        Error::Internal(m) => t::Error::Internal(m),
+        Error::Unimplemented(m) => t::Error::Unimplemented(m),
+    }
+}
+
+fn to_t_attachment(a: Attachment) -> t::Attachment {
+    match a {
+        Attachment::NvmeTcp(n) => t::Attachment::NvmeTcp(t::NvmeTarget {
+            portals: n
+                .portals
+                .into_iter()
+                .map(|p| t::Portal {
+                    address: p.address,
+                    port: p.port,
+                })
+                .collect(),
+            nqn: n.nqn,
+            namespace_id: n.namespace_id,
+            ctrl_loss_tmo_seconds: n.ctrl_loss_tmo_seconds,
+            reconnect_delay_seconds: n.reconnect_delay_seconds,
+            keep_alive_tmo_seconds: n.keep_alive_tmo_seconds,
+        }),
+        Attachment::Disk(_) | Attachment::LocalDir => t::Attachment::LocalDir,
+    }
+}
+
+fn to_t_volume(v: Volume) -> t::Volume {
+    t::Volume {
+        id: v.id,
+        capacity_bytes: v.capacity_bytes,
+        context: v.context,
+        topology: v.topology,
+        attachment: v.attachment.map(to_t_attachment),
+    }
+}
+
+impl ex::publish::Guest for Rds {
+    fn controller_publish(request: t::PublishRequest) -> Result<t::PublishResult, t::Error> {
+        check_id(&request.volume_id).map_err(to_t)?;
+        let settings = Settings::load(&request.context).map_err(to_t)?;
+        find_disk(&settings, &request.volume_id)
+            .map_err(to_t)?
+            .ok_or_else(|| t::Error::NotFound(format!("volume {}", request.volume_id)))?;
+        let attachment = settings
+            .attachment(nqn_of(&request.volume_id))
+            .map_err(to_t)?;
+        Ok(t::PublishResult {
+            context: vec![],
+            attachment: Some(to_t_attachment(attachment)),
+        })
+    }
+
+    fn controller_unpublish(_: String, _: String, _: KeyValues) -> Result<(), t::Error> {
+        // Every node may connect (allow-host-name is empty); nothing to revoke.
+        Ok(())
+    }
+}
+
+impl ex::expand::Guest for Rds {
+    fn expand_volume(
+        id: String,
+        capacity: t::CapacityRange,
+        capability: Option<t::Capability>,
+        _: KeyValues,
+    ) -> Result<t::ExpandResult, t::Error> {
+        check_id(&id).map_err(to_t)?;
+        let settings = Settings::load(&vec![]).map_err(to_t)?;
+        let current = find_disk(&settings, &id)
+            .map_err(to_t)?
+            .ok_or_else(|| t::Error::NotFound(format!("volume {id}")))?;
+        let now = size_of(&current);
+        let wanted = rounded_size(capacity.required_bytes, capacity.limit_bytes).map_err(to_t)?;
+        if wanted > now {
+            must(
+                &settings,
+                &format!("/disk set [find slot={id}] file-size={}M", wanted / MIB),
+            )
+            .map_err(to_t)?;
+        }
+        let block = capability.is_some_and(|c| matches!(c.access_type, t::AccessType::Block));
+        Ok(t::ExpandResult {
+            capacity_bytes: wanted.max(now),
+            node_expansion_required: !block,
+        })
+    }
+}
+
+impl ex::capacity::Guest for Rds {
+    fn get_capacity(
+        parameters: KeyValues,
+        _: Vec<t::Capability>,
+        _: Option<Vec<(String, String)>>,
+    ) -> Result<t::Capacity, t::Error> {
+        let settings = Settings::load(&parameters).map_err(to_t)?;
+        let out = must(
+            &settings,
+            &format!("/disk print detail where mount-point=\"{}\"", settings.pool),
+        )
+        .map_err(to_t)?;
+        let free = routeros::parse_detail(&out)
+            .iter()
+            .find_map(|e| e.get("free").and_then(|f| routeros::number(f)))
+            .ok_or_else(|| {
+                t::Error::Internal(format!("pool {} shows no free space", settings.pool))
+            })?;
+        Ok(t::Capacity {
+            available_bytes: free,
+            maximum_volume_bytes: Some(MAX_BYTES.min(free)),
+            minimum_volume_bytes: Some(MIN_BYTES),
+        })
+    }
+}
+
+/// The router's NVMe-exported disks under this driver's NQN prefix, by slot.
+fn volumes(settings: &Settings) -> Result<Vec<Entry>, Error> {
+    let out = must(settings, "/disk print detail")?;
+    let mut found: Vec<Entry> = routeros::parse_detail(&out)
+        .into_iter()
+        .filter(|e| {
+            e.get("nvme-tcp-server-nqn")
+                .is_some_and(|n| n.starts_with(NQN_PREFIX))
+        })
+        .collect();
+    found.sort_by(|a, b| a.get("slot").cmp(&b.get("slot")));
+    Ok(found)
+}
+
+/// A page of `items` after `token` (the last id of the previous page).
+fn page<T>(items: Vec<T>, id: impl Fn(&T) -> &str, max: u32, token: &str) -> (Vec<T>, String) {
+    let max = if max == 0 { usize::MAX } else { max as usize };
+    let mut rest: Vec<T> = items.into_iter().filter(|i| id(i) > token).collect();
+    let next = if rest.len() > max {
+        rest.truncate(max);
+        rest.last().map(|i| id(i).to_owned()).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    (rest, next)
+}
+
+impl ex::list_volumes::Guest for Rds {
+    fn list_volumes(max_entries: u32, starting_token: String) -> Result<t::VolumePage, t::Error> {
+        let settings = Settings::load(&vec![]).map_err(to_t)?;
+        let all = volumes(&settings).map_err(to_t)?;
+        let (entries, next_token) = page(
+            all,
+            |e| e.get("slot").map_or("", String::as_str),
+            max_entries,
+            &starting_token,
+        );
+        let volumes = entries
+            .iter()
+            .filter_map(|e| {
+                let slot = e.get("slot")?;
+                volume_of(&settings, slot, size_of(e)).ok().map(to_t_volume)
+            })
+            .collect();
+        Ok(t::VolumePage {
+            volumes,
+            next_token,
+        })
+    }
+}
+
+impl ex::get_volume::Guest for Rds {
+    fn get_volume(id: String) -> Result<t::VolumeStatus, t::Error> {
+        check_id(&id).map_err(to_t)?;
+        let settings = Settings::load(&vec![]).map_err(to_t)?;
+        let entry = find_disk(&settings, &id)
+            .map_err(to_t)?
+            .ok_or_else(|| t::Error::NotFound(format!("volume {id}")))?;
+        Ok(t::VolumeStatus {
+            capacity_bytes: size_of(&entry),
+            condition: None,
+            published_nodes: vec![],
+        })
+    }
+}
+
+/// What the backend keeps about a snapshot (RouterOS does not record the source).
+fn snapshot_record(id: &str) -> Result<Option<(String, i64)>, Error> {
+    let entry = store::get(&format!("snapshot/{id}"))
+        .map_err(|e| Error::Unavailable(format!("store: {e:?}")))?;
+    Ok(entry.and_then(|e| {
+        let text = String::from_utf8(e.value).ok()?;
+        let (source, at) = text.split_once(' ')?;
+        Some((source.to_owned(), at.parse().ok()?))
+    }))
+}
+
+fn snapshot_of(id: &str, entry: &Entry) -> Result<t::Snapshot, Error> {
+    let (source, created) = snapshot_record(id)?.unwrap_or_default();
+    Ok(t::Snapshot {
+        id: id.to_owned(),
+        source_volume_id: source,
+        size_bytes: size_of(entry),
+        created_unix_seconds: created,
+        ready: true,
+    })
+}
+
+impl ex::snapshots::Guest for Rds {
+    fn create_snapshot(
+        source: String,
+        name: String,
+        parameters: KeyValues,
+        _: KeyValues,
+    ) -> Result<t::Snapshot, t::Error> {
+        check_id(&source).map_err(to_t)?;
+        check_id(&name).map_err(to_t)?;
+        let id = format!("{SNAPSHOT_PREFIX}{}", name.to_ascii_lowercase());
+        let settings = Settings::load(&parameters).map_err(to_t)?;
+        if let Some(existing) = find_disk(&settings, &id).map_err(to_t)? {
+            return match snapshot_record(&id).map_err(to_t)? {
+                Some((of, _)) if of != source => Err(t::Error::AlreadyExists(format!(
+                    "snapshot {id} exists of volume {of}, not {source}"
+                ))),
+                _ => snapshot_of(&id, &existing).map_err(to_t),
+            };
+        }
+        find_disk(&settings, &source)
+            .map_err(to_t)?
+            .ok_or_else(|| t::Error::NotFound(format!("volume {source}")))?;
+        // A copy-on-write copy of the source's file, not exported.
+        must(
+            &settings,
+            &format!(
+                "/disk add type=file copy-from=[find slot={source}] file-path={} slot={id}",
+                file_path(&settings, &id)
+            ),
+        )
+        .map_err(to_t)?;
+        let now = unix_now();
+        store::put(
+            &format!("snapshot/{id}"),
+            format!("{source} {now}").as_bytes(),
+            None,
+        )
+        .or_else(|e| match e {
+            store::StoreError::Conflict(_) => Ok(0),
+            other => Err(other),
+        })
+        .map_err(|e| t::Error::Unavailable(format!("store: {e:?}")))?;
+        let entry = find_disk(&settings, &id).map_err(to_t)?.ok_or_else(|| {
+            t::Error::Internal(format!("snapshot {id} is not shown after its copy"))
+        })?;
+        snapshot_of(&id, &entry).map_err(to_t)
+    }
+
+    fn delete_snapshot(id: String, _: KeyValues) -> Result<(), t::Error> {
+        check_id(&id).map_err(to_t)?;
+        if !id.starts_with(SNAPSHOT_PREFIX) {
+            return Err(t::Error::InvalidArgument(format!(
+                "{id} is not a snapshot id"
+            )));
+        }
+        remove_disk(&id).map_err(to_t)?;
+        store::delete(&format!("snapshot/{id}"), None)
+            .map_err(|e| t::Error::Unavailable(format!("store: {e:?}")))
+    }
+
+    fn list_snapshots(
+        max_entries: u32,
+        starting_token: String,
+        filter: t::SnapshotFilter,
+        _: KeyValues,
+    ) -> Result<t::SnapshotPage, t::Error> {
+        let settings = Settings::load(&vec![]).map_err(to_t)?;
+        let out = must(
+            &settings,
+            &format!("/disk print detail where slot~\"{SNAPSHOT_PREFIX}\""),
+        )
+        .map_err(to_t)?;
+        let mut all = vec![];
+        for entry in routeros::parse_detail(&out) {
+            let Some(id) = entry.get("slot").filter(|s| s.starts_with(SNAPSHOT_PREFIX)) else {
+                continue;
+            };
+            let snapshot = snapshot_of(id, &entry).map_err(to_t)?;
+            let wanted = (filter.snapshot_id.is_empty() || filter.snapshot_id == snapshot.id)
+                && (filter.source_volume_id.is_empty()
+                    || filter.source_volume_id == snapshot.source_volume_id);
+            if wanted {
+                all.push(snapshot);
+            }
+        }
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        let (snapshots, next_token) = page(all, |s| s.id.as_str(), max_entries, &starting_token);
+        Ok(t::SnapshotPage {
+            snapshots,
+            next_token,
+        })
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl ex::locate::Guest for Rds {
+    /// A public-driver PV: its volume context names the portal and the NQN.
+    fn locate(id: String, context: KeyValues) -> Result<t::Attachment, t::Error> {
+        check_id(&id).map_err(to_t)?;
+        let mut settings = Settings::load(&vec![]).map_err(to_t)?;
+        if let Some(a) = lookup(&context, "nvmeAddress").or_else(|| lookup(&context, "rdsAddress"))
+        {
+            safe("nvmeAddress", a).map_err(to_t)?;
+            settings.nvme_address = Some(a.to_owned());
+        }
+        if let Some(p) = lookup(&context, "nvmePort") {
+            settings.nvme_port = p.parse().map_err(|_| to_t(invalid("nvmePort", p)))?;
+        }
+        let nqn = lookup(&context, "nqn")
+            .map(str::to_owned)
+            .unwrap_or_else(|| nqn_of(&id));
+        if !nqn.starts_with(NQN_PREFIX) || !routeros::is_safe(&nqn) {
+            return Err(t::Error::InvalidArgument(format!(
+                "volume {id}: NQN {nqn:?} is not one of this driver's ({NQN_PREFIX}…)"
+            )));
+        }
+        settings.attachment(nqn).map(to_t_attachment).map_err(to_t)
+    }
+}
+
+modcsi_backend_sdk::export_backend!(Rds);
+export!(Rds);

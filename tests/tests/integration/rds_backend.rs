@@ -1,0 +1,485 @@
+//! The RDS backend end to end against the fake RouterOS behind a real OpenSSH server: the
+//! volume's bytes live in the "router's" sparse file, which the test fabric attaches as a loop
+//! device when the host connects to its NQN, so create → publish → stage → write → expand →
+//! snapshot → restore → unstage → delete runs through real SSH, real loop devices and real
+//! mounts. Plus: names with metacharacters never reach the router, a session dropped mid-call
+//! is UNAVAILABLE and the retry finds the disk, and a public-driver PV stages through `locate`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use modcsi::node::device::DeviceDirs;
+use modcsi::node::nvme::Nvme;
+use modcsi::proto::volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode};
+use modcsi::proto::*;
+use modcsi_tests::fabric::TestFabric;
+use modcsi_tests::sshd::Sshd;
+use modcsi_tests::{RDS, TestHost, requests};
+use tonic::Code;
+
+const GIB: i64 = 1 << 30;
+
+/// A fake router (sshd + fake-routeros), its state directory and the host driving it.
+struct Router {
+    sshd: Sshd,
+    state: tempfile::TempDir,
+    fabric: Arc<TestFabric>,
+    host: TestHost,
+    loops: Vec<String>,
+}
+
+impl Router {
+    async fn start() -> Self {
+        let state = tempfile::tempdir().unwrap();
+        let forced = format!(
+            "{} --state {}",
+            env!("CARGO_BIN_EXE_fake-routeros"),
+            state.path().display()
+        );
+        let sshd = Sshd::start(Some(&forced));
+        let config = state.path().join("backend.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[rds]\nnvme-address = \"192.0.2.10\"\n\n{}",
+                sshd.target_config(
+                    "rds",
+                    &format!("known-hosts = \"{}\"", sshd.known_hosts().display())
+                )
+            ),
+        )
+        .unwrap();
+        let fabric = Arc::new(TestFabric::default());
+        let f = fabric.clone();
+        let host = TestHost::start_with(RDS, move |c| {
+            c.backend_config = Some(config);
+            c.devices = DeviceDirs {
+                by_id: PathBuf::from("/nonexistent"),
+                sysfs: f.sysfs().to_owned(),
+                wait: Duration::from_secs(2),
+                nvme: Nvme {
+                    fabric: f,
+                    managed_prefix: Some("nqn.2000-02.com.mikrotik:pvc-".into()),
+                    host_nqn: None,
+                },
+            };
+        })
+        .await;
+        Self {
+            sshd,
+            state,
+            fabric,
+            host,
+            loops: vec![],
+        }
+    }
+
+    /// The router's file for `slot`.
+    fn file(&self, slot: &str) -> PathBuf {
+        self.state
+            .path()
+            .join("files/storage-pool/metal-csi")
+            .join(format!("{slot}.img"))
+    }
+
+    /// Serves the router's file of `slot` on the test fabric under its NQN (what the router's
+    /// NVMe/TCP export does), as a loop device.
+    fn export(&mut self, slot: &str) -> String {
+        let out = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(self.file(slot))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let device = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        self.fabric
+            .export(&format!("nqn.2000-02.com.mikrotik:{slot}"), 1, &device);
+        self.loops.push(device.clone());
+        device
+    }
+
+    fn commands(&self) -> String {
+        std::fs::read_to_string(self.state.path().join("commands.log")).unwrap_or_default()
+    }
+
+    fn fault(&self, faults: &str) {
+        std::fs::write(self.state.path().join("faults"), faults).unwrap();
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        for device in &self.loops {
+            let _ = Command::new("losetup").args(["-d", device]).status();
+        }
+        let _ = &self.sshd;
+    }
+}
+
+fn create(name: &str, bytes: i64) -> CreateVolumeRequest {
+    let mut r = requests::create(name);
+    r.capacity_range = Some(CapacityRange {
+        required_bytes: bytes,
+        limit_bytes: 0,
+    });
+    r
+}
+
+fn xfs() -> VolumeCapability {
+    VolumeCapability {
+        access_type: Some(AccessType::Mount(MountVolume {
+            fs_type: "xfs".into(),
+            ..Default::default()
+        })),
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
+    }
+}
+
+fn stage(id: &str, staging: &str, context: &HashMap<String, String>) -> NodeStageVolumeRequest {
+    NodeStageVolumeRequest {
+        volume_id: id.into(),
+        staging_target_path: staging.into(),
+        volume_capability: Some(xfs()),
+        publish_context: context.clone(),
+        ..Default::default()
+    }
+}
+
+fn unstage(id: &str, staging: &str) -> NodeUnstageVolumeRequest {
+    NodeUnstageVolumeRequest {
+        volume_id: id.into(),
+        staging_target_path: staging.into(),
+    }
+}
+
+const VOLUME: &str = "pvc-3f1c2a9e-1b2c-4d5e-8f90-0a1b2c3d4e5f";
+const RESTORED: &str = "pvc-7b8c9d0e-1f2a-4b3c-9d4e-5f6a7b8c9d0e";
+
+#[tokio::test]
+async fn a_volume_lives_in_the_routers_file_from_create_to_delete() {
+    let mut router = Router::start().await;
+    let mut controller = router.host.client.controller.clone();
+    let mut node = router.host.client.node.clone();
+
+    // 1.5 GiB asked: rounded up to whole MiB, never down; the same request twice is one disk.
+    let volume = controller
+        .create_volume(create(VOLUME, 3 * GIB / 2))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let again = controller
+        .create_volume(create(VOLUME, 3 * GIB / 2))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(volume.capacity_bytes, 3 * GIB / 2);
+    assert_eq!(again.volume_id, volume.volume_id);
+    assert_eq!(
+        std::fs::metadata(router.file(VOLUME)).unwrap().len(),
+        3 << 29
+    );
+    let err = controller
+        .create_volume(create(VOLUME, 2 * GIB))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{}", err.message());
+    let capacity = controller
+        .get_capacity(GetCapacityRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(capacity.available_capacity, (64 * GIB) - 3 * GIB / 2);
+
+    let published = controller
+        .controller_publish_volume(ControllerPublishVolumeRequest {
+            volume_id: VOLUME.into(),
+            node_id: "test-node".into(),
+            volume_capability: Some(xfs()),
+            volume_context: volume.volume_context.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .publish_context;
+    assert_eq!(
+        published["modcsi.io/nvme-nqn"],
+        format!("nqn.2000-02.com.mikrotik:{VOLUME}")
+    );
+    assert_eq!(published["modcsi.io/nvme-portals"], "192.0.2.10:4420");
+
+    let device = router.export(VOLUME);
+    let (staging, target) = (router.host.target("s"), router.host.target("t"));
+    for _ in 0..2 {
+        node.node_stage_volume(stage(VOLUME, &staging, &published))
+            .await
+            .unwrap();
+    }
+    let mut publish = requests::publish(&volume, &target, false);
+    publish.staging_target_path = staging.clone();
+    publish.publish_context = published.clone();
+    publish.volume_capability = Some(xfs());
+    node.node_publish_volume(publish.clone()).await.unwrap();
+    std::fs::write(Path::new(&target).join("data"), b"in the router's file").unwrap();
+    Command::new("sync").status().unwrap();
+
+    // Grown on the router (the file), then on the node (the filesystem, for real).
+    let grown = controller
+        .controller_expand_volume(ControllerExpandVolumeRequest {
+            volume_id: VOLUME.into(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: 2 * GIB,
+                limit_bytes: 0,
+            }),
+            volume_capability: Some(xfs()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(grown.capacity_bytes, 2 * GIB);
+    assert!(grown.node_expansion_required);
+    assert_eq!(
+        std::fs::metadata(router.file(VOLUME)).unwrap().len(),
+        2 << 30
+    );
+    Command::new("losetup")
+        .args(["-c", &device])
+        .status()
+        .unwrap();
+    let expanded = node
+        .node_expand_volume(NodeExpandVolumeRequest {
+            volume_id: VOLUME.into(),
+            volume_path: target.clone(),
+            staging_target_path: staging.clone(),
+            volume_capability: Some(xfs()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(expanded.capacity_bytes, 2 * GIB);
+
+    // A snapshot, restored into a new volume whose content matches.
+    let snapshot = controller
+        .create_snapshot(CreateSnapshotRequest {
+            source_volume_id: VOLUME.into(),
+            name: "nightly-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert_eq!(snapshot.source_volume_id, VOLUME);
+    let listed = controller
+        .list_snapshots(ListSnapshotsRequest {
+            source_volume_id: VOLUME.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.entries.len(), 1);
+    // Down on the node, every call twice (xfs will not mount the restored copy, which has
+    // the same UUID, while the original is mounted).
+    for _ in 0..2 {
+        node.node_unpublish_volume(requests::unpublish(VOLUME, &target))
+            .await
+            .unwrap();
+    }
+    for _ in 0..2 {
+        node.node_unstage_volume(unstage(VOLUME, &staging))
+            .await
+            .unwrap();
+    }
+    assert!(
+        router
+            .fabric
+            .written()
+            .iter()
+            .any(|w| w.starts_with("delete")),
+        "disconnected"
+    );
+    let mut restore = create(RESTORED, GIB);
+    restore.volume_content_source = Some(VolumeContentSource {
+        r#type: Some(volume_content_source::Type::Snapshot(
+            volume_content_source::SnapshotSource {
+                snapshot_id: snapshot.snapshot_id.clone(),
+            },
+        )),
+    });
+    let restored = controller
+        .create_volume(restore)
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(
+        restored.capacity_bytes,
+        2 * GIB,
+        "at least the snapshot's size"
+    );
+    router.export(RESTORED);
+    let restored_staging = router.host.target("rs");
+    // A public-driver style context would work too; this one carries the host's keys.
+    node.node_stage_volume(stage(RESTORED, &restored_staging, &restored.volume_context))
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(Path::new(&restored_staging).join("data")).unwrap(),
+        b"in the router's file"
+    );
+    node.node_unstage_volume(unstage(RESTORED, &restored_staging))
+        .await
+        .unwrap();
+
+    for _ in 0..2 {
+        controller
+            .controller_unpublish_volume(ControllerUnpublishVolumeRequest {
+                volume_id: VOLUME.into(),
+                node_id: "test-node".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    for _ in 0..2 {
+        controller
+            .delete_snapshot(DeleteSnapshotRequest {
+                snapshot_id: snapshot.snapshot_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        for id in [VOLUME, RESTORED] {
+            controller
+                .delete_volume(requests::delete(id))
+                .await
+                .unwrap();
+        }
+    }
+    for slot in [VOLUME, RESTORED, &snapshot.snapshot_id] {
+        assert!(!router.file(slot).exists(), "{slot}: disk and file gone");
+    }
+    let log = router.commands();
+    assert!(
+        log.contains(&format!(
+            "/file remove [find name=\"storage-pool/metal-csi/{VOLUME}.img\"]"
+        )),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn names_with_metacharacters_never_reach_the_router() {
+    let router = Router::start().await;
+    let mut controller = router.host.client.controller.clone();
+    for name in [
+        "pvc-1;reboot",
+        "pvc-$(id)",
+        "pvc-\"x\"",
+        "pvc-[find]",
+        "pvc-a b",
+    ] {
+        let err = controller
+            .create_volume(create(name, GIB))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            Code::InvalidArgument,
+            "{name}: {}",
+            err.message()
+        );
+    }
+    let mut bad_path = create("pvc-ok-1", GIB);
+    bad_path
+        .parameters
+        .insert("volumePath".into(), "/storage-pool/x y".into());
+    let err = controller.create_volume(bad_path).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    let log = router.commands();
+    for fragment in ["reboot", "$(id)", "\"x\"", "x y", "a b"] {
+        assert!(!log.contains(fragment), "{fragment} was sent: {log}");
+    }
+}
+
+#[tokio::test]
+async fn a_session_dropped_mid_create_is_unavailable_and_the_retry_finds_the_disk() {
+    let router = Router::start().await;
+    let mut controller = router.host.client.controller.clone();
+    // The router makes the disk, then the session drops before the answer.
+    router.fault("drop=disk-add\n");
+    let err = controller
+        .create_volume(create(VOLUME, GIB))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+    assert!(router.file(VOLUME).exists(), "the disk was made");
+    router.fault("");
+    let volume = controller
+        .create_volume(create(VOLUME, GIB))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(volume.capacity_bytes, GIB);
+    let adds = router
+        .commands()
+        .lines()
+        .filter(|l| l.starts_with("/disk add"))
+        .count();
+    assert_eq!(
+        adds, 1,
+        "the retry found the disk instead of adding another"
+    );
+}
+
+#[tokio::test]
+async fn a_public_driver_pv_stages_through_locate() {
+    let mut router = Router::start().await;
+    let mut controller = router.host.client.controller.clone();
+    controller.create_volume(create(VOLUME, GIB)).await.unwrap();
+    router.export(VOLUME);
+    // Only the public driver's context keys: no modcsi.io/ keys at all.
+    let context: HashMap<String, String> = [
+        ("nvmeAddress", "192.0.2.10"),
+        ("nvmePort", "4420"),
+        ("nqn", &format!("nqn.2000-02.com.mikrotik:{VOLUME}")),
+        ("volumePath", "/storage-pool/metal-csi"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let staging = router.host.target("legacy");
+    let mut request = stage(VOLUME, &staging, &HashMap::new());
+    request.volume_context = context;
+    let mut node = router.host.client.node.clone();
+    node.node_stage_volume(request).await.unwrap();
+    assert!(
+        modcsi::node::mountinfo::MountTable::read()
+            .unwrap()
+            .at(Path::new(&staging))
+            .is_some()
+    );
+    node.node_unstage_volume(unstage(VOLUME, &staging))
+        .await
+        .unwrap();
+}
