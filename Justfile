@@ -43,5 +43,6 @@ fake-rds:
 
 # Lifecycle throughput, per-call latency and driver CPU per lifecycle (a `modcsi serve` process), block-volume lifecycles on a loop device, backend-call overhead
 bench: build-backends
-    cargo build --release -p modcsi
+    cargo build --release -p modcsi --bin modcsi
+    cargo build --release -p modcsi-tests --bin fake-routeros
     cargo run --release -p modcsi-tests --bin lifecycle-bench

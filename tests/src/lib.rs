@@ -5,6 +5,7 @@
 //! remove them again when the host is dropped, even after a failed assertion.
 
 pub mod fabric;
+pub mod fake_rds;
 pub mod loop_disk;
 pub mod sshd;
 

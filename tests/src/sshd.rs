@@ -104,6 +104,7 @@ impl Sshd {
             .args(["-D", "-e", "-f"])
             .arg(self.path("sshd_config"))
             .stdin(Stdio::null())
+            .stderr(std::fs::File::create(self.path("sshd.log")).unwrap())
             .spawn()
             .expect("/usr/sbin/sshd (openssh-server)");
         self.child = Some(child);

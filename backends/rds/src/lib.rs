@@ -297,13 +297,13 @@ impl modcsi_backend_sdk::controller::Guest for Rds {
             }
             Some(ContentSource::Snapshot(snap)) => {
                 check_id(snap)?;
-                let found = find_disk(&settings, snap)?
+                let found = find_ours(&settings, snap)?
                     .ok_or_else(|| Error::NotFound(format!("snapshot {snap}")))?;
                 bytes = bytes.max(size_of(&found));
                 Some(snap.clone())
             }
         };
-        if let Some(existing) = find_disk(&settings, &id)? {
+        if let Some(existing) = find_ours(&settings, &id)? {
             let size = size_of(&existing);
             if size != bytes {
                 return Err(Error::AlreadyExists(format!(
@@ -326,7 +326,7 @@ impl modcsi_backend_sdk::controller::Guest for Rds {
             ),
         )?;
         // The router says nothing on success: check that the disk is there, at the size.
-        let created = find_disk(&settings, &id)?.ok_or_else(|| {
+        let created = find_ours(&settings, &id)?.ok_or_else(|| {
             Error::Internal(format!(
                 "volume {id}: the router accepted the disk but does not show it"
             ))
@@ -348,7 +348,7 @@ impl modcsi_backend_sdk::controller::Guest for Rds {
     ) -> Result<Validation, Error> {
         check_id(&id)?;
         let settings = Settings::load(&parameters)?;
-        find_disk(&settings, &id)?.ok_or_else(|| Error::NotFound(format!("volume {id}")))?;
+        find_ours(&settings, &id)?.ok_or_else(|| Error::NotFound(format!("volume {id}")))?;
         let multi = capabilities.iter().any(|c| {
             !matches!(
                 c.access_mode,
@@ -366,11 +366,32 @@ impl modcsi_backend_sdk::controller::Guest for Rds {
     }
 }
 
+/// Whether a disk on the router is this driver's: a volume exported under its own NQN, or a
+/// snapshot (never exported). Anything else (the router's other disks, another driver's) is
+/// left alone.
+fn is_ours(id: &str, entry: &Entry) -> bool {
+    match entry.get("nvme-tcp-server-nqn") {
+        Some(nqn) => *nqn == nqn_of(id),
+        None => id.starts_with(SNAPSHOT_PREFIX),
+    }
+}
+
+/// Finds a disk that must be this driver's.
+fn find_ours(settings: &Settings, id: &str) -> Result<Option<Entry>, Error> {
+    match find_disk(settings, id)? {
+        Some(entry) if !is_ours(id, &entry) => Err(Error::FailedPrecondition(format!(
+            "disk {id} on the router is not one this driver manages (its NQN is not {})",
+            nqn_of(id)
+        ))),
+        found => Ok(found),
+    }
+}
+
 /// Removes a disk and then its file (RouterOS keeps the file after `/disk remove`); what is
 /// already gone is success.
 fn remove_disk(id: &str) -> Result<(), Error> {
     let settings = Settings::load(&vec![])?;
-    let path = match find_disk(&settings, id)? {
+    let path = match find_ours(&settings, id)? {
         Some(entry) => entry
             .get("file-path")
             .cloned()
@@ -440,7 +461,7 @@ impl ex::publish::Guest for Rds {
     fn controller_publish(request: t::PublishRequest) -> Result<t::PublishResult, t::Error> {
         check_id(&request.volume_id).map_err(to_t)?;
         let settings = Settings::load(&request.context).map_err(to_t)?;
-        find_disk(&settings, &request.volume_id)
+        find_ours(&settings, &request.volume_id)
             .map_err(to_t)?
             .ok_or_else(|| t::Error::NotFound(format!("volume {}", request.volume_id)))?;
         let attachment = settings
@@ -467,7 +488,7 @@ impl ex::expand::Guest for Rds {
     ) -> Result<t::ExpandResult, t::Error> {
         check_id(&id).map_err(to_t)?;
         let settings = Settings::load(&vec![]).map_err(to_t)?;
-        let current = find_disk(&settings, &id)
+        let current = find_ours(&settings, &id)
             .map_err(to_t)?
             .ok_or_else(|| t::Error::NotFound(format!("volume {id}")))?;
         let now = size_of(&current);
@@ -513,14 +534,14 @@ impl ex::capacity::Guest for Rds {
     }
 }
 
-/// The router's NVMe-exported disks under this driver's NQN prefix, by slot.
+/// The router's disks this driver exported (each under its own NQN), by slot.
 fn volumes(settings: &Settings) -> Result<Vec<Entry>, Error> {
     let out = must(settings, "/disk print detail")?;
     let mut found: Vec<Entry> = routeros::parse_detail(&out)
         .into_iter()
         .filter(|e| {
-            e.get("nvme-tcp-server-nqn")
-                .is_some_and(|n| n.starts_with(NQN_PREFIX))
+            e.contains_key("nvme-tcp-server-nqn")
+                && e.get("slot").is_some_and(|slot| is_ours(slot, e))
         })
         .collect();
     found.sort_by(|a, b| a.get("slot").cmp(&b.get("slot")));
@@ -568,7 +589,7 @@ impl ex::get_volume::Guest for Rds {
     fn get_volume(id: String) -> Result<t::VolumeStatus, t::Error> {
         check_id(&id).map_err(to_t)?;
         let settings = Settings::load(&vec![]).map_err(to_t)?;
-        let entry = find_disk(&settings, &id)
+        let entry = find_ours(&settings, &id)
             .map_err(to_t)?
             .ok_or_else(|| t::Error::NotFound(format!("volume {id}")))?;
         Ok(t::VolumeStatus {
@@ -612,7 +633,7 @@ impl ex::snapshots::Guest for Rds {
         check_id(&name).map_err(to_t)?;
         let id = format!("{SNAPSHOT_PREFIX}{}", name.to_ascii_lowercase());
         let settings = Settings::load(&parameters).map_err(to_t)?;
-        if let Some(existing) = find_disk(&settings, &id).map_err(to_t)? {
+        if let Some(existing) = find_ours(&settings, &id).map_err(to_t)? {
             return match snapshot_record(&id).map_err(to_t)? {
                 Some((of, _)) if of != source => Err(t::Error::AlreadyExists(format!(
                     "snapshot {id} exists of volume {of}, not {source}"
@@ -620,7 +641,7 @@ impl ex::snapshots::Guest for Rds {
                 _ => snapshot_of(&id, &existing).map_err(to_t),
             };
         }
-        find_disk(&settings, &source)
+        find_ours(&settings, &source)
             .map_err(to_t)?
             .ok_or_else(|| t::Error::NotFound(format!("volume {source}")))?;
         // A copy-on-write copy of the source's file, not exported.
@@ -643,7 +664,7 @@ impl ex::snapshots::Guest for Rds {
             other => Err(other),
         })
         .map_err(|e| t::Error::Unavailable(format!("store: {e:?}")))?;
-        let entry = find_disk(&settings, &id).map_err(to_t)?.ok_or_else(|| {
+        let entry = find_ours(&settings, &id).map_err(to_t)?.ok_or_else(|| {
             t::Error::Internal(format!("snapshot {id} is not shown after its copy"))
         })?;
         snapshot_of(&id, &entry).map_err(to_t)

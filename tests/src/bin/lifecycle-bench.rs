@@ -2,8 +2,9 @@
 //! against a `modcsi serve` process through its socket, with 1 and 16 concurrent clients: the
 //! rate, per-call latency percentiles, and the driver's CPU time per lifecycle read from outside
 //! (/proc/<pid>/stat of the server process). Then block-volume lifecycles on a loop device
-//! (stage → publish → unpublish → unstage), what a backend call costs inside the runtime, and a
-//! durable state-store write. Prints figures; asserts nothing.
+//! (stage → publish → unpublish → unstage), the RDS backend's calls through the fake RouterOS
+//! over real SSH and what keeping the SSH connection saves, what a backend call costs inside
+//! the runtime, and a durable state-store write. Prints figures; asserts nothing.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -343,6 +344,101 @@ async fn backend_overhead() {
     );
 }
 
+/// One command over a kept SSH connection against one over a new connection each time.
+async fn ssh_reuse() {
+    use modcsi::runtime::capabilities::BackendConfig;
+    let sshd = modcsi_tests::sshd::Sshd::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("b.toml");
+    let trust = format!("known-hosts = \"{}\"", sshd.known_hosts().display());
+    std::fs::write(&file, sshd.target_config("t", &trust)).unwrap();
+    const N: u32 = 20;
+    let kept = BackendConfig::load(&file).unwrap();
+    kept.ssh()
+        .run("t", "true", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let t = Instant::now();
+    for _ in 0..N {
+        kept.ssh()
+            .run("t", "true", Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+    let reused = t.elapsed() / N;
+    let t = Instant::now();
+    for _ in 0..N {
+        let fresh = BackendConfig::load(&file).unwrap();
+        fresh
+            .ssh()
+            .run("t", "true", Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+    let new = t.elapsed() / N;
+    println!(
+        "\nssh command (`true` on a loopback OpenSSH): {} over the kept connection, {} with a new connection each ({:.1}x)",
+        us(reused),
+        us(new),
+        new.as_secs_f64() / reused.as_secs_f64()
+    );
+}
+
+/// The RDS backend's controller calls through the fake RouterOS over real SSH.
+async fn rds_calls() {
+    use modcsi_tests::fake_rds::FakeRds;
+    let fake = std::env::current_exe()
+        .unwrap()
+        .with_file_name("fake-routeros");
+    let rig = FakeRds::start(&fake).await;
+    let mut csi = rig.host.client.clone();
+    let names = [
+        "CreateVolume",
+        "ControllerExpandVolume",
+        "GetCapacity",
+        "DeleteVolume",
+    ];
+    let (mut samples, mut done) = (Samples::default(), 0);
+    let until = Instant::now() + RUN_FOR;
+    while Instant::now() < until {
+        let id = format!("pvc-bench-{done}");
+        let mut create = requests::create(&id);
+        create.capacity_range.as_mut().unwrap().required_bytes = 1 << 30;
+        samples
+            .time(0, csi.controller.create_volume(create))
+            .await
+            .unwrap();
+        let expand = ControllerExpandVolumeRequest {
+            volume_id: id.clone(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: 2 << 30,
+                limit_bytes: 0,
+            }),
+            ..Default::default()
+        };
+        samples
+            .time(1, csi.controller.controller_expand_volume(expand))
+            .await
+            .unwrap();
+        let capacity = GetCapacityRequest::default();
+        samples
+            .time(2, csi.controller.get_capacity(capacity))
+            .await
+            .unwrap();
+        samples
+            .time(3, csi.controller.delete_volume(requests::delete(&id)))
+            .await
+            .unwrap();
+        done += 1;
+    }
+    let commands = rig.commands().lines().count();
+    println!(
+        "\nRDS through the fake RouterOS over SSH: {done} create/expand/capacity/delete rounds in {RUN_FOR:?}, {:.1} RouterOS commands per round",
+        commands as f64 / done.max(1) as f64
+    );
+    Samples::print(&[samples], &names);
+}
+
 /// Latency of one durable compare-and-swap write to the embedded state store.
 fn store_writes() {
     use modcsi::state::{EmbeddedStore, StateStore};
@@ -380,6 +476,8 @@ async fn main() {
     }
     drop(server);
     block_lifecycles().await;
+    ssh_reuse().await;
+    rds_calls().await;
     backend_overhead().await;
     store_writes();
 }

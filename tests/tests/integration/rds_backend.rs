@@ -6,121 +6,20 @@
 //! is UNAVAILABLE and the retry finds the disk, and a public-driver PV stages through `locate`.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
-use std::time::Duration;
 
-use modcsi::node::device::DeviceDirs;
-use modcsi::node::nvme::Nvme;
 use modcsi::proto::volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode};
 use modcsi::proto::*;
-use modcsi_tests::fabric::TestFabric;
-use modcsi_tests::sshd::Sshd;
-use modcsi_tests::{RDS, TestHost, requests};
+use modcsi_tests::fake_rds::FakeRds;
+use modcsi_tests::requests;
 use tonic::Code;
 
 const GIB: i64 = 1 << 30;
 
-/// A fake router (sshd + fake-routeros), its state directory and the host driving it.
-struct Router {
-    sshd: Sshd,
-    state: tempfile::TempDir,
-    fabric: Arc<TestFabric>,
-    host: TestHost,
-    loops: Vec<String>,
-}
-
-impl Router {
-    async fn start() -> Self {
-        let state = tempfile::tempdir().unwrap();
-        let forced = format!(
-            "{} --state {}",
-            env!("CARGO_BIN_EXE_fake-routeros"),
-            state.path().display()
-        );
-        let sshd = Sshd::start(Some(&forced));
-        let config = state.path().join("backend.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[rds]\nnvme-address = \"192.0.2.10\"\n\n{}",
-                sshd.target_config(
-                    "rds",
-                    &format!("known-hosts = \"{}\"", sshd.known_hosts().display())
-                )
-            ),
-        )
-        .unwrap();
-        let fabric = Arc::new(TestFabric::default());
-        let f = fabric.clone();
-        let host = TestHost::start_with(RDS, move |c| {
-            c.backend_config = Some(config);
-            c.devices = DeviceDirs {
-                by_id: PathBuf::from("/nonexistent"),
-                sysfs: f.sysfs().to_owned(),
-                wait: Duration::from_secs(2),
-                nvme: Nvme {
-                    fabric: f,
-                    managed_prefix: Some("nqn.2000-02.com.mikrotik:pvc-".into()),
-                    host_nqn: None,
-                },
-            };
-        })
-        .await;
-        Self {
-            sshd,
-            state,
-            fabric,
-            host,
-            loops: vec![],
-        }
-    }
-
-    /// The router's file for `slot`.
-    fn file(&self, slot: &str) -> PathBuf {
-        self.state
-            .path()
-            .join("files/storage-pool/metal-csi")
-            .join(format!("{slot}.img"))
-    }
-
-    /// Serves the router's file of `slot` on the test fabric under its NQN (what the router's
-    /// NVMe/TCP export does), as a loop device.
-    fn export(&mut self, slot: &str) -> String {
-        let out = Command::new("losetup")
-            .args(["-f", "--show"])
-            .arg(self.file(slot))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let device = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-        self.fabric
-            .export(&format!("nqn.2000-02.com.mikrotik:{slot}"), 1, &device);
-        self.loops.push(device.clone());
-        device
-    }
-
-    fn commands(&self) -> String {
-        std::fs::read_to_string(self.state.path().join("commands.log")).unwrap_or_default()
-    }
-
-    fn fault(&self, faults: &str) {
-        std::fs::write(self.state.path().join("faults"), faults).unwrap();
-    }
-}
-
-impl Drop for Router {
-    fn drop(&mut self) {
-        for device in &self.loops {
-            let _ = Command::new("losetup").args(["-d", device]).status();
-        }
-        let _ = &self.sshd;
-    }
+/// The fake router and a host driving it.
+async fn router() -> FakeRds {
+    FakeRds::start(Path::new(env!("CARGO_BIN_EXE_fake-routeros"))).await
 }
 
 fn create(name: &str, bytes: i64) -> CreateVolumeRequest {
@@ -166,7 +65,7 @@ const RESTORED: &str = "pvc-7b8c9d0e-1f2a-4b3c-9d4e-5f6a7b8c9d0e";
 
 #[tokio::test]
 async fn a_volume_lives_in_the_routers_file_from_create_to_delete() {
-    let mut router = Router::start().await;
+    let mut router = router().await;
     let mut controller = router.host.client.controller.clone();
     let mut node = router.host.client.node.clone();
 
@@ -388,7 +287,7 @@ async fn a_volume_lives_in_the_routers_file_from_create_to_delete() {
 
 #[tokio::test]
 async fn names_with_metacharacters_never_reach_the_router() {
-    let router = Router::start().await;
+    let router = router().await;
     let mut controller = router.host.client.controller.clone();
     for name in [
         "pvc-1;reboot",
@@ -422,7 +321,7 @@ async fn names_with_metacharacters_never_reach_the_router() {
 
 #[tokio::test]
 async fn a_session_dropped_mid_create_is_unavailable_and_the_retry_finds_the_disk() {
-    let router = Router::start().await;
+    let router = router().await;
     let mut controller = router.host.client.controller.clone();
     // The router makes the disk, then the session drops before the answer.
     router.fault("drop=disk-add\n");
@@ -454,7 +353,7 @@ async fn a_session_dropped_mid_create_is_unavailable_and_the_retry_finds_the_dis
 
 #[tokio::test]
 async fn a_public_driver_pv_stages_through_locate() {
-    let mut router = Router::start().await;
+    let mut router = router().await;
     let mut controller = router.host.client.controller.clone();
     controller.create_volume(create(VOLUME, GIB)).await.unwrap();
     router.export(VOLUME);
@@ -482,4 +381,69 @@ async fn a_public_driver_pv_stages_through_locate() {
     node.node_unstage_volume(unstage(VOLUME, &staging))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn the_routers_other_disks_are_left_alone() {
+    let router = router().await;
+    let mut controller = router.host.client.controller.clone();
+    controller.create_volume(create(VOLUME, GIB)).await.unwrap();
+    // A disk the driver did not make: the node's own root disk, say.
+    let foreign = Command::new(env!("CARGO_BIN_EXE_fake-routeros"))
+        .arg("--state")
+        .arg(router.state.path())
+        .env(
+            "SSH_ORIGINAL_COMMAND",
+            "/disk add type=file file-path=/storage-pool/root.img file-size=1G slot=node-root \
+             nvme-tcp-export=yes nvme-tcp-server-port=4420 \
+             nvme-tcp-server-nqn=nqn.2000-02.com.mikrotik:node-root-disk",
+        )
+        .status()
+        .unwrap();
+    assert!(foreign.success());
+    let listed = controller
+        .list_volumes(ListVolumesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<_> = listed
+        .entries
+        .iter()
+        .filter_map(|e| e.volume.as_ref().map(|v| v.volume_id.as_str()))
+        .collect();
+    assert_eq!(ids, [VOLUME], "only this driver's volumes are listed");
+    let err = controller
+        .delete_volume(requests::delete("node-root"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(
+        router
+            .state
+            .path()
+            .join("files/storage-pool/root.img")
+            .exists()
+    );
+    // A clone is refused, with the way to do it instead.
+    let mut clone = create("pvc-clone-1", GIB);
+    clone.volume_content_source = Some(VolumeContentSource {
+        r#type: Some(volume_content_source::Type::Volume(
+            volume_content_source::VolumeSource {
+                volume_id: VOLUME.into(),
+            },
+        )),
+    });
+    let err = controller.create_volume(clone).await.unwrap_err();
+    assert!(
+        matches!(err.code(), Code::InvalidArgument | Code::Unimplemented),
+        "{}",
+        err.message()
+    );
+    // Outside the sizes RouterOS takes: OUT_OF_RANGE, nothing sent.
+    let err = controller
+        .create_volume(create("pvc-huge-1", 17 << 40))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange, "{}", err.message());
+    assert!(!router.commands().contains("pvc-huge-1"));
 }
