@@ -447,3 +447,51 @@ async fn the_routers_other_disks_are_left_alone() {
     assert_eq!(err.code(), Code::OutOfRange, "{}", err.message());
     assert!(!router.commands().contains("pvc-huge-1"));
 }
+
+#[tokio::test]
+async fn router_errors_and_slow_answers_are_reported_not_hidden() {
+    let router = router().await;
+    let mut controller = router.host.client.controller.clone();
+    controller.create_volume(create(VOLUME, GIB)).await.unwrap();
+    // RouterOS refuses: the call fails naming the router's words, the disk keeps its size.
+    router.fault("fail=disk-set\n");
+    let expand = ControllerExpandVolumeRequest {
+        volume_id: VOLUME.into(),
+        capacity_range: Some(CapacityRange {
+            required_bytes: 2 * GIB,
+            limit_bytes: 0,
+        }),
+        ..Default::default()
+    };
+    let err = controller
+        .controller_expand_volume(expand.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Internal, "{}", err.message());
+    assert!(
+        err.message().contains("failure: injected"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(
+        std::fs::metadata(router.file(VOLUME)).unwrap().len(),
+        1 << 30
+    );
+    // The router answers later than the caller waits: the caller's deadline bounds the call.
+    router.fault("slow=3000\n");
+    let mut request = tonic::Request::new(expand);
+    request.set_timeout(std::time::Duration::from_millis(700));
+    let err = controller
+        .controller_expand_volume(request)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.code(),
+            Code::DeadlineExceeded | Code::Unavailable | Code::Cancelled
+        ),
+        "{:?}: {}",
+        err.code(),
+        err.message()
+    );
+}
