@@ -4,6 +4,7 @@
 pub mod authority;
 pub mod client;
 pub mod csi;
+pub mod fencing;
 pub mod node;
 pub mod runtime;
 pub mod serve;

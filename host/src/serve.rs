@@ -193,6 +193,7 @@ impl Server {
             node_ops: NodeOps::new(config.max_node_operations),
             devices: config.devices,
             locks: OperationLocks::default(),
+            fencing: crate::fencing::Fencing::new(state.clone()),
             state,
             records: Arc::new(records),
             tokens: ListTokens::default(),

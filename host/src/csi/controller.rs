@@ -1,6 +1,7 @@
 //! Controller: volume lifecycle, delegated to the backend with the host's validation around it.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
@@ -338,8 +339,29 @@ impl Controller for ControllerService {
             .0
             .node_attributes(node)
             .map_err(Self::store_error(&subject))?;
-        let _guard = self.0.lock(id)?;
-        let published = self
+        // Fencing: one decision at a time per volume, recorded before the backend publishes.
+        let fencing = &self.0.fencing;
+        let turn = fencing.turn(id).await;
+        let admitted = fencing
+            .admit(
+                &turn,
+                &crate::fencing::Request {
+                    volume: id,
+                    node,
+                    capability: &capability,
+                    readonly: r.readonly,
+                    migration_window: r
+                        .volume_context
+                        .get(crate::fencing::MIGRATION_KEY)
+                        .and_then(|v| v.parse().ok())
+                        .map_or(
+                            crate::fencing::DEFAULT_MIGRATION_WINDOW,
+                            Duration::from_secs,
+                        ),
+                },
+            )
+            .map_err(CsiError::from)?;
+        let published = match self
             .0
             .backend
             .controller_publish(
@@ -355,7 +377,21 @@ impl Controller for ControllerService {
                 timeout,
             )
             .await
-            .map_err(Self::backend_error(subject.clone()))?;
+        {
+            Ok(published) => published,
+            Err(e) => {
+                if admitted == crate::fencing::Admitted::New
+                    && let Err(undo) = fencing.forget(&turn, id, Some(node))
+                {
+                    tracing::error!(
+                        volume = id,
+                        node,
+                        "cannot undo a failed publish's record: {undo}"
+                    );
+                }
+                return Err(Self::backend_error(subject.clone())(e).into());
+            }
+        };
         let publish_context = rules::host_context(
             self.backend_name(),
             &subject,
@@ -380,7 +416,7 @@ impl Controller for ControllerService {
             validate::node_id(&r.node_id).map_err(CsiError::from)?;
         }
         rules::map_from_co("secrets", &r.secrets)?;
-        let _guard = self.0.lock(id)?;
+        let turn = self.0.fencing.turn(id).await;
         self.0
             .backend
             .controller_unpublish(
@@ -391,6 +427,12 @@ impl Controller for ControllerService {
             )
             .await
             .map_err(Self::backend_error(format!("volume {id}")))?;
+        // An empty node id detaches the volume from every node.
+        let node = (!r.node_id.is_empty()).then_some(r.node_id.as_str());
+        self.0
+            .fencing
+            .forget(&turn, id, node)
+            .map_err(CsiError::from)?;
         tracing::info!(volume = id, node = %r.node_id, "volume unpublished from node");
         Ok(Response::new(ControllerUnpublishVolumeResponse {}))
     }

@@ -24,6 +24,8 @@ pub enum CsiError {
     Backend { subject: String, source: CallError },
     #[error("volume {volume}: {source}")]
     Node { volume: String, source: NodeError },
+    #[error(transparent)]
+    Fence(#[from] crate::fencing::FenceError),
     #[error("{0}: another operation on it is in progress")]
     Pending(String),
     #[error("{0}")]
@@ -68,6 +70,11 @@ impl CsiError {
                     ConfinedError::Sys { .. } => Code::Internal,
                 },
                 _ => Code::Internal,
+            },
+            CsiError::Fence(f) => match f {
+                crate::fencing::FenceError::Held { .. } => Code::FailedPrecondition,
+                crate::fencing::FenceError::Incompatible { .. } => Code::AlreadyExists,
+                crate::fencing::FenceError::Store { .. } => Code::Unavailable,
             },
             CsiError::Pending(_) => Code::Aborted,
             CsiError::NotFound(_) => Code::NotFound,

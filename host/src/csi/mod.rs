@@ -64,6 +64,8 @@ pub struct Driver {
     pub locks: OperationLocks,
     pub state: Arc<dyn StateStore>,
     pub records: Arc<Records>,
+    /// Which nodes each volume is published to, and who may join.
+    pub fencing: crate::fencing::Fencing,
     pub tokens: ListTokens,
 }
 

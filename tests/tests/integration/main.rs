@@ -7,6 +7,7 @@ mod backend_conformance;
 mod controller_forwarding;
 mod csi_lifecycle;
 mod csi_rules;
+mod fencing;
 mod node_block;
 mod node_hung_mount;
 mod node_local_size;
