@@ -77,17 +77,7 @@ impl FakeRds {
     /// Serves the router's file of `slot` on the test fabric under its NQN (what the router's
     /// NVMe/TCP export does), as a loop device.
     pub fn export(&mut self, slot: &str) -> String {
-        let out = Command::new("losetup")
-            .args(["-f", "--show"])
-            .arg(self.file(slot))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let device = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let device = crate::loop_disk::attach(&self.file(slot));
         self.fabric
             .export(&format!("nqn.2000-02.com.mikrotik:{slot}"), 1, &device);
         self.loops.push(device.clone());

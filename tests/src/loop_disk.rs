@@ -9,21 +9,26 @@ pub struct LoopDisk {
     pub file: tempfile::NamedTempFile,
 }
 
+/// Attaches `file` to a free loop device; returns the device (the caller detaches it).
+pub fn attach(file: &Path) -> String {
+    let out = Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "losetup: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 impl LoopDisk {
     pub fn new(by_id: &Path, name: &str, mib: u64) -> Self {
         let file = tempfile::NamedTempFile::new().unwrap();
         file.as_file().set_len(mib << 20).unwrap();
-        let out = Command::new("losetup")
-            .args(["-f", "--show"])
-            .arg(file.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let device = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let device = attach(file.path());
         std::fs::create_dir_all(by_id).unwrap();
         std::os::unix::fs::symlink(&device, by_id.join(name)).unwrap();
         Self { device, file }

@@ -42,11 +42,6 @@ impl LocalDirs {
         Ok(Self { root, quota })
     }
 
-    /// Whether volume sizes are enforced.
-    pub fn enforces_sizes(&self) -> bool {
-        self.quota
-    }
-
     pub fn path(&self, volume_id: &str) -> PathBuf {
         self.root.join(volume_id)
     }

@@ -425,12 +425,7 @@ async fn the_next_stage_recovers_a_renumbered_disk_and_applies_the_mount_group()
     // device over a copy of the image, and the by-id name now leads there.
     let copy = tempfile::NamedTempFile::new().unwrap();
     std::fs::copy(first.file.path(), copy.path()).unwrap();
-    let out = Command::new("losetup")
-        .args(["-f", "--show"])
-        .arg(copy.path())
-        .output()
-        .unwrap();
-    let second = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let second = modcsi_tests::loop_disk::attach(copy.path());
     std::fs::remove_file(by_id.path().join("moving")).unwrap();
     std::os::unix::fs::symlink(&second, by_id.path().join("moving")).unwrap();
 
