@@ -7,6 +7,7 @@
 pub mod fabric;
 pub mod fake_rds;
 pub mod loop_disk;
+pub mod process;
 pub mod sshd;
 
 use std::path::{Path, PathBuf};

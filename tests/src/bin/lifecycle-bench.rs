@@ -7,7 +7,6 @@
 //! the runtime, and a durable state-store write. Prints figures; asserts nothing.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use modcsi::client::CsiClient;
@@ -15,6 +14,7 @@ use modcsi::proto::volume_capability::{AccessMode, AccessType, MountVolume, acce
 use modcsi::proto::*;
 use modcsi::runtime::{Backend, RuntimeOptions};
 use modcsi_tests::loop_disk::LoopDisk;
+use modcsi_tests::process::ServeProcess;
 use modcsi_tests::{NODE_LOCAL_CACHE, RULE_BREAKER, TestHost, component, requests};
 
 const RUN_FOR: Duration = Duration::from_secs(3);
@@ -100,96 +100,7 @@ fn us(d: Duration) -> String {
     format!("{:.0} µs", d.as_secs_f64() * 1e6)
 }
 
-/// A `modcsi serve` process with node-local-cache, in its own temporary root.
-struct Server {
-    child: Child,
-    root: tempfile::TempDir,
-    client: CsiClient,
-}
-
-impl Server {
-    async fn start() -> Self {
-        let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/modcsi");
-        assert!(
-            binary.is_file(),
-            "{} is missing: `just bench` builds it",
-            binary.display()
-        );
-        let root = tempfile::tempdir().unwrap();
-        let base = std::fs::canonicalize(root.path()).unwrap();
-        std::fs::create_dir_all(base.join("targets")).unwrap();
-        let endpoint = format!("unix://{}/csi.sock", base.display());
-        let child = Command::new(binary)
-            .args([
-                "serve",
-                "--driver-name",
-                "bench.modcsi.io",
-                "--node-id",
-                "bench",
-            ])
-            .arg("--backend")
-            .arg(component(NODE_LOCAL_CACHE))
-            .args(["--endpoint", &endpoint])
-            .arg("--state-dir")
-            .arg(base.join("state"))
-            .arg("--kubelet-root")
-            .arg(&base)
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .expect("start modcsi serve");
-        let started = Instant::now();
-        let client = loop {
-            if let Ok(client) = CsiClient::connect(&endpoint).await
-                && client.identity.clone().probe(ProbeRequest {}).await.is_ok()
-            {
-                break client;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "the server did not come up"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        Self {
-            child,
-            root,
-            client,
-        }
-    }
-
-    fn targets(&self) -> PathBuf {
-        std::fs::canonicalize(self.root.path())
-            .unwrap()
-            .join("targets")
-    }
-
-    /// User + system CPU time the server process has used.
-    fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        // Fields after the command name: state is the 3rd field, utime the 14th, stime the 15th.
-        let fields: Vec<u64> = stat[stat.rfind(')').unwrap() + 2..]
-            .split_whitespace()
-            .map(|f| f.parse().unwrap_or(0))
-            .collect();
-        let ticks = fields[11] + fields[12];
-        let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-            .unwrap()
-            .unwrap() as u64;
-        Duration::from_micros(ticks * 1_000_000 / per_second)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
-    }
-}
-
-async fn lifecycles(server: &Server, clients: usize) {
+async fn lifecycles(server: &ServeProcess, clients: usize) {
     let until = Instant::now() + RUN_FOR;
     let (started, cpu_before) = (Instant::now(), server.cpu());
     // One task per client, so clients run in parallel on both cores.
@@ -439,6 +350,52 @@ async fn rds_calls() {
     Samples::print(&[samples], &names);
 }
 
+/// Fencing decisions under contention: 16 clients publishing one single-node volume to their
+/// own nodes (one holds it, every other call is refused after reading the durable record).
+async fn fencing_decisions() {
+    use modcsi::proto::volume_capability::access_mode::Mode;
+    let host = TestHost::start(modcsi_tests::RULE_BREAKER).await;
+    let volume = host
+        .client
+        .controller
+        .clone()
+        .create_volume(requests::create("contended"))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let until = Instant::now() + RUN_FOR;
+    let tasks: Vec<_> = (0..16)
+        .map(|client| {
+            let mut c = host.client.controller.clone();
+            let volume = volume.clone();
+            tokio::spawn(async move {
+                let mut decided = 0u64;
+                while Instant::now() < until {
+                    let request = ControllerPublishVolumeRequest {
+                        volume_id: volume.volume_id.clone(),
+                        node_id: format!("node-{client}"),
+                        volume_capability: Some(requests::mount_capability(Mode::SingleNodeWriter)),
+                        ..Default::default()
+                    };
+                    let _ = c.controller_publish_volume(request).await;
+                    decided += 1;
+                }
+                decided
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.unwrap();
+    }
+    println!(
+        "\nfencing: {total} publish decisions on one contended volume from 16 clients in {RUN_FOR:?} = {:.0}/s",
+        total as f64 / RUN_FOR.as_secs_f64()
+    );
+}
+
 /// Latency of one durable compare-and-swap write to the embedded state store.
 fn store_writes() {
     use modcsi::state::{EmbeddedStore, StateStore};
@@ -470,12 +427,20 @@ async fn main() {
     println!(
         "modcsi benchmark: node-local-cache against a `modcsi serve` process, real bind mounts, {RUN_FOR:?} per run"
     );
-    let server = Server::start().await;
+    let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/modcsi");
+    assert!(
+        binary.is_file(),
+        "{} is missing: `just bench` builds it",
+        binary.display()
+    );
+    let root = tempfile::tempdir().unwrap();
+    let server = ServeProcess::start(&binary, NODE_LOCAL_CACHE, root.path()).await;
     for clients in [1, 16] {
         lifecycles(&server, clients).await;
     }
     drop(server);
     block_lifecycles().await;
+    fencing_decisions().await;
     ssh_reuse().await;
     rds_calls().await;
     backend_overhead().await;

@@ -1,0 +1,95 @@
+//! A `modcsi serve` process (the real binary) on a socket under a root directory the caller
+//! owns, with its CPU time read from outside.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use modcsi::client::CsiClient;
+use modcsi::proto::ProbeRequest;
+
+use crate::{component, shared_cache_dir};
+
+pub struct ServeProcess {
+    child: Child,
+    root: PathBuf,
+    pub client: CsiClient,
+}
+
+impl ServeProcess {
+    /// Starts `binary serve` with the backend component `backend`, its state in `root/state`,
+    /// targets under `root/targets` (the kubelet root is `root`).
+    pub async fn start(binary: &Path, backend: &str, root: &Path) -> Self {
+        let root = std::fs::canonicalize(root).unwrap();
+        std::fs::create_dir_all(root.join("targets")).unwrap();
+        let endpoint = format!("unix://{}/csi.sock", root.display());
+        let child = Command::new(binary)
+            .args([
+                "serve",
+                "--driver-name",
+                "test.modcsi.io",
+                "--node-id",
+                "test-node",
+            ])
+            .arg("--backend")
+            .arg(component(backend))
+            .args(["--endpoint", &endpoint])
+            .arg("--state-dir")
+            .arg(root.join("state"))
+            .arg("--kubelet-root")
+            .arg(&root)
+            // Precompiled components shared with the in-process hosts (same engine config).
+            .arg("--cache-dir")
+            .arg(shared_cache_dir())
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("start modcsi serve");
+        let started = Instant::now();
+        let client = loop {
+            if let Ok(client) = CsiClient::connect(&endpoint).await
+                && client.identity.clone().probe(ProbeRequest {}).await.is_ok()
+            {
+                break client;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the server did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        Self {
+            child,
+            root,
+            client,
+        }
+    }
+
+    pub fn targets(&self) -> PathBuf {
+        self.root.join("targets")
+    }
+
+    /// User + system CPU time the server process has used.
+    pub fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the command name: state is the 3rd field, utime the 14th, stime the 15th.
+        let fields: Vec<u64> = stat[stat.rfind(')').unwrap() + 2..]
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        let ticks = fields[11] + fields[12];
+        let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .unwrap()
+            .unwrap() as u64;
+        Duration::from_micros(ticks * 1_000_000 / per_second)
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
