@@ -220,20 +220,43 @@ impl Server {
         let node = mode
             .serves_node()
             .then(|| NodeServer::new(NodeService(self.driver.clone())));
-        let result = tonic::transport::Server::builder()
+        // Shutdown stops accepting and lets calls in flight finish, but a client that keeps its
+        // connection open (kubelet does) must not hold the process past the drain time.
+        let (fired, heard) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            shutdown.await;
+            let _ = fired.send(());
+        };
+        let serve = tonic::transport::Server::builder()
             .add_service(IdentityServer::new(IdentityService(self.driver.clone())))
             .add_optional_service(controller)
             .add_optional_service(node)
             .serve_with_incoming_shutdown(
                 UnixListenerStream::new(self.listener).map(|s| s.map(AuthorityFix::new)),
                 shutdown,
-            )
-            .await;
+            );
+        let drained = async {
+            if heard.await.is_ok() {
+                tokio::time::sleep(DRAIN).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let result = tokio::select! {
+            result = serve => result,
+            () = drained => {
+                tracing::warn!("connections still open {DRAIN:?} after shutdown; stopping anyway");
+                Ok(())
+            }
+        };
         let _ = std::fs::remove_file(&self.socket);
         tracing::info!("stopped");
         Ok(result?)
     }
 }
+
+/// How long shutdown waits for open connections to finish.
+const DRAIN: Duration = Duration::from_secs(5);
 
 /// Binds the socket, replacing a stale one left by a crash but never a live server's.
 async fn bind(path: &Path) -> Result<UnixListener, ServeError> {

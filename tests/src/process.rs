@@ -1,5 +1,6 @@
 //! A `modcsi serve` process (the real binary) on a socket under a root directory the caller
-//! owns, with its CPU time read from outside.
+//! owns: it can be killed (SIGKILL) and started again on the same state, and its CPU time is
+//! read from outside. Dropping it stops it (SIGTERM) and waits.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -81,6 +82,14 @@ impl ServeProcess {
             .unwrap()
             .unwrap() as u64;
         Duration::from_micros(ticks * 1_000_000 / per_second)
+    }
+}
+
+impl ServeProcess {
+    /// Kills the process outright (SIGKILL), as a crash or an OOM kill would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

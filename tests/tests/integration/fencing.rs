@@ -2,7 +2,7 @@
 //! rule-breaker test backend): of many concurrent publishes to different nodes exactly one wins,
 //! the same node again is idempotent, an incompatible republish is ALREADY_EXISTS, unpublish is
 //! idempotent (an empty node detaches all), a live migration gets two nodes for its window and
-//! no third, and a restarted host on the same state fences as before.
+//! no third, and a host killed with SIGKILL and restarted on the same state fences as before.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use modcsi::proto::volume_capability::access_mode::Mode;
 use modcsi::proto::*;
+use modcsi_tests::process::ServeProcess;
 use modcsi_tests::{RULE_BREAKER, TestHost, requests};
 use tonic::Code;
 
@@ -164,40 +165,36 @@ async fn a_live_migration_gets_two_nodes_for_its_window_and_no_third() {
         .unwrap();
 }
 
+/// The `modcsi` binary of this workspace build.
+fn modcsi_binary() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/modcsi")
+}
+
 #[tokio::test]
-async fn a_restarted_host_fences_as_before() {
-    let state = tempfile::tempdir().unwrap();
-    let state_dir = state.path().join("state");
-    let v = {
-        let dir = state_dir.clone();
-        let host = TestHost::start_with(RULE_BREAKER, move |c| c.state_dir = dir).await;
-        let v = volume(&host, "kept").await;
-        host.client
-            .controller
-            .clone()
-            .controller_publish_volume(publish(&v, "node-a", rwo()))
-            .await
-            .unwrap();
-        v
-    };
-    assert!(Path::new(&state_dir).join("state.redb").exists());
-    // The first host lets go of its state directory once its server task has ended.
-    let lock = state_dir.join("modcsi.lock");
-    for _ in 0..250 {
-        let file = std::fs::File::open(&lock).unwrap();
-        if nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let dir = state_dir.clone();
-    let host = TestHost::start_with(RULE_BREAKER, move |c| c.state_dir = dir).await;
-    let err = host
-        .client
-        .controller
-        .clone()
+async fn a_host_killed_and_restarted_fences_as_before() {
+    let root = tempfile::tempdir().unwrap();
+    let mut first = ServeProcess::start(&modcsi_binary(), RULE_BREAKER, root.path()).await;
+    let mut c = first.client.controller.clone();
+    let v = c
+        .create_volume(requests::create("kept"))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    c.controller_publish_volume(publish(&v, "node-a", rwo()))
+        .await
+        .unwrap();
+    first.kill();
+    let second = ServeProcess::start(&modcsi_binary(), RULE_BREAKER, root.path()).await;
+    let mut c = second.client.controller.clone();
+    let err = c
         .controller_publish_volume(publish(&v, "node-b", rwo()))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(err.message().contains("node-a"), "{}", err.message());
+    c.controller_publish_volume(publish(&v, "node-a", rwo()))
+        .await
+        .unwrap();
 }
