@@ -26,6 +26,11 @@ pub struct FakeRds {
 impl FakeRds {
     /// Starts the router (`fake` is the fake-routeros binary) and a host for it.
     pub async fn start(fake: &Path) -> Self {
+        Self::start_with(fake, Duration::from_secs(10)).await
+    }
+
+    /// Like [`FakeRds::start`], with the host's bound on one backend call.
+    pub async fn start_with(fake: &Path, call_timeout: Duration) -> Self {
         let state = tempfile::tempdir().unwrap();
         let forced = format!("{} --state {}", fake.display(), state.path().display());
         let sshd = Sshd::start(Some(&forced));
@@ -45,6 +50,7 @@ impl FakeRds {
         let f = fabric.clone();
         let host = TestHost::start_with(RDS, move |c| {
             c.backend_config = Some(config);
+            c.call_timeout = call_timeout;
             c.devices = DeviceDirs {
                 by_id: PathBuf::from("/nonexistent"),
                 sysfs: f.sysfs().to_owned(),

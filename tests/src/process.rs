@@ -11,6 +11,14 @@ use modcsi::proto::ProbeRequest;
 
 use crate::{component, shared_cache_dir};
 
+/// The fields of `/proc/<pid>/stat` after the command name: `[0]` is the state, `[1]` the
+/// parent, `[11]` and `[12]` user and system time in clock ticks.
+pub fn proc_stat(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
 pub struct ServeProcess {
     child: Child,
     root: PathBuf,
@@ -71,13 +79,8 @@ impl ServeProcess {
 
     /// User + system CPU time the server process has used.
     pub fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
-        // Fields after the command name: state is the 3rd field, utime the 14th, stime the 15th.
-        let fields: Vec<u64> = stat[stat.rfind(')').unwrap() + 2..]
-            .split_whitespace()
-            .map(|f| f.parse().unwrap_or(0))
-            .collect();
-        let ticks = fields[11] + fields[12];
+        let fields = proc_stat(self.child.id()).expect("the server process is alive");
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
         let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
             .unwrap()
             .unwrap() as u64;

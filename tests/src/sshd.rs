@@ -32,11 +32,9 @@ fn children(pid: u32) -> Vec<u32> {
         .flatten()
         .filter_map(|e| {
             let child: u32 = e.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-            let parent: u32 = stat[stat.rfind(')')? + 2..]
-                .split_whitespace()
-                .nth(1)?
-                .parse()
+            let parent = crate::process::proc_stat(child)?
+                .get(1)?
+                .parse::<u32>()
                 .ok()?;
             (parent == pid).then_some(child)
         })

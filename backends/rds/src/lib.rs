@@ -79,7 +79,7 @@ fn safe(what: &str, value: &str) -> Result<(), Error> {
 }
 
 impl Settings {
-    fn load(parameters: &KeyValues) -> Result<Self, Error> {
+    fn load(parameters: &[(String, String)]) -> Result<Self, Error> {
         let get = |param: &str, key: &str| {
             lookup(parameters, param)
                 .map(str::to_owned)
@@ -269,7 +269,7 @@ impl modcsi_backend_sdk::identity::Guest for Rds {
     }
 
     fn probe() -> Result<(), Error> {
-        let settings = Settings::load(&vec![])?;
+        let settings = Settings::load(&[])?;
         must(&settings, "/system identity print").map(drop)
     }
 }
@@ -390,7 +390,7 @@ fn find_ours(settings: &Settings, id: &str) -> Result<Option<Entry>, Error> {
 /// Removes a disk and then its file (RouterOS keeps the file after `/disk remove`); what is
 /// already gone is success.
 fn remove_disk(id: &str) -> Result<(), Error> {
-    let settings = Settings::load(&vec![])?;
+    let settings = Settings::load(&[])?;
     let path = match find_ours(&settings, id)? {
         Some(entry) => entry
             .get("file-path")
@@ -487,7 +487,7 @@ impl ex::expand::Guest for Rds {
         _: KeyValues,
     ) -> Result<t::ExpandResult, t::Error> {
         check_id(&id).map_err(to_t)?;
-        let settings = Settings::load(&vec![]).map_err(to_t)?;
+        let settings = Settings::load(&[]).map_err(to_t)?;
         let current = find_ours(&settings, &id)
             .map_err(to_t)?
             .ok_or_else(|| t::Error::NotFound(format!("volume {id}")))?;
@@ -563,7 +563,7 @@ fn page<T>(items: Vec<T>, id: impl Fn(&T) -> &str, max: u32, token: &str) -> (Ve
 
 impl ex::list_volumes::Guest for Rds {
     fn list_volumes(max_entries: u32, starting_token: String) -> Result<t::VolumePage, t::Error> {
-        let settings = Settings::load(&vec![]).map_err(to_t)?;
+        let settings = Settings::load(&[]).map_err(to_t)?;
         let all = volumes(&settings).map_err(to_t)?;
         let (entries, next_token) = page(
             all,
@@ -588,7 +588,7 @@ impl ex::list_volumes::Guest for Rds {
 impl ex::get_volume::Guest for Rds {
     fn get_volume(id: String) -> Result<t::VolumeStatus, t::Error> {
         check_id(&id).map_err(to_t)?;
-        let settings = Settings::load(&vec![]).map_err(to_t)?;
+        let settings = Settings::load(&[]).map_err(to_t)?;
         let entry = find_ours(&settings, &id)
             .map_err(to_t)?
             .ok_or_else(|| t::Error::NotFound(format!("volume {id}")))?;
@@ -688,7 +688,7 @@ impl ex::snapshots::Guest for Rds {
         filter: t::SnapshotFilter,
         _: KeyValues,
     ) -> Result<t::SnapshotPage, t::Error> {
-        let settings = Settings::load(&vec![]).map_err(to_t)?;
+        let settings = Settings::load(&[]).map_err(to_t)?;
         let out = must(
             &settings,
             &format!("/disk print detail where slot~\"{SNAPSHOT_PREFIX}\""),
@@ -726,7 +726,7 @@ impl ex::locate::Guest for Rds {
     /// A public-driver PV: its volume context names the portal and the NQN.
     fn locate(id: String, context: KeyValues) -> Result<t::Attachment, t::Error> {
         check_id(&id).map_err(to_t)?;
-        let mut settings = Settings::load(&vec![]).map_err(to_t)?;
+        let mut settings = Settings::load(&[]).map_err(to_t)?;
         if let Some(a) = lookup(&context, "nvmeAddress").or_else(|| lookup(&context, "rdsAddress"))
         {
             safe("nvmeAddress", a).map_err(to_t)?;

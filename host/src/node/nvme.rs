@@ -6,7 +6,7 @@
 //! node's own NVMe-oF disks are out of reach.
 
 use std::net::{IpAddr, ToSocketAddrs};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -96,15 +96,16 @@ impl Nvme {
         let existing = controllers(sysfs, &target.nqn);
         let mut failures = vec![];
         for portal in &target.portals {
+            let address = resolve(&portal.address);
             let connected = existing.iter().any(|c| {
                 c.transport == "tcp"
                     && c.trsvcid == portal.port.to_string()
-                    && c.traddr.parse::<IpAddr>().ok() == resolve(&portal.address).ok()
+                    && c.traddr.parse::<IpAddr>().ok() == address.clone().ok()
             });
             if connected {
                 continue;
             }
-            let attempt = resolve(&portal.address).and_then(|address| {
+            let attempt = address.and_then(|address| {
                 let options =
                     connect_options(target, address, portal.port, self.host_nqn.as_deref());
                 let answer = self.fabric.connect(&options).map_err(|e| e.to_string())?;
@@ -296,12 +297,7 @@ pub fn find_namespace(
     let expected = read_trimmed(&dir.join("dev")).unwrap_or_default();
     match std::fs::metadata(&device) {
         Ok(meta) if meta.file_type().is_block_device() => {
-            let number = format!(
-                "{}:{}",
-                nix::sys::stat::major(meta.rdev()),
-                nix::sys::stat::minor(meta.rdev())
-            );
-            if number != expected {
+            if super::device::number(&meta) != expected {
                 return Err(NodeError::NotABlockDevice { path: device });
             }
             Ok(Some(device))

@@ -2,7 +2,6 @@
 //! (through a confined handle), and take it away again. A device already mounted anywhere is
 //! refused (mount storms), and unstage unmounts only a device filesystem at that path.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use nix::mount::{MsFlags, mount};
@@ -40,14 +39,9 @@ fn mount_options(flags: &[String]) -> Result<(MsFlags, String), NodeError> {
 
 /// `major:minor` of a block device, as /proc/self/mountinfo shows it.
 fn device_number(device: &Path) -> Result<String, NodeError> {
-    let rdev = std::fs::metadata(device)
-        .map_err(io_error("inspect", device))?
-        .rdev();
-    Ok(format!(
-        "{}:{}",
-        nix::sys::stat::major(rdev),
-        nix::sys::stat::minor(rdev)
-    ))
+    std::fs::metadata(device)
+        .map(|meta| super::device::number(&meta))
+        .map_err(io_error("inspect", device))
 }
 
 /// Mounts `device` at `staging` with `fs_type` (empty: ext4), formatting it first (with the

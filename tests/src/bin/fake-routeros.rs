@@ -87,10 +87,8 @@ fn main() {
 /// client's connection drops mid-command, as when a router reboots or a link fails.
 fn drop_connection() -> ! {
     let parent_of = |pid: u32| {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        stat[stat.rfind(')')? + 2..]
-            .split_whitespace()
-            .nth(1)?
+        modcsi_tests::process::proc_stat(pid)?
+            .get(1)?
             .parse::<u32>()
             .ok()
     };

@@ -450,7 +450,11 @@ async fn the_routers_other_disks_are_left_alone() {
 
 #[tokio::test]
 async fn router_errors_and_slow_answers_are_reported_not_hidden() {
-    let router = router().await;
+    let router = FakeRds::start_with(
+        Path::new(env!("CARGO_BIN_EXE_fake-routeros")),
+        std::time::Duration::from_millis(1500),
+    )
+    .await;
     let mut controller = router.host.client.controller.clone();
     controller.create_volume(create(VOLUME, GIB)).await.unwrap();
     // RouterOS refuses: the call fails naming the router's words, the disk keeps its size.
@@ -477,21 +481,22 @@ async fn router_errors_and_slow_answers_are_reported_not_hidden() {
         std::fs::metadata(router.file(VOLUME)).unwrap().len(),
         1 << 30
     );
-    // The router answers later than the caller waits: the caller's deadline bounds the call.
-    router.fault("slow=3000\n");
-    let mut request = tonic::Request::new(expand);
-    request.set_timeout(std::time::Duration::from_millis(700));
+    // The router answers later than the host's call bound (1.5 s; the fake sleeps 5 s and
+    // would then succeed): the host answers the caller itself, naming the router.
+    router.fault("slow=5000\n");
     let err = controller
-        .controller_expand_volume(request)
+        .controller_expand_volume(expand)
         .await
         .unwrap_err();
     assert!(
-        matches!(
-            err.code(),
-            Code::DeadlineExceeded | Code::Unavailable | Code::Cancelled
-        ),
+        matches!(err.code(), Code::DeadlineExceeded | Code::Unavailable),
         "{:?}: {}",
         err.code(),
+        err.message()
+    );
+    assert!(
+        err.message().contains("rds"),
+        "the backend is named: {}",
         err.message()
     );
 }
