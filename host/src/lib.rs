@@ -2,9 +2,11 @@
 //! See ARCHITECTURE.md for the map of the layers.
 
 pub mod authority;
+pub mod cleanup;
 pub mod client;
 pub mod csi;
 pub mod fencing;
+pub mod kube;
 pub mod node;
 pub mod runtime;
 pub mod serve;

@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the CSI Identity, Controller and/or Node services with one backend component.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Talk to any CSI endpoint: create, delete, publish, unpublish, stats, info.
     Csi(cli::csi::CsiArgs),
 }
@@ -74,6 +74,26 @@ struct ServeArgs {
     /// node's own NVMe-oF disks out of reach.
     #[arg(long, env = "MODCSI_MANAGED_NQN_PREFIX")]
     managed_nqn_prefix: Option<String>,
+    /// Where node-local volume directories live (default <state-dir>/local; the public
+    /// node-local-cache driver uses /var/node-local-cache).
+    #[arg(long)]
+    local_dir_root: Option<PathBuf>,
+    /// Use the Kubernetes API with this kubeconfig. Without it, in-cluster credentials are used
+    /// in a pod; elsewhere the host is standalone (state in the embedded store only).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Namespace of the driver's ConfigMaps (default: the pod's, or the kubeconfig's).
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: Option<String>,
+    /// How often the reconcilers look for deleted nodes, e.g. 60s.
+    #[arg(long, default_value = "60s", value_parser = cli::parse_duration)]
+    reconcile_interval: Duration,
+    /// Attachments younger than this are never cleared by the reconciler.
+    #[arg(long, default_value = "30s", value_parser = cli::parse_duration)]
+    attachment_grace: Duration,
+    /// A node whose detach began less than this ago (and failed) does not block another.
+    #[arg(long, default_value = "30s", value_parser = cli::parse_duration)]
+    detach_grace: Duration,
 }
 
 /// nvme-cli's record of this node's host NQN, sent on connect when present.
@@ -99,7 +119,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("starting the async runtime: {e}"))?;
     runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Csi(args) => cli::csi::run(args).await,
         }
     })
@@ -137,6 +157,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         kubelet_root: args.kubelet_root,
         max_node_operations: args.max_node_operations,
         devices,
+        local_dir_root: args.local_dir_root,
+        cluster: modcsi::serve::ClusterOptions {
+            kubeconfig: args.kubeconfig,
+            namespace: args.namespace,
+            reconcile_interval: args.reconcile_interval,
+            attachment_grace: args.attachment_grace,
+            detach_grace: args.detach_grace,
+        },
     })
     .await?;
     server.run(shutdown_signal()).await?;

@@ -46,6 +46,37 @@ pub struct ServeConfig {
     pub max_node_operations: usize,
     /// Where block devices are looked up (`/dev/disk/by-id`, `/sys`).
     pub devices: crate::node::device::DeviceDirs,
+    /// Where node-local volume directories live (default `<state-dir>/local`).
+    pub local_dir_root: Option<PathBuf>,
+    pub cluster: ClusterOptions,
+}
+
+/// Kubernetes (optional) and the background work on cluster state.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// A kubeconfig file; without one, in-cluster credentials when in a pod, else standalone.
+    pub kubeconfig: Option<PathBuf>,
+    /// The namespace of the driver's ConfigMaps (default: the pod's, or the kubeconfig's).
+    pub namespace: Option<String>,
+    /// How often the reconcilers look for deleted nodes (node-local cleanup also acts on every
+    /// change it is told of).
+    pub reconcile_interval: Duration,
+    /// Attachments younger than this are left alone by the reconciler.
+    pub attachment_grace: Duration,
+    /// A holder whose detach began less than this ago does not block another node.
+    pub detach_grace: Duration,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            kubeconfig: None,
+            namespace: None,
+            reconcile_interval: Duration::from_secs(60),
+            attachment_grace: Duration::from_secs(30),
+            detach_grace: crate::fencing::DEFAULT_DETACH_GRACE,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +116,10 @@ pub enum ServeError {
         value: String,
         source: crate::volume::attachment::AttachmentError,
     },
+    #[error(transparent)]
+    Kube(#[from] crate::kube::KubeError),
+    #[error("rebuilding attachments from the cluster: {0}")]
+    Rebuild(#[from] crate::fencing::FenceError),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -122,6 +157,7 @@ pub struct Server {
     driver: SharedDriver,
     listener: UnixListener,
     socket: PathBuf,
+    options: ClusterOptions,
     /// Held while serving: one host per state directory.
     _lock: StateDirLock,
 }
@@ -147,7 +183,13 @@ impl Server {
         let socket = socket_path(&config.endpoint)?;
         let lock = StateDirLock::acquire(&config.state_dir)?;
         let kubelet_root = KubeletRoot::open(&config.kubelet_root)?;
-        let local_dirs = LocalDirs::open(&config.state_dir).map_err(ServeError::LocalDirs)?;
+        let local_dirs = LocalDirs::open(
+            &config
+                .local_dir_root
+                .clone()
+                .unwrap_or_else(|| config.state_dir.join("local")),
+        )
+        .map_err(ServeError::LocalDirs)?;
         let store_path = config.state_dir.join("state.redb");
         let state: Arc<dyn StateStore> = Arc::new(EmbeddedStore::open(&store_path).map_err(
             |source| ServeError::Store {
@@ -182,6 +224,44 @@ impl Server {
             origin = ?backend.origin(),
             "backend loaded"
         );
+        let options = &config.cluster;
+        let cluster = crate::kube::Cluster::connect(
+            options.kubeconfig.as_deref(),
+            options.namespace.clone(),
+            &config.driver_name,
+        )
+        .await?
+        .map(Arc::new);
+        let fencing = match &cluster {
+            // The cluster's VolumeAttachments are the record; rebuilt before serving.
+            Some(c) => {
+                let fencing = crate::fencing::Fencing::new(
+                    Arc::new(crate::state::MemoryStore::default()),
+                    Some(c.clone()),
+                    options.detach_grace,
+                );
+                if config.mode.serves_controller() {
+                    let started = std::time::Instant::now();
+                    let volumes = fencing.rebuild(c.attachments().await?)?;
+                    tracing::info!(
+                        volumes,
+                        ms = started.elapsed().as_millis() as u64,
+                        "attachments rebuilt from VolumeAttachments"
+                    );
+                }
+                fencing
+            }
+            None => crate::fencing::Fencing::new(state.clone(), None, options.detach_grace),
+        };
+        let book = match &cluster {
+            Some(c) => crate::cleanup::Book::Cluster(c.clone()),
+            None => crate::cleanup::Book::Embedded(state.clone()),
+        };
+        let cleanup = Arc::new(crate::cleanup::Cleanup::new(
+            book,
+            &config.node_id,
+            cluster.clone(),
+        ));
         let listener = bind(&socket).await?;
         let driver = Arc::new(Driver {
             backend,
@@ -193,7 +273,9 @@ impl Server {
             node_ops: NodeOps::new(config.max_node_operations),
             devices: config.devices,
             locks: OperationLocks::default(),
-            fencing: crate::fencing::Fencing::new(state.clone()),
+            fencing,
+            cleanup,
+            cluster,
             state,
             records: Arc::new(records),
             tokens: ListTokens::default(),
@@ -202,6 +284,7 @@ impl Server {
             driver,
             listener,
             socket,
+            options: config.cluster,
             _lock: lock,
         })
     }
@@ -214,6 +297,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
         let mode = self.driver.mode;
         tracing::info!(socket = %self.socket.display(), ?mode, driver = %self.driver.driver_name, "serving CSI");
+        let background = self.background();
         let controller = mode
             .serves_controller()
             .then(|| ControllerServer::new(ControllerService(self.driver.clone())));
@@ -249,9 +333,45 @@ impl Server {
                 Ok(())
             }
         };
+        for task in background {
+            task.abort();
+        }
         let _ = std::fs::remove_file(&self.socket);
         tracing::info!("stopped");
         Ok(result?)
+    }
+}
+
+impl Server {
+    /// Starts the reconcilers: node-local cleanup (the node's part and/or the controller's)
+    /// and, with Kubernetes, the controller's clearing of attachments of deleted nodes.
+    fn background(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let (driver, options) = (&self.driver, &self.options);
+        let node = driver
+            .mode
+            .serves_node()
+            .then(|| (driver.local_dirs.clone(), driver.node_ops.clone()));
+        let mut tasks = vec![tokio::spawn(driver.cleanup.clone().run(
+            node,
+            driver.mode.serves_controller(),
+            options.reconcile_interval,
+        ))];
+        if driver.cluster.is_some() && driver.mode.serves_controller() {
+            let (driver, interval, grace) = (
+                driver.clone(),
+                options.reconcile_interval,
+                options.attachment_grace,
+            );
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(interval).await;
+                    if let Err(e) = driver.fencing.reconcile(grace).await {
+                        tracing::warn!("attachment reconciler: {e}");
+                    }
+                }
+            }));
+        }
+        tasks
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod fabric;
 pub mod fake_rds;
+pub mod kube_api;
 pub mod loop_disk;
 pub mod process;
 pub mod sshd;
@@ -90,6 +91,8 @@ impl TestHost {
             kubelet_root: root.clone(),
             max_node_operations: 8,
             devices: Default::default(),
+            local_dir_root: None,
+            cluster: Default::default(),
         };
         // Like kubelet, the host's "pod directory" exists before anything is published in it.
         std::fs::create_dir_all(root.join("targets")).unwrap();

@@ -19,6 +19,11 @@ pub fn proc_stat(pid: u32) -> Option<Vec<String>> {
     Some(rest.split_whitespace().map(str::to_owned).collect())
 }
 
+/// The `modcsi` binary of this workspace's debug build.
+pub fn modcsi_binary() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/modcsi")
+}
+
 pub struct ServeProcess {
     child: Child,
     root: PathBuf,
@@ -27,19 +32,19 @@ pub struct ServeProcess {
 
 impl ServeProcess {
     /// Starts `binary serve` with the backend component `backend`, its state in `root/state`,
-    /// targets under `root/targets` (the kubelet root is `root`).
+    /// targets under `root/targets` (the kubelet root is `root`), node id `test-node`.
     pub async fn start(binary: &Path, backend: &str, root: &Path) -> Self {
+        Self::start_with(binary, backend, root, &["--node-id", "test-node"]).await
+    }
+
+    /// [`ServeProcess::start`] with more flags (`--node-id` among them).
+    pub async fn start_with(binary: &Path, backend: &str, root: &Path, flags: &[&str]) -> Self {
         let root = std::fs::canonicalize(root).unwrap();
         std::fs::create_dir_all(root.join("targets")).unwrap();
         let endpoint = format!("unix://{}/csi.sock", root.display());
         let child = Command::new(binary)
-            .args([
-                "serve",
-                "--driver-name",
-                "test.modcsi.io",
-                "--node-id",
-                "test-node",
-            ])
+            .args(["serve", "--driver-name", "test.modcsi.io"])
+            .args(flags)
             .arg("--backend")
             .arg(component(backend))
             .args(["--endpoint", &endpoint])

@@ -135,6 +135,13 @@ impl Controller for ControllerService {
         if let Some(text) = mkfs_options {
             context.insert(mkfs::KEY.to_owned(), text.clone());
         }
+        // The same id again while its previous volume's directories are still being removed
+        // from nodes would have them removed under the new volume.
+        driver
+            .cleanup
+            .check_not_deleting(&volume.id)
+            .await
+            .map_err(CsiError::from)?;
         let record = VolumeRecord::new(
             name,
             shape,
@@ -191,6 +198,8 @@ impl Controller for ControllerService {
             .run(move || dirs.remove(&volume))
             .await
             .map_err(node_err)?;
+        // Every other node that held a directory of it removes its own.
+        driver.cleanup.request(id).await.map_err(CsiError::from)?;
         let subject = format!("volume {id}");
         driver
             .records
@@ -360,6 +369,7 @@ impl Controller for ControllerService {
                         ),
                 },
             )
+            .await
             .map_err(CsiError::from)?;
         let published = match self
             .0
@@ -398,6 +408,9 @@ impl Controller for ControllerService {
             published.context,
             published.attachment.as_ref(),
         )?;
+        if admitted == crate::fencing::Admitted::New {
+            self.0.note_attachments(id);
+        }
         tracing::info!(volume = id, node, "volume published to node");
         Ok(Response::new(ControllerPublishVolumeResponse {
             publish_context,
@@ -416,7 +429,13 @@ impl Controller for ControllerService {
             validate::node_id(&r.node_id).map_err(CsiError::from)?;
         }
         rules::map_from_co("secrets", &r.secrets)?;
+        // An empty node id detaches the volume from every node.
+        let node = (!r.node_id.is_empty()).then_some(r.node_id.as_str());
         let turn = self.0.fencing.turn(id).await;
+        self.0
+            .fencing
+            .begin_detach(&turn, id, node)
+            .map_err(CsiError::from)?;
         self.0
             .backend
             .controller_unpublish(
@@ -427,12 +446,11 @@ impl Controller for ControllerService {
             )
             .await
             .map_err(Self::backend_error(format!("volume {id}")))?;
-        // An empty node id detaches the volume from every node.
-        let node = (!r.node_id.is_empty()).then_some(r.node_id.as_str());
         self.0
             .fencing
             .forget(&turn, id, node)
             .map_err(CsiError::from)?;
+        self.0.note_attachments(id);
         tracing::info!(volume = id, node = %r.node_id, "volume unpublished from node");
         Ok(Response::new(ControllerUnpublishVolumeResponse {}))
     }

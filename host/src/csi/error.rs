@@ -26,6 +26,8 @@ pub enum CsiError {
     Node { volume: String, source: NodeError },
     #[error(transparent)]
     Fence(#[from] crate::fencing::FenceError),
+    #[error(transparent)]
+    Cleanup(#[from] crate::cleanup::CleanupError),
     #[error("{0}: another operation on it is in progress")]
     Pending(String),
     #[error("{0}")]
@@ -75,6 +77,16 @@ impl CsiError {
                 crate::fencing::FenceError::Held { .. } => Code::FailedPrecondition,
                 crate::fencing::FenceError::Incompatible { .. } => Code::AlreadyExists,
                 crate::fencing::FenceError::Store { .. } => Code::Unavailable,
+                crate::fencing::FenceError::UnknownNode { .. } => Code::NotFound,
+                crate::fencing::FenceError::Cluster { .. } => Code::Unavailable,
+            },
+            CsiError::Cleanup(c) => match c {
+                crate::cleanup::CleanupError::Contended { .. } => Code::Aborted,
+                crate::cleanup::CleanupError::Malformed { .. } => Code::Internal,
+                // Retried by the caller: a deletion finishing, or the API coming back.
+                crate::cleanup::CleanupError::Deleting { .. }
+                | crate::cleanup::CleanupError::Cluster { .. }
+                | crate::cleanup::CleanupError::Store { .. } => Code::Unavailable,
             },
             CsiError::Pending(_) => Code::Aborted,
             CsiError::NotFound(_) => Code::NotFound,

@@ -66,6 +66,10 @@ pub struct Driver {
     pub records: Arc<Records>,
     /// Which nodes each volume is published to, and who may join.
     pub fencing: crate::fencing::Fencing,
+    /// Node-local directories of deleted volumes, removed on every node.
+    pub cleanup: Arc<crate::cleanup::Cleanup>,
+    /// The cluster, when there is one (Kubernetes is optional).
+    pub cluster: Option<Arc<crate::kube::Cluster>>,
     pub tokens: ListTokens,
 }
 
@@ -114,6 +118,16 @@ impl Driver {
             .get(NODES_NAMESPACE, node)?
             .and_then(|e| serde_json::from_slice(&e.value).ok())
             .unwrap_or_default())
+    }
+
+    /// Writes the volume's attached nodes on its PV for people, in the background (with
+    /// Kubernetes; best effort).
+    fn note_attachments(&self, volume: &str) {
+        let (Some(cluster), Ok(nodes)) = (&self.cluster, self.fencing.nodes(volume)) else {
+            return;
+        };
+        let (cluster, volume) = (cluster.clone(), volume.to_owned());
+        tokio::spawn(async move { cluster.annotate(&volume, &nodes).await });
     }
 
     /// Whether the backend offers the single-node multi-writer modes (a capability both the

@@ -159,6 +159,10 @@ impl Node for NodeService {
                 types::AccessMode::SingleNodeReaderOnly | types::AccessMode::MultiNodeReaderOnly
             );
         let _guard = driver.lock_target(id, target)?;
+        if matches!(source, Source::LocalDir(_)) {
+            // Noted before the directory exists, so a deletion always reaches this node.
+            driver.cleanup.register(id).await.map_err(CsiError::from)?;
+        }
         let (root, dirs, devices) = (
             driver.kubelet_root.clone(),
             driver.local_dirs.clone(),

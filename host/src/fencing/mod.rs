@@ -10,11 +10,22 @@
 //!   is refused.
 //! - Unpublish is always idempotent; an empty node id detaches every node.
 //!
+//! - A holder whose detach began (ControllerUnpublishVolume was called for it) less than the
+//!   detach grace period ago does not block another node: a handoff whose detach failed.
+//! - With Kubernetes: a node the cluster does not have is NOT_FOUND; a holder the cluster no
+//!   longer has is cleared (self-healing) and the publish proceeds; a refusal is also a Warning
+//!   Event on the volume's claim; when the API cannot answer, the publish is refused (fail
+//!   closed). A reconciler clears attachments of deleted nodes in the background.
+//!
 //! Decisions on one volume are serialised (callers wait their turn rather than get ABORTED, so
 //! that of many concurrent publishes exactly one wins and the others hear why), and the record
-//! is written durably to the state store before the backend is asked to publish, so a restarted
-//! host fences exactly as before. Multi-node reader modes and filesystem multi-writers are not
-//! fenced: the backend's declaration governs them.
+//! is written to the state store before the backend is asked to publish. Standalone, that store
+//! is the embedded one, so a restarted host fences exactly as before; with Kubernetes it is in
+//! memory, rebuilt at start from this driver's VolumeAttachments (the source of truth).
+//! Multi-node reader modes and filesystem multi-writers are not fenced: the backend's
+//! declaration governs them.
+
+mod migrations;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +33,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+pub use migrations::Migrations;
+
+use crate::kube::{Cluster, KubeError, Seen};
 use crate::runtime::types::{AccessMode, AccessType, Capability};
 use crate::state::{StateStore, StoreError};
 
@@ -30,6 +44,8 @@ const NAMESPACE: &str = "host/attachments";
 pub const DEFAULT_MIGRATION_WINDOW: Duration = Duration::from_secs(300);
 /// The volume context key (the public RDS driver's) that sets the window, in seconds.
 pub const MIGRATION_KEY: &str = "migrationTimeoutSeconds";
+/// How long a holder whose detach has begun may be passed over by another node.
+pub const DEFAULT_DETACH_GRACE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FenceError {
@@ -50,6 +66,16 @@ pub enum FenceError {
     },
     #[error("cannot keep the attachment record of volume {volume}: {source}")]
     Store { volume: String, source: StoreError },
+    #[error("volume {volume} cannot be published to node {node}: the cluster has no such node")]
+    UnknownNode { volume: String, node: String },
+    #[error(
+        "volume {volume}: cannot tell whether node {node} may have it, so it may not: {source}"
+    )]
+    Cluster {
+        volume: String,
+        node: String,
+        source: KubeError,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +87,13 @@ struct Attached {
     /// Published with a single-node access mode: nobody else may join.
     exclusive: bool,
     since_unix_ms: u64,
+    /// Rebuilt from a VolumeAttachment, which does not tell the capability or read-only flag:
+    /// the node's next publish supplies them.
+    #[serde(default)]
+    rebuilt: bool,
+    /// ControllerUnpublishVolume began for this node at this time and has not finished.
+    #[serde(default)]
+    detaching_since_unix_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -89,6 +122,9 @@ pub enum Admitted {
 pub struct Fencing {
     state: Arc<dyn StateStore>,
     turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    cluster: Option<Arc<Cluster>>,
+    detach_grace: Duration,
+    pub migrations: Migrations,
 }
 
 /// One volume's turn: decisions on it are made one at a time while this is held.
@@ -113,11 +149,56 @@ fn is_single_node(mode: AccessMode) -> bool {
 }
 
 impl Fencing {
-    pub fn new(state: Arc<dyn StateStore>) -> Self {
+    /// Fencing kept in `state`, asking `cluster` (when there is one) about nodes.
+    pub fn new(
+        state: Arc<dyn StateStore>,
+        cluster: Option<Arc<Cluster>>,
+        detach_grace: Duration,
+    ) -> Self {
         Self {
             state,
             turns: Mutex::default(),
+            cluster,
+            detach_grace,
+            migrations: Migrations::default(),
         }
+    }
+
+    /// Replaces the record with what the cluster's VolumeAttachments say: per volume, the nodes
+    /// the attacher confirmed; a volume with none confirmed but one still being attached (a
+    /// publish the attacher had not yet confirmed when this host stopped) is held by that one.
+    /// Returns the number of volumes attached.
+    pub fn rebuild(&self, seen: Vec<Seen>) -> Result<usize, FenceError> {
+        let mut by_volume: HashMap<String, Vec<Seen>> = HashMap::new();
+        for s in seen {
+            by_volume.entry(s.volume.clone()).or_default().push(s);
+        }
+        let volumes = by_volume.len();
+        for (volume, mut seen) in by_volume {
+            seen.sort_by_key(|s| s.since_ms);
+            let holders: Vec<Seen> = if seen.iter().any(|s| s.attached) {
+                seen.into_iter().filter(|s| s.attached).collect()
+            } else {
+                seen.into_iter().take(1).collect()
+            };
+            let record = Record {
+                nodes: holders
+                    .into_iter()
+                    .map(|s| Attached {
+                        node: s.node,
+                        readonly: false,
+                        capability: String::new(),
+                        exclusive: s.exclusive,
+                        since_unix_ms: s.since_ms,
+                        rebuilt: true,
+                        detaching_since_unix_ms: s.detaching_since_ms,
+                    })
+                    .collect(),
+            };
+            let (_, version) = self.load(&volume)?;
+            self.save(&volume, &record, version)?;
+        }
+        Ok(volumes)
     }
 
     /// Waits for the volume's turn.
@@ -169,12 +250,81 @@ impl Fencing {
             .map_err(store_err)
     }
 
+    fn cluster_error(request: &Request<'_>, node: &str) -> impl FnOnce(KubeError) -> FenceError {
+        let (volume, node) = (request.volume.to_owned(), node.to_owned());
+        move |source| FenceError::Cluster {
+            volume,
+            node,
+            source,
+        }
+    }
+
     /// Decides whether `request.node` may have the volume, and records it if so. Call within
     /// the volume's [`Turn`].
-    pub fn admit(&self, _turn: &Turn, request: &Request<'_>) -> Result<Admitted, FenceError> {
+    pub async fn admit(&self, turn: &Turn, request: &Request<'_>) -> Result<Admitted, FenceError> {
+        let Some(cluster) = &self.cluster else {
+            return self.decide(turn, request);
+        };
+        if !cluster
+            .node_exists(request.node)
+            .await
+            .map_err(Self::cluster_error(request, request.node))?
+        {
+            return Err(FenceError::UnknownNode {
+                volume: request.volume.to_owned(),
+                node: request.node.to_owned(),
+            });
+        }
+        loop {
+            match self.decide(turn, request) {
+                Err(FenceError::Held { holder, .. })
+                    if !cluster
+                        .node_exists(&holder)
+                        .await
+                        .map_err(Self::cluster_error(request, &holder))? =>
+                {
+                    tracing::warn!(
+                        volume = request.volume,
+                        node = holder,
+                        "the node holding the volume no longer exists: clearing its attachment"
+                    );
+                    self.forget(turn, request.volume, Some(&holder))?;
+                }
+                Err(held @ FenceError::Held { .. }) => {
+                    let FenceError::Held { holder, .. } = &held else {
+                        unreachable!()
+                    };
+                    cluster
+                        .warn_claim(
+                            request.volume,
+                            request.node,
+                            "AttachmentConflict",
+                            &format!("{held}; it stays there until unpublished from {holder}"),
+                        )
+                        .await;
+                    return Err(held);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The rules, on the record alone.
+    fn decide(&self, _turn: &Turn, request: &Request<'_>) -> Result<Admitted, FenceError> {
         let (mut record, version) = self.load(request.volume)?;
         let capability = format!("{:?}", request.capability);
-        if let Some(mine) = record.nodes.iter().find(|a| a.node == request.node) {
+        if let Some(mine) = record.nodes.iter_mut().find(|a| a.node == request.node) {
+            if mine.rebuilt {
+                // The attacher's record, completed by the node's own request.
+                mine.rebuilt = false;
+                mine.capability = capability.clone();
+                mine.readonly = request.readonly;
+                self.save(request.volume, &record, version)?;
+                return self
+                    .check_window(&record, request)
+                    .map(|()| Admitted::Again);
+            }
+            let mine = &*mine;
             if mine.capability != capability || mine.readonly != request.readonly {
                 return Err(FenceError::Incompatible {
                     volume: request.volume.to_owned(),
@@ -197,24 +347,38 @@ impl Fencing {
         };
         let mode = request.capability.access_mode;
         let block = matches!(request.capability.access_type, AccessType::Block);
-        if let Some(holder) = record.nodes.first() {
+        // A holder in the middle of a detach, within the grace period, is handing over.
+        let now = now_ms();
+        let grace = self.detach_grace.as_millis() as u64;
+        let blocking: Vec<&Attached> = record
+            .nodes
+            .iter()
+            .filter(|a| a.detaching_since_unix_ms.is_none_or(|t| now > t + grace))
+            .collect();
+        let migration = mode == AccessMode::MultiNodeMultiWriter && block;
+        if let Some(holder) = blocking.first() {
             if is_single_node(mode) {
                 return Err(held(holder, "single-node access"));
             }
-            if mode == AccessMode::MultiNodeMultiWriter && block {
-                if record.nodes.len() >= 2 {
+            if migration {
+                if blocking.len() >= 2 {
                     return Err(held(holder, "a live migration already has its two nodes"));
                 }
-            } else if record.nodes.iter().any(|a| a.exclusive) {
+            } else if blocking.iter().any(|a| a.exclusive) {
                 return Err(held(holder, "held with single-node access"));
             }
+        }
+        if migration && !blocking.is_empty() {
+            self.migrations.started();
         }
         record.nodes.push(Attached {
             node: request.node.to_owned(),
             readonly: request.readonly,
             capability,
             exclusive: is_single_node(mode),
-            since_unix_ms: now_ms(),
+            since_unix_ms: now,
+            rebuilt: false,
+            detaching_since_unix_ms: None,
         });
         self.save(request.volume, &record, version)?;
         Ok(Admitted::New)
@@ -228,6 +392,7 @@ impl Fencing {
         let second = &record.nodes[1];
         let open_until = second.since_unix_ms + request.migration_window.as_millis() as u64;
         if now_ms() > open_until {
+            self.migrations.timed_out();
             return Err(FenceError::Held {
                 volume: request.volume.to_owned(),
                 node: request.node.to_owned(),
@@ -238,15 +403,101 @@ impl Fencing {
         Ok(())
     }
 
+    /// Notes that the volume's detach from `node` (every node when `None`) has begun, so that
+    /// a failed detach hands over within the grace period. Idempotent.
+    pub fn begin_detach(
+        &self,
+        _turn: &Turn,
+        volume: &str,
+        node: Option<&str>,
+    ) -> Result<(), FenceError> {
+        let (mut record, version) = self.load(volume)?;
+        let mut changed = false;
+        for a in &mut record.nodes {
+            if node.is_none_or(|n| a.node == n) && a.detaching_since_unix_ms.is_none() {
+                a.detaching_since_unix_ms = Some(now_ms());
+                changed = true;
+            }
+        }
+        if changed {
+            self.save(volume, &record, version)?;
+        }
+        Ok(())
+    }
+
     /// Removes the volume's attachment to `node` (every node when `None`). Idempotent.
     pub fn forget(&self, _turn: &Turn, volume: &str, node: Option<&str>) -> Result<(), FenceError> {
         let (mut record, version) = self.load(volume)?;
         let before = record.nodes.len();
+        let second_since = record.nodes.get(1).map(|a| a.since_unix_ms);
         record.nodes.retain(|a| node.is_some_and(|n| a.node != n));
-        if record.nodes.len() != before {
-            self.save(volume, &record, version)?;
+        if record.nodes.len() == before {
+            return Ok(());
+        }
+        self.save(volume, &record, version)?;
+        // One of a live migration's two nodes left: the migration is over.
+        if let (2, 1, Some(since)) = (before, record.nodes.len(), second_since)
+            && !record.nodes[0].exclusive
+        {
+            self.migrations
+                .completed(Duration::from_millis(now_ms().saturating_sub(since)));
         }
         Ok(())
+    }
+
+    /// Clears attachments older than `older_than` whose node the cluster no longer has. Returns
+    /// how many were cleared. Stops at the first API error (the next pass tries again).
+    pub async fn reconcile(&self, older_than: Duration) -> Result<usize, FenceError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(0);
+        };
+        let store_err = |source| FenceError::Store {
+            volume: "(all)".into(),
+            source,
+        };
+        let mut cleared = 0;
+        let mut after = String::new();
+        loop {
+            let volumes = self
+                .state
+                .list(NAMESPACE, "", &after, 500)
+                .map_err(store_err)?;
+            let Some(last) = volumes.last().cloned() else {
+                return Ok(cleared);
+            };
+            for volume in volumes {
+                let cutoff = now_ms().saturating_sub(older_than.as_millis() as u64);
+                for node in self.nodes_since(&volume, cutoff)? {
+                    let exists =
+                        cluster
+                            .node_exists(&node)
+                            .await
+                            .map_err(|source| FenceError::Cluster {
+                                volume: volume.clone(),
+                                node: node.clone(),
+                                source,
+                            })?;
+                    if !exists {
+                        let turn = self.turn(&volume).await;
+                        self.forget(&turn, &volume, Some(&node))?;
+                        tracing::warn!(volume, node, "cleared the attachment of a deleted node");
+                        cleared += 1;
+                    }
+                }
+            }
+            after = last;
+        }
+    }
+
+    fn nodes_since(&self, volume: &str, before_ms: u64) -> Result<Vec<String>, FenceError> {
+        Ok(self
+            .load(volume)?
+            .0
+            .nodes
+            .into_iter()
+            .filter(|a| a.since_unix_ms <= before_ms)
+            .map(|a| a.node)
+            .collect())
     }
 
     /// The nodes the volume is recorded as attached to.

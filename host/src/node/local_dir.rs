@@ -1,4 +1,5 @@
-//! Per-node volume directories (`attachment::local-dir`) under `<state-dir>/local/<volume-id>`.
+//! Per-node volume directories (`attachment::local-dir`) under `<root>/<volume-id>` (the root is
+//! `--local-dir-root`, by default `<state-dir>/local`).
 //! Callers pass validated volume ids only, so a path here is always one component below the root.
 //! Where the filesystem has project quotas, each directory is held to its volume's size.
 
@@ -19,8 +20,8 @@ pub struct LocalDirs {
 impl LocalDirs {
     /// Creates the root directory and learns whether volume sizes can be enforced there; says
     /// in the log when they cannot.
-    pub fn open(state_dir: &Path) -> Result<Self, NodeError> {
-        let root = state_dir.join("local");
+    pub fn open(root: &Path) -> Result<Self, NodeError> {
+        let root = root.to_owned();
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)

@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 
 use super::NodeError;
 
+#[derive(Clone)]
 pub struct NodeOps {
     permits: Arc<Semaphore>,
     /// Keys of [`NodeOps::run_within`] work still running, hung or not.

@@ -7,9 +7,11 @@
 
 pub mod embedded;
 mod lock;
+mod memory;
 
 pub use embedded::EmbeddedStore;
 pub use lock::{LockError, StateDirLock};
+pub use memory::MemoryStore;
 
 /// Longest key, in bytes.
 pub const MAX_KEY: usize = 512;

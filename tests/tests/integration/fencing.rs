@@ -5,12 +5,11 @@
 //! no third, and a host killed with SIGKILL and restarted on the same state fences as before.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Duration;
 
 use modcsi::proto::volume_capability::access_mode::Mode;
 use modcsi::proto::*;
-use modcsi_tests::process::ServeProcess;
+use modcsi_tests::process::{ServeProcess, modcsi_binary};
 use modcsi_tests::{RULE_BREAKER, TestHost, requests};
 use tonic::Code;
 
@@ -163,11 +162,6 @@ async fn a_live_migration_gets_two_nodes_for_its_window_and_no_third() {
     c.controller_unpublish_volume(unpublish(&v, "source"))
         .await
         .unwrap();
-}
-
-/// The `modcsi` binary of this workspace build.
-fn modcsi_binary() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/modcsi")
 }
 
 #[tokio::test]

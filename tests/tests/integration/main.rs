@@ -8,6 +8,7 @@ mod controller_forwarding;
 mod csi_lifecycle;
 mod csi_rules;
 mod fencing;
+mod kube_fencing;
 mod node_block;
 mod node_hung_mount;
 mod node_local_size;

@@ -23,6 +23,8 @@ fn config(endpoint: &str, state: &std::path::Path) -> ServeConfig {
         kubelet_root: state.join("kubelet"),
         max_node_operations: 2,
         devices: Default::default(),
+        local_dir_root: None,
+        cluster: Default::default(),
     }
 }
 

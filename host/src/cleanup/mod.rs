@@ -1,0 +1,381 @@
+//! Node-local cleanup: a deleted volume's directory disappears from every node that ever held
+//! it, including nodes that are gone. The protocol is the public node-local-cache driver's, so
+//! that either driver can take over volumes in flight:
+//!
+//! 1. NodePublish of a `local-dir` volume adds the node to the record's `nodes_with_volume`
+//!    before the directory is made (a volume being deleted is refused instead).
+//! 2. DeleteVolume sets `cleanup_requested_at` and returns.
+//! 3. Every node plugin removes its directory and adds itself to `nodes_completed` (or, when the
+//!    removal fails for another reason than the directory still being mounted, `nodes_failed`).
+//! 4. The controller marks listed nodes that no longer exist `nodes_decommissioned`; the record
+//!    is removed once every listed node is accounted for.
+//!
+//! Records live in ConfigMaps with Kubernetes ([`crate::kube::records`]) and in the embedded
+//! store without it. Every change is a compare-and-swap, retried with jittered backoff. A name
+//! created again while its previous volume is still being removed is refused (UNAVAILABLE) until
+//! the record is gone, so a directory of the new volume is never taken for the old one's.
+
+mod book;
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use book::Book;
+
+use crate::kube::{Cluster, KubeError};
+use crate::node::NodeError;
+use crate::node::local_dir::LocalDirs;
+use crate::node::pool::NodeOps;
+use crate::state::StoreError;
+
+/// Attempts at one compare-and-swap change before giving up (the public driver's figure).
+const ATTEMPTS: u32 = 15;
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// A volume's cleanup record: the `status` JSON of the public driver's ConfigMap. Fields this
+/// version does not know are kept as they are.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub volume_id: String,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup_requested_at: Option<String>,
+    #[serde(default)]
+    pub nodes_with_volume: Vec<String>,
+    #[serde(default)]
+    pub nodes_completed: Vec<String>,
+    #[serde(default)]
+    pub nodes_failed: Vec<String>,
+    #[serde(default)]
+    pub nodes_decommissioned: Vec<String>,
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Status {
+    fn new(volume: &str) -> Self {
+        Self {
+            volume_id: volume.to_owned(),
+            created_at: now(),
+            ..Default::default()
+        }
+    }
+
+    fn accounted(&self, node: &str) -> bool {
+        [
+            &self.nodes_completed,
+            &self.nodes_failed,
+            &self.nodes_decommissioned,
+        ]
+        .iter()
+        .any(|list| list.iter().any(|n| n == node))
+    }
+
+    /// Listed nodes that have not yet reported.
+    pub fn pending(&self) -> Vec<&str> {
+        self.nodes_with_volume
+            .iter()
+            .filter(|n| !self.accounted(n))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// Cleanup was requested and every listed node is accounted for.
+    pub fn complete(&self) -> bool {
+        self.cleanup_requested_at.is_some() && self.pending().is_empty()
+    }
+}
+
+fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now().to_string()
+}
+
+fn add(list: &mut Vec<String>, node: &str) -> bool {
+    if list.iter().any(|n| n == node) {
+        return false;
+    }
+    list.push(node.to_owned());
+    true
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CleanupError {
+    #[error(
+        "volume {volume} is being deleted (its directory is still being removed from nodes: {pending})"
+    )]
+    Deleting { volume: String, pending: String },
+    #[error(
+        "the cleanup record of volume {volume} changed {ATTEMPTS} times under this host; try again"
+    )]
+    Contended { volume: String },
+    #[error("the cleanup record of volume {volume} is not readable: {why}")]
+    Malformed { volume: String, why: String },
+    #[error("cleanup record of volume {volume}: {source}")]
+    Cluster { volume: String, source: KubeError },
+    #[error("cleanup record of volume {volume}: {source}")]
+    Store { volume: String, source: StoreError },
+}
+
+/// What a change to a record does.
+enum Change {
+    Write(Status),
+    Delete,
+    Nothing,
+}
+
+/// One host's part in the protocol.
+pub struct Cleanup {
+    book: Book,
+    node: String,
+    cluster: Option<Arc<Cluster>>,
+    /// Woken when this host requests a cleanup (standalone has no watch).
+    wake: tokio::sync::Notify,
+}
+
+fn jitter(attempt: u32) -> Duration {
+    let cap = (FIRST_BACKOFF * 2u32.saturating_pow(attempt)).min(MAX_BACKOFF);
+    let random = RandomState::new().build_hasher().finish();
+    cap.mul_f64((random % 1000) as f64 / 1000.0) + Duration::from_millis(1)
+}
+
+impl Cleanup {
+    pub fn new(book: Book, node: &str, cluster: Option<Arc<Cluster>>) -> Self {
+        Self {
+            book,
+            node: node.to_owned(),
+            cluster,
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Applies `change` to the volume's record by compare-and-swap, reading again and retrying
+    /// with jittered backoff when another writer came first. Returns the record as written.
+    async fn update(
+        &self,
+        volume: &str,
+        mut change: impl FnMut(Option<Status>) -> Result<Change, CleanupError>,
+    ) -> Result<Option<Status>, CleanupError> {
+        for attempt in 0..ATTEMPTS {
+            let current = self.book.get(volume).await?;
+            let (status, version) = match current {
+                Some((s, v)) => (Some(s), Some(v)),
+                None => (None, None),
+            };
+            let done = match change(status.clone())? {
+                Change::Nothing => return Ok(status),
+                Change::Write(new) => self
+                    .book
+                    .put(volume, &new, version.as_deref())
+                    .await?
+                    .map(|_| Some(new)),
+                Change::Delete => match &version {
+                    Some(v) => self.book.delete(volume, v).await?.then_some(None),
+                    None => Some(None),
+                },
+            };
+            if let Some(result) = done {
+                return Ok(result);
+            }
+            tokio::time::sleep(jitter(attempt)).await;
+        }
+        Err(CleanupError::Contended {
+            volume: volume.to_owned(),
+        })
+    }
+
+    fn deleting(volume: &str, status: &Status) -> CleanupError {
+        CleanupError::Deleting {
+            volume: volume.to_owned(),
+            pending: status.pending().join(", "),
+        }
+    }
+
+    /// NodePublish: notes that this node holds the volume's directory, before it is made.
+    pub async fn register(&self, volume: &str) -> Result<(), CleanupError> {
+        self.update(volume, |status| {
+            let mut status = status.unwrap_or_else(|| Status::new(volume));
+            if status.cleanup_requested_at.is_some() {
+                return Err(Self::deleting(volume, &status));
+            }
+            Ok(if add(&mut status.nodes_with_volume, &self.node) {
+                Change::Write(status)
+            } else {
+                Change::Nothing
+            })
+        })
+        .await
+        .map(drop)
+    }
+
+    /// CreateVolume: refuses while a volume of the same id is still being removed from nodes.
+    pub async fn check_not_deleting(&self, volume: &str) -> Result<(), CleanupError> {
+        match self.book.get(volume).await? {
+            Some((status, _)) if status.cleanup_requested_at.is_some() => {
+                Err(Self::deleting(volume, &status))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// DeleteVolume: asks every node that held the volume to remove its directory. Nothing to
+    /// do when no node ever published it.
+    pub async fn request(&self, volume: &str) -> Result<(), CleanupError> {
+        let written = self
+            .update(volume, |status| {
+                Ok(match status {
+                    Some(mut s) if s.cleanup_requested_at.is_none() => {
+                        s.cleanup_requested_at = Some(now());
+                        Change::Write(s)
+                    }
+                    _ => Change::Nothing,
+                })
+            })
+            .await?;
+        if written.is_some() {
+            self.wake.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Removes this node's directories of volumes being deleted and reports each; removes a
+    /// record once it is complete. Returns how many records were looked at.
+    pub async fn node_pass(&self, dirs: &LocalDirs, ops: &NodeOps) -> Result<usize, CleanupError> {
+        let records = self.book.list().await?;
+        let count = records.len();
+        for status in records {
+            if status.cleanup_requested_at.is_none() || status.accounted(&self.node) {
+                continue;
+            }
+            let volume = status.volume_id.clone();
+            // The id names a directory: only a valid one reaches the filesystem.
+            if let Err(e) = crate::volume::validate::volume_id(&volume) {
+                tracing::warn!("skipping a cleanup record: {e}");
+                continue;
+            }
+            let (d, v) = (dirs.clone(), volume.clone());
+            let removed = ops.run(move || d.remove(&v)).await;
+            let listed = status.nodes_with_volume.contains(&self.node);
+            let report = match removed {
+                Ok(_) => true,
+                // Still mounted here: try again on the next pass.
+                Err(NodeError::InUse { .. }) => {
+                    tracing::info!(volume, "node-local directory still mounted; cleanup waits");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(volume, "cannot remove the node-local directory: {e}");
+                    false
+                }
+            };
+            if !listed {
+                continue;
+            }
+            let result = self
+                .update(&volume, |status| {
+                    let Some(mut s) = status else {
+                        return Ok(Change::Nothing);
+                    };
+                    let list = if report {
+                        &mut s.nodes_completed
+                    } else {
+                        &mut s.nodes_failed
+                    };
+                    if !add(list, &self.node) && !s.complete() {
+                        return Ok(Change::Nothing);
+                    }
+                    Ok(if s.complete() {
+                        Change::Delete
+                    } else {
+                        Change::Write(s)
+                    })
+                })
+                .await;
+            match result {
+                Ok(_) => {
+                    tracing::info!(volume, node = %self.node, completed = report, "node-local cleanup reported")
+                }
+                Err(e) => tracing::warn!(volume, "cannot report node-local cleanup: {e}"),
+            }
+        }
+        Ok(count)
+    }
+
+    /// Marks listed nodes that the cluster no longer has as decommissioned, and removes complete
+    /// records. Without Kubernetes there is no other node to ask about.
+    pub async fn controller_pass(&self) -> Result<(), CleanupError> {
+        for status in self.book.list().await? {
+            if status.cleanup_requested_at.is_none() {
+                continue;
+            }
+            let volume = status.volume_id.clone();
+            let mut gone = Vec::new();
+            if let Some(cluster) = &self.cluster {
+                for node in status.pending() {
+                    match cluster.node_exists(node).await {
+                        Ok(false) => gone.push(node.to_owned()),
+                        Ok(true) => {}
+                        Err(source) => return Err(CleanupError::Cluster { volume, source }),
+                    }
+                }
+            }
+            if gone.is_empty() && !status.complete() {
+                continue;
+            }
+            self.update(&volume, |status| {
+                let Some(mut s) = status else {
+                    return Ok(Change::Nothing);
+                };
+                for node in &gone {
+                    if s.nodes_with_volume.contains(node) && !s.accounted(node) {
+                        add(&mut s.nodes_decommissioned, node);
+                    }
+                }
+                Ok(if s.complete() {
+                    Change::Delete
+                } else {
+                    Change::Write(s)
+                })
+            })
+            .await?;
+            tracing::info!(volume, decommissioned = ?gone, "node-local cleanup advanced");
+        }
+        Ok(())
+    }
+
+    /// Runs the node's part (`dirs`) and/or the controller's (`controller`) until the process
+    /// ends: on every change the cluster reports, on this host's own requests, and every
+    /// `interval` (which also notices nodes that were deleted).
+    pub async fn run(
+        self: Arc<Self>,
+        node: Option<(LocalDirs, NodeOps)>,
+        controller: bool,
+        interval: Duration,
+    ) {
+        let mut changes: std::pin::Pin<Box<dyn futures::Stream<Item = ()> + Send>> =
+            match &self.cluster {
+                Some(cluster) => Box::pin(cluster.record_changes()),
+                None => Box::pin(futures::stream::pending()),
+            };
+        loop {
+            if let Some((dirs, ops)) = &node
+                && let Err(e) = self.node_pass(dirs, ops).await
+            {
+                tracing::warn!("node-local cleanup pass: {e}");
+            }
+            if controller && let Err(e) = self.controller_pass().await {
+                tracing::warn!("node-local cleanup check of nodes: {e}");
+            }
+            use futures::StreamExt;
+            tokio::select! {
+                _ = changes.next() => {}
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Warning Events on the PersistentVolumeClaim of a volume, so that `kubectl describe pvc` says
+//! why a pod cannot start. Best effort, and at most one per volume and reason a minute.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::Api;
+use kube::api::PostParams;
+
+use super::{Cluster, KubeError};
+
+const REPEAT_AFTER: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+pub(super) struct Limiter(Mutex<HashMap<String, Instant>>);
+
+impl Limiter {
+    fn allows(&self, key: String) -> bool {
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        last.retain(|_, at| now.duration_since(*at) < REPEAT_AFTER);
+        match last.entry(key) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(now);
+                true
+            }
+        }
+    }
+}
+
+impl Cluster {
+    /// Posts a Warning Event on the claim of `volume`'s PV (nothing if it has none).
+    pub async fn warn_claim(&self, volume: &str, key: &str, reason: &str, message: &str) {
+        if !self.events.allows(format!("{volume}/{reason}/{key}")) {
+            return;
+        }
+        if let Err(e) = self.post_warning(volume, reason, message).await {
+            tracing::warn!(volume, reason, "cannot post an Event: {e}");
+        }
+    }
+
+    async fn post_warning(
+        &self,
+        volume: &str,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), KubeError> {
+        let Some(claim) = self.pv_of(volume).await?.and_then(|pv| pv.spec?.claim_ref) else {
+            return Ok(());
+        };
+        let Some(namespace) = claim.namespace.clone() else {
+            return Ok(());
+        };
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let event = Event {
+            metadata: ObjectMeta {
+                generate_name: Some(format!("{}.", claim.name.as_deref().unwrap_or("pvc"))),
+                namespace: Some(namespace.clone()),
+                ..Default::default()
+            },
+            involved_object: ObjectReference {
+                kind: Some("PersistentVolumeClaim".into()),
+                api_version: Some("v1".into()),
+                ..claim
+            },
+            reason: Some(reason.into()),
+            message: Some(message.chars().take(1024).collect()),
+            type_: Some("Warning".into()),
+            source: Some(EventSource {
+                component: Some(self.driver.clone()),
+                host: None,
+            }),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now),
+            count: Some(1),
+            ..Default::default()
+        };
+        Api::<Event>::namespaced(self.client.clone(), &namespace)
+            .create(&PostParams::default(), &event)
+            .await
+            .map(drop)
+            .map_err(KubeError::api(format!(
+                "post an event in namespace {namespace}"
+            )))
+    }
+}

@@ -1,0 +1,113 @@
+//! The optional Kubernetes client: the cluster's word on nodes, attachments and node-local
+//! cleanup records, and Events for people. Off unless `--kubeconfig` is given or the process runs
+//! in a pod (in-cluster credentials); then Kubernetes is the source of truth where the embedded
+//! store is otherwise.
+//!
+//! Every call is bounded ([`REQUEST_TIMEOUT`]); callers that decide on safety (fencing) treat any
+//! error as "cannot tell" and refuse.
+
+mod attachments;
+mod events;
+pub mod records;
+
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+pub use attachments::Seen;
+
+/// Longest a single API request may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The namespace for the driver's own objects when none is given and none is known.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error("Kubernetes client configuration: {0}")]
+    Config(String),
+    #[error("Kubernetes API, {what}: {source}")]
+    Api {
+        what: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+}
+
+impl KubeError {
+    fn api(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
+        let what = what.into();
+        move |source| Self::Api {
+            what,
+            source: Box::new(source),
+        }
+    }
+}
+
+/// A connection to the cluster, for one driver.
+pub struct Cluster {
+    client: kube::Client,
+    /// Without a read timeout, for watches.
+    watch_client: kube::Client,
+    driver: String,
+    namespace: String,
+    pvs: attachments::PvIndex,
+    events: events::Limiter,
+}
+
+impl Cluster {
+    /// Connects with `kubeconfig`, or with in-cluster credentials when running in a pod; `None`
+    /// when neither is available (standalone). The namespace for ConfigMaps defaults to the
+    /// pod's own (in-cluster), the kubeconfig context's, or `default`.
+    pub async fn connect(
+        kubeconfig: Option<&Path>,
+        namespace: Option<String>,
+        driver: &str,
+    ) -> Result<Option<Self>, KubeError> {
+        let config = match kubeconfig {
+            Some(path) => {
+                let file = Kubeconfig::read_from(path)
+                    .map_err(|e| KubeError::Config(format!("{}: {e}", path.display())))?;
+                kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                    .await
+                    .map_err(|e| KubeError::Config(format!("{}: {e}", path.display())))?
+            }
+            None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => {
+                kube::Config::incluster()
+                    .map_err(|e| KubeError::Config(format!("in-cluster: {e}")))?
+            }
+            None => return Ok(None),
+        };
+        let namespace = namespace.unwrap_or_else(|| config.default_namespace.clone());
+        let mut bounded = config.clone();
+        bounded.read_timeout = Some(REQUEST_TIMEOUT);
+        bounded.write_timeout = Some(REQUEST_TIMEOUT);
+        bounded.connect_timeout = Some(REQUEST_TIMEOUT);
+        bounded.reset_reader_on_write = true;
+        let client = kube::Client::try_from(bounded).map_err(KubeError::api("client"))?;
+        let watch_client = kube::Client::try_from(config).map_err(KubeError::api("client"))?;
+        Ok(Some(Self {
+            client,
+            watch_client,
+            driver: driver.to_owned(),
+            namespace,
+            pvs: attachments::PvIndex::default(),
+            events: events::Limiter::default(),
+        }))
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Whether the cluster has a Node of this name (CSI node ids are Kubernetes node names).
+    pub async fn node_exists(&self, node: &str) -> Result<bool, KubeError> {
+        Api::<Node>::all(self.client.clone())
+            .get_metadata_opt(node)
+            .await
+            .map(|n| n.is_some())
+            .map_err(KubeError::api(format!("get node {node}")))
+    }
+}

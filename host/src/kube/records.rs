@@ -1,0 +1,150 @@
+//! Node-local cleanup records as ConfigMaps, in the public node-local-cache driver's format so
+//! either driver can take over volumes in flight: one ConfigMap `nlc-vol-<volume-id>` per
+//! volume, labelled `node-local-cache.csi.io/volume=<volume-id>`, its `data.status` the record's
+//! JSON (the cleanup module owns its meaning; this module stores text). Writes are
+//! compare-and-swap on `resourceVersion`.
+
+use std::collections::BTreeMap;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
+use kube::runtime::{WatchStreamExt, watcher};
+use sha2::{Digest, Sha256};
+
+use super::{Cluster, KubeError};
+
+/// The label that marks a cleanup record and names its volume.
+pub const LABEL: &str = "node-local-cache.csi.io/volume";
+const PREFIX: &str = "nlc-vol-";
+const KEY: &str = "status";
+
+/// A record's text and the version to write it back at.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub text: String,
+    pub version: String,
+}
+
+fn dns_safe(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// The ConfigMap name and label value for a volume: the id itself where Kubernetes allows it
+/// (the public driver's ids always are), else a digest of it.
+fn names(volume: &str) -> (String, String) {
+    if dns_safe(volume, 63) {
+        (format!("{PREFIX}{volume}"), volume.to_owned())
+    } else {
+        let digest = hex::encode(&Sha256::digest(volume.as_bytes())[..20]);
+        (format!("{PREFIX}x-{digest}"), format!("x-{digest}"))
+    }
+}
+
+fn stored(cm: ConfigMap) -> Option<Stored> {
+    Some(Stored {
+        version: cm.metadata.resource_version?,
+        text: cm.data?.remove(KEY)?,
+    })
+}
+
+impl Cluster {
+    fn config_maps(&self) -> Api<ConfigMap> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub async fn record(&self, volume: &str) -> Result<Option<Stored>, KubeError> {
+        let (name, _) = names(volume);
+        self.config_maps()
+            .get_opt(&name)
+            .await
+            .map(|cm| cm.and_then(stored))
+            .map_err(KubeError::api(format!("get config map {name}")))
+    }
+
+    /// Writes a record: creates it when `version` is `None`, else replaces that version. `None`
+    /// back means another writer came first.
+    pub async fn put_record(
+        &self,
+        volume: &str,
+        text: &str,
+        version: Option<&str>,
+    ) -> Result<Option<String>, KubeError> {
+        let (name, label) = names(volume);
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(self.namespace.clone()),
+                labels: Some(BTreeMap::from([(LABEL.to_owned(), label)])),
+                resource_version: version.map(str::to_owned),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([(KEY.to_owned(), text.to_owned())])),
+            ..Default::default()
+        };
+        let api = self.config_maps();
+        let written = match version {
+            None => api.create(&PostParams::default(), &cm).await,
+            Some(_) => api.replace(&name, &PostParams::default(), &cm).await,
+        };
+        match written {
+            Ok(cm) => Ok(cm.metadata.resource_version),
+            Err(kube::Error::Api(s)) if s.code == 409 || (version.is_some() && s.code == 404) => {
+                Ok(None)
+            }
+            Err(e) => Err(KubeError::api(format!("write config map {name}"))(e)),
+        }
+    }
+
+    /// Removes a record at `version`; `false` when it changed (or is gone) meanwhile.
+    pub async fn delete_record(&self, volume: &str, version: &str) -> Result<bool, KubeError> {
+        let (name, _) = names(volume);
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: Some(version.to_owned()),
+                uid: None,
+            }),
+            ..Default::default()
+        };
+        match self.config_maps().delete(&name, &params).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Ok(false),
+            Err(e) => Err(KubeError::api(format!("delete config map {name}"))(e)),
+        }
+    }
+
+    /// Every record.
+    pub async fn records(&self) -> Result<Vec<Stored>, KubeError> {
+        self.config_maps()
+            .list(&ListParams::default().labels(LABEL))
+            .await
+            .map(|list| list.items.into_iter().filter_map(stored).collect())
+            .map_err(KubeError::api("list cleanup config maps"))
+    }
+
+    /// Yields whenever a record is written or removed (and once the watch is established);
+    /// a broken watch is re-established with backoff.
+    pub fn record_changes(&self) -> impl Stream<Item = ()> + Send + 'static {
+        let api: Api<ConfigMap> = Api::namespaced(self.watch_client.clone(), &self.namespace);
+        watcher(api, watcher::Config::default().labels(LABEL))
+            .default_backoff()
+            .filter_map(|event| async move {
+                match event {
+                    Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))
+                    | Ok(watcher::Event::InitDone) => Some(()),
+                    Ok(_) => None,
+                    Err(e) => {
+                        tracing::warn!("watching cleanup records: {e}");
+                        None
+                    }
+                }
+            })
+    }
+}

@@ -1,0 +1,238 @@
+//! Fencing with Kubernetes as the source of truth, against a real kube-apiserver: of 200
+//! concurrent publishes from 200 nodes exactly one wins and the losers' claim gets an Event; the
+//! record is rebuilt from VolumeAttachments after a SIGKILL; a holder whose Node was deleted is
+//! cleared (on publish, and by the reconciler); an unknown node is NOT_FOUND; and with the API
+//! server down, a publish is refused rather than guessed.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Event;
+use kube::Api;
+use kube::api::ListParams;
+use modcsi::proto::volume_capability::access_mode::Mode;
+use modcsi::proto::*;
+use modcsi_tests::kube_api::KubeApi;
+use modcsi_tests::kube_api::objects::{self, DRIVER};
+use modcsi_tests::process::{ServeProcess, modcsi_binary};
+use modcsi_tests::{RULE_BREAKER, TestHost, requests};
+use tokio::task::JoinSet;
+use tonic::Code;
+
+fn publish(volume: &str, node: &str) -> ControllerPublishVolumeRequest {
+    ControllerPublishVolumeRequest {
+        volume_id: volume.into(),
+        node_id: node.into(),
+        volume_capability: Some(requests::mount_capability(Mode::SingleNodeWriter)),
+        ..Default::default()
+    }
+}
+
+async fn host(api: &KubeApi, adjust: impl FnOnce(&mut modcsi::serve::ServeConfig)) -> TestHost {
+    let kubeconfig = api.kubeconfig();
+    TestHost::start_with(RULE_BREAKER, |c| {
+        c.driver_name = DRIVER.into();
+        c.cluster.kubeconfig = Some(kubeconfig);
+        adjust(c);
+    })
+    .await
+}
+
+async fn create(host: &TestHost, name: &str) -> String {
+    host.client
+        .controller
+        .clone()
+        .create_volume(requests::create(name))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap()
+        .volume_id
+}
+
+async fn add_nodes(client: &kube::Client, names: impl IntoIterator<Item = String>) {
+    let mut set = JoinSet::new();
+    for name in names {
+        let client = client.clone();
+        set.spawn(async move { objects::add_node(&client, &name).await });
+    }
+    set.join_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_200_concurrent_publishes_exactly_one_wins_and_the_claim_hears_why() {
+    let api = KubeApi::start().await;
+    let client = api.client().await;
+    add_nodes(&client, (0..200).map(|i| format!("node-{i:03}"))).await;
+    let host = host(&api, |_| {}).await;
+    let volume = create(&host, "contended").await;
+    objects::add_pv(&client, "pv-contended", &volume, "ReadWriteOnce", "data").await;
+    let mut calls = JoinSet::new();
+    for i in 0..200 {
+        let mut c = host.client.controller.clone();
+        let request = publish(&volume, &format!("node-{i:03}"));
+        calls.spawn(async move { c.controller_publish_volume(request).await });
+    }
+    let mut codes: HashMap<Code, usize> = HashMap::new();
+    for result in calls.join_all().await {
+        *codes
+            .entry(result.map_or_else(|e| e.code(), |_| Code::Ok))
+            .or_default() += 1;
+    }
+    assert_eq!(codes.get(&Code::Ok), Some(&1), "{codes:?}");
+    assert_eq!(
+        codes.get(&Code::FailedPrecondition),
+        Some(&199),
+        "{codes:?}"
+    );
+    assert_eq!(host.driver.fencing.nodes(&volume).unwrap().len(), 1);
+    // The claim says why its pod cannot start (Events are posted in the background).
+    let events = Api::<Event>::namespaced(client.clone(), "default");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = events.list(&ListParams::default()).await.unwrap();
+        let conflict = list.items.iter().find(|e| {
+            e.reason.as_deref() == Some("AttachmentConflict")
+                && e.involved_object.name.as_deref() == Some("data")
+        });
+        if let Some(e) = conflict {
+            let message = e.message.as_deref().unwrap_or_default();
+            assert!(message.contains(&volume), "{message}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no AttachmentConflict event");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_host_rebuilds_attachments_from_volume_attachments() {
+    let api = KubeApi::start().await;
+    let client = api.client().await;
+    add_nodes(&client, ["node-a".into(), "node-b".into()]).await;
+    let root = tempfile::tempdir().unwrap();
+    let kubeconfig = api.kubeconfig();
+    let flags = [
+        "--node-id",
+        "controller",
+        "--mode",
+        "controller",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+    ];
+    let mut first =
+        ServeProcess::start_with(&modcsi_binary(), RULE_BREAKER, root.path(), &flags).await;
+    let mut c = first.client.controller.clone();
+    let volume = c
+        .create_volume(requests::create("kept"))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap()
+        .volume_id;
+    objects::add_pv(&client, "pv-kept", &volume, "ReadWriteOnce", "kept").await;
+    c.controller_publish_volume(publish(&volume, "node-a"))
+        .await
+        .unwrap();
+    // The attacher records the publish; another driver's attachment of the same PV to node-b
+    // is not this driver's business.
+    objects::add_attachment(&client, DRIVER, "pv-kept", "node-a", true).await;
+    objects::add_attachment(&client, "other.csi.io", "pv-kept", "node-b", true).await;
+    first.kill();
+    // The embedded store is not the record with Kubernetes: losing it changes nothing.
+    std::fs::remove_dir_all(root.path().join("state")).unwrap();
+    let second =
+        ServeProcess::start_with(&modcsi_binary(), RULE_BREAKER, root.path(), &flags).await;
+    let mut c = second.client.controller.clone();
+    let err = c
+        .controller_publish_volume(publish(&volume, "node-b"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(err.message().contains("node-a"), "{}", err.message());
+    // The holder publishing again is the same answer, whatever its capability was.
+    c.controller_publish_volume(publish(&volume, "node-a"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_deleted_node_lets_go_of_its_volumes_and_unknown_nodes_are_not_found() {
+    let api = KubeApi::start().await;
+    let client = api.client().await;
+    add_nodes(&client, ["gone".into(), "new".into(), "other".into()]).await;
+    let host = host(&api, |c| {
+        c.cluster.reconcile_interval = Duration::from_millis(200);
+        c.cluster.attachment_grace = Duration::ZERO;
+    })
+    .await;
+    let mut c = host.client.controller.clone();
+    let err = c
+        .controller_publish_volume(publish("any-volume", "nowhere"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{}", err.message());
+    assert!(err.message().contains("nowhere"), "{}", err.message());
+
+    let held = create(&host, "held").await;
+    let swept = create(&host, "swept").await;
+    for volume in [&held, &swept] {
+        c.controller_publish_volume(publish(volume, "gone"))
+            .await
+            .unwrap();
+    }
+    let err = c
+        .controller_publish_volume(publish(&held, "new"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    objects::delete_node(&client, "gone").await;
+    // On publish: the holder is gone, so its attachment is cleared and the publish proceeds.
+    c.controller_publish_volume(publish(&held, "new"))
+        .await
+        .unwrap();
+    assert_eq!(host.driver.fencing.nodes(&held).unwrap(), ["new"]);
+    // In the background: the reconciler clears the other volume without being asked.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !host.driver.fencing.nodes(&swept).unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the reconciler did not clear it");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.controller_publish_volume(publish(&swept, "other"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn with_the_api_server_down_a_publish_is_refused_not_guessed() {
+    let mut api = KubeApi::start().await;
+    let client = api.client().await;
+    add_nodes(&client, ["node-a".into(), "node-b".into()]).await;
+    let host = host(&api, |_| {}).await;
+    let volume = create(&host, "outage").await;
+    let mut c = host.client.controller.clone();
+    c.controller_publish_volume(publish(&volume, "node-a"))
+        .await
+        .unwrap();
+    api.stop_apiserver();
+    for node in ["node-a", "node-b"] {
+        let err = c
+            .controller_publish_volume(publish(&volume, node))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable, "{node}: {}", err.message());
+        assert!(err.message().contains("cannot tell"), "{}", err.message());
+    }
+    assert_eq!(host.driver.fencing.nodes(&volume).unwrap(), ["node-a"]);
+    api.start_apiserver().await;
+    c.controller_publish_volume(publish(&volume, "node-a"))
+        .await
+        .unwrap();
+    let err = c
+        .controller_publish_volume(publish(&volume, "node-b"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+}
