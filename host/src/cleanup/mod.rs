@@ -379,3 +379,41 @@ impl Cleanup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_and_writes_the_public_drivers_status_keeping_unknown_fields() {
+        let text = r#"{"volume_id":"nlc-1","created_at":"2026-11-01T10:00:00Z",
+            "cleanup_requested_at":"2026-11-02T10:00:00Z","nodes_with_volume":["a","b","c"],
+            "nodes_completed":["a"],"nodes_failed":[],"nodes_decommissioned":["c"],
+            "future_field":{"x":1}}"#;
+        let status: Status = serde_json::from_str(text).unwrap();
+        assert_eq!(status.pending(), ["b"]);
+        assert!(!status.complete());
+        let back: serde_json::Value = serde_json::to_value(&status).unwrap();
+        assert_eq!(back["future_field"], serde_json::json!({"x": 1}));
+        assert_eq!(back["nodes_decommissioned"], serde_json::json!(["c"]));
+        let mut done = status;
+        add(&mut done.nodes_failed, "b");
+        assert!(done.complete());
+    }
+
+    #[test]
+    fn a_record_without_a_request_is_never_complete() {
+        let mut status = Status::new("v");
+        assert!(!status.complete());
+        status.cleanup_requested_at = Some(now());
+        assert!(status.complete(), "nobody held it: nothing to wait for");
+    }
+
+    #[test]
+    fn backoff_grows_to_its_cap() {
+        for attempt in 0..ATTEMPTS {
+            let cap = (FIRST_BACKOFF * 2u32.saturating_pow(attempt)).min(MAX_BACKOFF);
+            assert!(jitter(attempt) <= cap + Duration::from_millis(1));
+        }
+    }
+}

@@ -511,3 +511,121 @@ impl Fencing {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::MemoryStore;
+
+    fn fencing(grace: Duration) -> Fencing {
+        Fencing::new(Arc::new(MemoryStore::default()), None, grace)
+    }
+
+    fn request<'a>(node: &'a str, capability: &'a Capability) -> Request<'a> {
+        Request {
+            volume: "v",
+            node,
+            capability,
+            readonly: false,
+            migration_window: DEFAULT_MIGRATION_WINDOW,
+        }
+    }
+
+    fn rwo() -> Capability {
+        Capability {
+            access_type: AccessType::Block,
+            access_mode: AccessMode::SingleNodeWriter,
+        }
+    }
+
+    fn migration() -> Capability {
+        Capability {
+            access_type: AccessType::Block,
+            access_mode: AccessMode::MultiNodeMultiWriter,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_detach_hands_over_within_the_grace_period_only() {
+        let cap = rwo();
+        for (grace, hands_over) in [(Duration::from_secs(60), true), (Duration::ZERO, false)] {
+            let f = fencing(grace);
+            let turn = f.turn("v").await;
+            f.admit(&turn, &request("a", &cap)).await.unwrap();
+            // ControllerUnpublishVolume began for a; its backend call failed, so a stays.
+            f.begin_detach(&turn, "v", Some("a")).unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+            let b = f.admit(&turn, &request("b", &cap)).await;
+            assert_eq!(b.is_ok(), hands_over, "grace {grace:?}: {b:?}");
+            if !hands_over {
+                assert!(matches!(b, Err(FenceError::Held { ref holder, .. }) if holder == "a"));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rebuilt_holder_is_idempotent_with_any_capability_and_fences_others() {
+        let f = fencing(Duration::ZERO);
+        let seen = |node: &str, attached, since_ms| Seen {
+            volume: "v".into(),
+            node: node.into(),
+            attached,
+            detaching_since_ms: None,
+            since_ms,
+            exclusive: true,
+        };
+        // b is confirmed; c is only being attached: the confirmed one holds the volume. Of
+        // another volume, only an unconfirmed attachment: the oldest holds it.
+        let mut other = seen("d", false, 1);
+        other.volume = "w".into();
+        let mut newer = seen("e", false, 2);
+        newer.volume = "w".into();
+        assert_eq!(
+            f.rebuild(vec![seen("c", false, 1), seen("b", true, 2), other, newer])
+                .unwrap(),
+            2
+        );
+        assert_eq!(f.nodes("v").unwrap(), ["b"]);
+        assert_eq!(f.nodes("w").unwrap(), ["d"]);
+        let turn = f.turn("v").await;
+        let readonly = Capability {
+            access_type: AccessType::Block,
+            access_mode: AccessMode::SingleNodeReaderOnly,
+        };
+        let again = f.admit(&turn, &request("b", &readonly)).await.unwrap();
+        assert_eq!(again, Admitted::Again);
+        let cap = rwo();
+        assert!(matches!(
+            f.admit(&turn, &request("c", &cap)).await,
+            Err(FenceError::Held { .. })
+        ));
+        // Once completed by the holder's request, the record compares capabilities again.
+        assert!(matches!(
+            f.admit(&turn, &request("b", &cap)).await,
+            Err(FenceError::Incompatible { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn live_migrations_are_counted() {
+        let f = fencing(Duration::ZERO);
+        let cap = migration();
+        let turn = f.turn("v").await;
+        f.admit(&turn, &request("source", &cap)).await.unwrap();
+        f.admit(&turn, &request("target", &cap)).await.unwrap();
+        f.forget(&turn, "v", Some("source")).unwrap();
+        let mut late = request("late", &cap);
+        late.migration_window = Duration::ZERO;
+        f.admit(&turn, &late).await.unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(
+            f.admit(&turn, &late).await.is_err(),
+            "the window has passed"
+        );
+        let counts = f.migrations.counts();
+        assert_eq!(
+            (counts.started, counts.completed, counts.timed_out),
+            (2, 1, 1)
+        );
+    }
+}

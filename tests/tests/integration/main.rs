@@ -11,6 +11,7 @@ mod fencing;
 mod kube_fencing;
 mod node_block;
 mod node_hung_mount;
+mod node_local_cleanup;
 mod node_local_size;
 mod node_paths;
 mod rds_backend;

@@ -1,0 +1,352 @@
+//! Node-local cleanup: a deleted volume's directory goes from every node that held it. With
+//! Kubernetes, three node processes and a controller process share a real API server: the
+//! directories on two nodes go and the record with them; a node deleted mid-cleanup is
+//! decommissioned and the record completes; a record written in the public node-local-cache
+//! driver's format is honoured; a storm of create/delete of the same names leaves nothing
+//! behind. Standalone, the same records live in the embedded store.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+use kube::api::{ListParams, ObjectMeta, PostParams};
+use modcsi::client::CsiClient;
+use modcsi::proto::Volume;
+use modcsi_tests::kube_api::{KubeApi, objects};
+use modcsi_tests::process::{ServeProcess, modcsi_binary};
+use modcsi_tests::{NODE_LOCAL_CACHE, TestHost, requests};
+use tonic::Code;
+
+const LABEL: &str = "node-local-cache.csi.io/volume";
+
+async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn standalone_the_record_lives_in_the_embedded_store_until_the_node_has_cleaned_up() {
+    let host = TestHost::start(NODE_LOCAL_CACHE).await;
+    let mut c = host.client.clone();
+    let volume = c
+        .controller
+        .create_volume(requests::create("standalone"))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let target = host.target("t");
+    c.node
+        .node_publish_volume(requests::publish(&volume, &target, false))
+        .await
+        .unwrap();
+    let record = host
+        .driver
+        .state
+        .get("host/cleanup", &volume.volume_id)
+        .unwrap()
+        .expect("the publish registered the node");
+    let status: serde_json::Value = serde_json::from_slice(&record.value).unwrap();
+    assert_eq!(
+        status["nodes_with_volume"],
+        serde_json::json!(["test-node"])
+    );
+    c.node
+        .node_unpublish_volume(requests::unpublish(&volume.volume_id, &target))
+        .await
+        .unwrap();
+    c.controller
+        .delete_volume(requests::delete(&volume.volume_id))
+        .await
+        .unwrap();
+    let state = host.driver.state.clone();
+    let id = volume.volume_id.clone();
+    wait_until("the record is gone", async || {
+        state.get("host/cleanup", &id).unwrap().is_none()
+    })
+    .await;
+    assert!(!host.local_dir(&volume.volume_id).exists());
+}
+
+/// A node plugin process with its own node-local root.
+struct NodeHost {
+    name: String,
+    process: ServeProcess,
+    _root: tempfile::TempDir,
+    dirs: PathBuf,
+}
+
+fn flags<'a>(node: &'a str, mode: &'a str, kubeconfig: &'a str) -> Vec<&'a str> {
+    vec![
+        "--node-id",
+        node,
+        "--mode",
+        mode,
+        "--kubeconfig",
+        kubeconfig,
+        "--namespace",
+        "default",
+        "--reconcile-interval",
+        "1s",
+    ]
+}
+
+impl NodeHost {
+    async fn start(name: &str, kubeconfig: &str) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let dirs = std::fs::canonicalize(root.path()).unwrap().join("nlc");
+        let mut flags = flags(name, "node", kubeconfig);
+        let dirs_flag = dirs.to_str().unwrap().to_owned();
+        flags.extend(["--local-dir-root", &dirs_flag]);
+        let process =
+            ServeProcess::start_with(&modcsi_binary(), NODE_LOCAL_CACHE, root.path(), &flags).await;
+        Self {
+            name: name.into(),
+            process,
+            _root: root,
+            dirs,
+        }
+    }
+
+    fn dir(&self, volume: &str) -> PathBuf {
+        self.dirs.join(volume)
+    }
+
+    /// Publishes, writes a file, unpublishes: the directory stays on the node.
+    async fn use_volume(&self, volume: &Volume) {
+        let target = self
+            .process
+            .targets()
+            .join(format!("t-{}", volume.volume_id));
+        let target = target.to_str().unwrap();
+        let mut node = self.process.client.node.clone();
+        node.node_publish_volume(requests::publish(volume, target, false))
+            .await
+            .unwrap();
+        std::fs::write(Path::new(target).join("data"), self.name.as_bytes()).unwrap();
+        node.node_unpublish_volume(requests::unpublish(&volume.volume_id, target))
+            .await
+            .unwrap();
+        assert!(self.dir(&volume.volume_id).join("data").is_file());
+    }
+}
+
+struct Cluster {
+    _api: KubeApi,
+    client: kube::Client,
+    controller: ServeProcess,
+    _controller_root: tempfile::TempDir,
+    nodes: Vec<NodeHost>,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let api = KubeApi::start().await;
+        let client = api.client().await;
+        let kubeconfig = api.kubeconfig().to_str().unwrap().to_owned();
+        let mut nodes = Vec::new();
+        for name in ["n1", "n2", "n3"] {
+            objects::add_node(&client, name).await;
+            nodes.push(NodeHost::start(name, &kubeconfig).await);
+        }
+        let root = tempfile::tempdir().unwrap();
+        let controller = ServeProcess::start_with(
+            &modcsi_binary(),
+            NODE_LOCAL_CACHE,
+            root.path(),
+            &flags("controller", "controller", &kubeconfig),
+        )
+        .await;
+        Self {
+            _api: api,
+            client,
+            controller,
+            _controller_root: root,
+            nodes,
+        }
+    }
+
+    fn controller(&self) -> CsiClient {
+        self.controller.client.clone()
+    }
+
+    async fn create(&self, name: &str) -> Result<Volume, tonic::Status> {
+        self.controller()
+            .controller
+            .create_volume(requests::create(name))
+            .await
+            .map(|r| r.into_inner().volume.unwrap())
+    }
+
+    async fn delete(&self, volume: &str) {
+        self.controller()
+            .controller
+            .delete_volume(requests::delete(volume))
+            .await
+            .unwrap();
+    }
+
+    fn config_maps(&self) -> Api<ConfigMap> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    async fn record(&self, volume: &str) -> Option<serde_json::Value> {
+        let cm = self
+            .config_maps()
+            .get_opt(&format!("nlc-vol-{volume}"))
+            .await
+            .unwrap()?;
+        assert_eq!(
+            cm.metadata.labels.unwrap_or_default().get(LABEL),
+            Some(&volume.to_owned())
+        );
+        Some(serde_json::from_str(&cm.data.unwrap()["status"]).unwrap())
+    }
+
+    async fn records(&self) -> usize {
+        self.config_maps()
+            .list(&ListParams::default().labels(LABEL))
+            .await
+            .unwrap()
+            .items
+            .len()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_volume_leaves_every_node_and_a_gone_node_is_decommissioned() {
+    let mut cluster = Cluster::start().await;
+    // Published on two nodes, deleted: both directories go, then the record.
+    let volume = cluster.create("shared-cache").await.unwrap();
+    let id = volume.volume_id.clone();
+    for node in &cluster.nodes[..2] {
+        node.use_volume(&volume).await;
+    }
+    let status = cluster
+        .record(&id)
+        .await
+        .expect("the publishes made a record");
+    assert_eq!(status["volume_id"], serde_json::json!(id));
+    assert_eq!(status["nodes_with_volume"], serde_json::json!(["n1", "n2"]));
+    assert!(status["created_at"].is_string());
+    cluster.delete(&id).await;
+    wait_until("the record is gone", async || {
+        cluster.record(&id).await.is_none()
+    })
+    .await;
+    for node in &cluster.nodes[..2] {
+        assert!(!node.dir(&id).exists(), "{} still has {id}", node.name);
+    }
+
+    // n3 goes away mid-cleanup: n1 cleans up, the record waits for n3...
+    let volume = cluster.create("orphaned").await.unwrap();
+    let id = volume.volume_id.clone();
+    cluster.nodes[0].use_volume(&volume).await;
+    cluster.nodes[2].use_volume(&volume).await;
+    cluster.nodes[2].process.kill();
+    cluster.delete(&id).await;
+    wait_until("n1 has cleaned up", async || {
+        cluster
+            .record(&id)
+            .await
+            .is_some_and(|s| s["nodes_completed"] == serde_json::json!(["n1"]))
+    })
+    .await;
+    assert!(!cluster.nodes[0].dir(&id).exists());
+    // ...and the name cannot be created again meanwhile: its directory on n3 is not yet gone.
+    let err = cluster.create("orphaned").await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+    assert!(err.message().contains("n3"), "{}", err.message());
+    // The cluster deletes the node: it is decommissioned and the record completes.
+    objects::delete_node(&cluster.client, "n3").await;
+    wait_until("the record is gone", async || {
+        cluster.record(&id).await.is_none()
+    })
+    .await;
+    cluster.create("orphaned").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_of_the_public_driver_is_honoured() {
+    let cluster = Cluster::start().await;
+    // A volume the public node-local-cache driver created on n1 and was asked to delete.
+    let id = "nlc-0a1b2c3d-0000-5000-8000-000000000001";
+    std::fs::create_dir_all(cluster.nodes[0].dir(id)).unwrap();
+    std::fs::write(cluster.nodes[0].dir(id).join("cached"), b"x").unwrap();
+    let status = serde_json::json!({
+        "volume_id": id,
+        "created_at": "2026-11-01T10:00:00Z",
+        "cleanup_requested_at": "2026-11-02T10:00:00Z",
+        "nodes_with_volume": ["n1"],
+        "nodes_completed": [],
+        "nodes_failed": [],
+        "nodes_decommissioned": [],
+    });
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(format!("nlc-vol-{id}")),
+            labels: Some(BTreeMap::from([(LABEL.into(), id.into())])),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([("status".into(), status.to_string())])),
+        ..Default::default()
+    };
+    cluster
+        .config_maps()
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
+    wait_until("the record is gone", async || {
+        cluster.record(id).await.is_none()
+    })
+    .await;
+    assert!(!cluster.nodes[0].dir(id).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_creates_and_deletes_of_the_same_names_leaves_nothing_behind() {
+    let cluster = Cluster::start().await;
+    let names: Vec<String> = (0..4).map(|i| format!("storm-{i}")).collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    let cluster = std::sync::Arc::new(cluster);
+    for name in names {
+        let cluster = cluster.clone();
+        tasks.spawn(async move {
+            for round in 0..3 {
+                // A create refused while the previous round's directories are still going is
+                // retried, as the provisioner would.
+                let volume = loop {
+                    match cluster.create(&name).await {
+                        Ok(v) => break v,
+                        Err(e) if e.code() == Code::Unavailable => {
+                            tokio::time::sleep(Duration::from_millis(50)).await
+                        }
+                        Err(e) => panic!("{name} round {round}: {e}"),
+                    }
+                };
+                for node in &cluster.nodes[..2] {
+                    node.use_volume(&volume).await;
+                }
+                cluster.delete(&volume.volume_id).await;
+            }
+        });
+    }
+    tasks.join_all().await;
+    wait_until("every record is gone", async || {
+        cluster.records().await == 0
+    })
+    .await;
+    for node in &cluster.nodes {
+        let left: Vec<_> = std::fs::read_dir(&node.dirs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{} kept {left:?}", node.name);
+    }
+}
