@@ -197,8 +197,23 @@ impl Server {
                 source,
             },
         )?);
-        let records = Records::open(state.clone()).map_err(|source| ServeError::Store {
-            path: store_path,
+        let options = &config.cluster;
+        let cluster = crate::kube::Cluster::connect(
+            options.kubeconfig.as_deref(),
+            options.namespace.clone(),
+            &config.driver_name,
+        )
+        .await?
+        .map(Arc::new);
+        let shared: Arc<dyn StateStore> = match &cluster {
+            Some(c) => Arc::new(crate::kube::KubeStore::new(c)?),
+            None => state.clone(),
+        };
+        let records = Records::open(shared.clone()).map_err(|source| ServeError::Store {
+            path: match &cluster {
+                Some(_) => "(the cluster's ConfigMaps)".into(),
+                None => store_path,
+            },
             source,
         })?;
         let backend_config = match &config.backend_config {
@@ -213,7 +228,7 @@ impl Server {
                 call_timeout: config.call_timeout,
                 max_concurrent_calls: config.max_concurrent_calls,
                 config: Arc::new(backend_config),
-                store: Some(state.clone()),
+                store: Some(shared.clone()),
             },
         )
         .await?;
@@ -224,14 +239,6 @@ impl Server {
             origin = ?backend.origin(),
             "backend loaded"
         );
-        let options = &config.cluster;
-        let cluster = crate::kube::Cluster::connect(
-            options.kubeconfig.as_deref(),
-            options.namespace.clone(),
-            &config.driver_name,
-        )
-        .await?
-        .map(Arc::new);
         let fencing = match &cluster {
             // The cluster's VolumeAttachments are the record; rebuilt before serving.
             Some(c) => {
@@ -277,6 +284,7 @@ impl Server {
             cleanup,
             cluster,
             state,
+            shared,
             records: Arc::new(records),
             tokens: ListTokens::default(),
         });

@@ -62,7 +62,11 @@ pub struct Driver {
     /// Where block devices are looked up.
     pub devices: DeviceDirs,
     pub locks: OperationLocks,
+    /// This host's own state (what it staged): the embedded store.
     pub state: Arc<dyn StateStore>,
+    /// State every process of the driver shares (the volumes it created, what nodes said about
+    /// themselves, the backend's `store`): in the cluster with Kubernetes, else `state`.
+    pub shared: Arc<dyn StateStore>,
     pub records: Arc<Records>,
     /// Which nodes each volume is published to, and who may join.
     pub fencing: crate::fencing::Fencing,
@@ -110,11 +114,11 @@ impl Driver {
         }
     }
 
-    /// The attributes node `node` reported through NodeGetInfo (with `--mode all`, or any host
-    /// sharing this state store; a cluster-wide source comes with the Kubernetes client).
+    /// The attributes node `node` reported through NodeGetInfo (kept in the shared store: with
+    /// Kubernetes, every node's; standalone, this host's own).
     fn node_attributes(&self, node: &str) -> Result<types::KeyValues, StoreError> {
         Ok(self
-            .state
+            .shared
             .get(NODES_NAMESPACE, node)?
             .and_then(|e| serde_json::from_slice(&e.value).ok())
             .unwrap_or_default())

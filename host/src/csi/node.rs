@@ -563,9 +563,10 @@ impl Node for NodeService {
             info.max_volumes_per_node = i64::from(identity.max_volumes);
             // Kept for controller-publish (an NVMe host NQN, a cloud VM id).
             let attributes = serde_json::to_vec(&identity.attributes).unwrap_or_default();
-            if let Err(e) = driver
-                .state
-                .put_any(super::NODES_NAMESPACE, &info.node_id, &attributes)
+            if let Err(e) =
+                driver
+                    .shared
+                    .put_any(super::NODES_NAMESPACE, &info.node_id, &attributes)
             {
                 tracing::warn!(node = %info.node_id, "cannot keep the node's attributes: {e}");
             }

@@ -9,6 +9,7 @@
 mod attachments;
 mod events;
 pub mod records;
+mod store;
 
 use std::path::Path;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use kube::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 pub use attachments::Seen;
+pub use store::KubeStore;
 
 /// Longest a single API request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,6 +50,7 @@ impl KubeError {
 
 /// A connection to the cluster, for one driver.
 pub struct Cluster {
+    config: kube::Config,
     client: kube::Client,
     /// Without a read timeout, for watches.
     watch_client: kube::Client,
@@ -87,8 +90,10 @@ impl Cluster {
         bounded.connect_timeout = Some(REQUEST_TIMEOUT);
         bounded.reset_reader_on_write = true;
         let client = kube::Client::try_from(bounded).map_err(KubeError::api("client"))?;
-        let watch_client = kube::Client::try_from(config).map_err(KubeError::api("client"))?;
+        let watch_client =
+            kube::Client::try_from(config.clone()).map_err(KubeError::api("client"))?;
         Ok(Some(Self {
+            config,
             client,
             watch_client,
             driver: driver.to_owned(),

@@ -9,6 +9,7 @@ mod csi_lifecycle;
 mod csi_rules;
 mod fencing;
 mod kube_fencing;
+mod kube_store;
 mod node_block;
 mod node_hung_mount;
 mod node_local_cleanup;

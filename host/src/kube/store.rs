@@ -1,0 +1,260 @@
+//! The [`StateStore`] kept in the cluster, for state every process of the driver must share
+//! (which volumes the host created, the backends' `store` namespaces, what nodes said about
+//! themselves): one ConfigMap per entry, named by a digest of (driver, namespace, key) and
+//! labelled with the driver and a digest of the namespace. An entry's version is the object's
+//! `resourceVersion` (etcd's revision: it only grows, so a key written again never reuses one),
+//! and every write is a compare-and-swap on it.
+//!
+//! The trait is synchronous (a backend's store import runs on a blocking thread; the host's
+//! records are written from request handlers, as the embedded store's are), while the client is
+//! async: requests run on this store's own small runtime and the caller waits for the answer,
+//! as it would for the embedded store's disk. Listing reads every entry of the namespace (the
+//! API cannot select by key prefix): fine for the host's records, slow for millions.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
+use sha2::{Digest, Sha256};
+
+use super::{Cluster, KubeError, REQUEST_TIMEOUT};
+use crate::state::{Durability, Entry, StateStore, StoreError, check_sizes};
+
+const DRIVER_LABEL: &str = "modcsi.io/state-driver";
+const NAMESPACE_LABEL: &str = "modcsi.io/state-namespace";
+
+pub struct KubeStore {
+    api: Api<ConfigMap>,
+    driver: String,
+    /// Taken on drop (a runtime must not be dropped in an async context, where this may be).
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for KubeStore {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+fn digest(parts: &[&str], bytes: usize) -> String {
+    let mut hash = Sha256::new();
+    for part in parts {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    hex::encode(&hash.finalize()[..bytes])
+}
+
+fn version(cm: &ConfigMap) -> Result<u64, StoreError> {
+    let text = cm.metadata.resource_version.as_deref().unwrap_or_default();
+    text.parse().map_err(|_| {
+        StoreError::Unavailable(format!(
+            "the API server's resourceVersion {text:?} is not a number"
+        ))
+    })
+}
+
+fn unavailable(e: kube::Error) -> StoreError {
+    StoreError::Unavailable(format!("Kubernetes API: {e}"))
+}
+
+fn code(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+impl KubeStore {
+    /// A store in the cluster's driver namespace, with a client and runtime of its own.
+    pub fn new(cluster: &Cluster) -> Result<Self, KubeError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("modcsi-kube-store")
+            .enable_all()
+            .build()
+            .map_err(|e| KubeError::Config(format!("state store runtime: {e}")))?;
+        let mut config = cluster.config.clone();
+        config.read_timeout = Some(REQUEST_TIMEOUT);
+        config.reset_reader_on_write = true;
+        let client = {
+            let _entered = runtime.enter();
+            kube::Client::try_from(config).map_err(KubeError::api("state store client"))?
+        };
+        Ok(Self {
+            api: Api::namespaced(client, cluster.namespace()),
+            driver: cluster.driver.clone(),
+            runtime: Some(runtime),
+        })
+    }
+
+    /// Runs `work` on the store's runtime and waits for it (from any thread, async or not).
+    fn wait<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let runtime = self.runtime.as_ref().expect("taken only on drop");
+        runtime.spawn(async move {
+            let _ = tx.send(work.await);
+        });
+        rx.recv()
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("the state store stopped".into())))
+    }
+
+    fn name(&self, namespace: &str, key: &str) -> String {
+        format!(
+            "modcsi-state-{}",
+            digest(&[&self.driver, namespace, key], 20)
+        )
+    }
+
+    fn labels(&self, namespace: &str) -> String {
+        // Driver names (at most 63 characters of [a-zA-Z0-9.-]) are valid label values.
+        format!(
+            "{DRIVER_LABEL}={},{NAMESPACE_LABEL}={}",
+            self.driver,
+            digest(&[namespace], 16)
+        )
+    }
+
+    /// The current version of an entry (after a conflict).
+    async fn current(api: &Api<ConfigMap>, name: &str) -> Result<Option<u64>, StoreError> {
+        match api.get_opt(name).await.map_err(unavailable)? {
+            Some(cm) => version(&cm).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+impl StateStore for KubeStore {
+    fn get(&self, namespace: &str, key: &str) -> Result<Option<Entry>, StoreError> {
+        check_sizes(key, None)?;
+        let (api, name) = (self.api.clone(), self.name(namespace, key));
+        self.wait(async move {
+            let Some(cm) = api.get_opt(&name).await.map_err(unavailable)? else {
+                return Ok(None);
+            };
+            let version = version(&cm)?;
+            let value = cm
+                .binary_data
+                .and_then(|mut d| d.remove("value"))
+                .map(|b| b.0)
+                .unwrap_or_default();
+            Ok(Some(Entry { value, version }))
+        })
+    }
+
+    fn put_with(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &[u8],
+        expected: Option<u64>,
+        _durability: Durability,
+    ) -> Result<u64, StoreError> {
+        check_sizes(key, Some(value))?;
+        let (api, name) = (self.api.clone(), self.name(namespace, key));
+        let labels = BTreeMap::from([
+            (DRIVER_LABEL.to_owned(), self.driver.clone()),
+            (NAMESPACE_LABEL.to_owned(), digest(&[namespace], 16)),
+        ]);
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some(labels),
+                resource_version: expected.map(|v| v.to_string()),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([
+                ("namespace".to_owned(), namespace.to_owned()),
+                ("key".to_owned(), key.to_owned()),
+            ])),
+            binary_data: Some(BTreeMap::from([(
+                "value".to_owned(),
+                ByteString(value.to_vec()),
+            )])),
+            ..Default::default()
+        };
+        self.wait(async move {
+            let written = match expected {
+                None => api.create(&PostParams::default(), &cm).await,
+                Some(_) => api.replace(&name, &PostParams::default(), &cm).await,
+            };
+            match written {
+                Ok(cm) => version(&cm),
+                Err(e) if matches!(code(&e), Some(409 | 404)) => Err(StoreError::Conflict {
+                    current: Self::current(&api, &name).await?,
+                }),
+                Err(e) => Err(unavailable(e)),
+            }
+        })
+    }
+
+    fn delete_with(
+        &self,
+        namespace: &str,
+        key: &str,
+        expected: Option<u64>,
+        _durability: Durability,
+    ) -> Result<(), StoreError> {
+        check_sizes(key, None)?;
+        let (api, name) = (self.api.clone(), self.name(namespace, key));
+        self.wait(async move {
+            let params = DeleteParams {
+                preconditions: expected.map(|v| Preconditions {
+                    resource_version: Some(v.to_string()),
+                    uid: None,
+                }),
+                ..Default::default()
+            };
+            match api.delete(&name, &params).await {
+                Ok(_) => Ok(()),
+                Err(e) if code(&e) == Some(404) && expected.is_none() => Ok(()),
+                Err(e) if matches!(code(&e), Some(409 | 404)) => Err(StoreError::Conflict {
+                    current: Self::current(&api, &name).await?,
+                }),
+                Err(e) => Err(unavailable(e)),
+            }
+        })
+    }
+
+    fn list(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        start_after: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let (api, labels) = (self.api.clone(), self.labels(namespace));
+        let (namespace, prefix, start_after) = (
+            namespace.to_owned(),
+            prefix.to_owned(),
+            start_after.to_owned(),
+        );
+        self.wait(async move {
+            // Names are digests: the keys are in the objects' data.
+            let mut keys: Vec<String> = api
+                .list(&ListParams::default().labels(&labels))
+                .await
+                .map_err(unavailable)?
+                .items
+                .into_iter()
+                .filter_map(|cm| {
+                    let mut data = cm.data?;
+                    (data.get("namespace")? == &namespace).then(|| data.remove("key"))?
+                })
+                .filter(|k| k.starts_with(&prefix) && k.as_str() > start_after.as_str())
+                .collect();
+            keys.sort();
+            keys.truncate(limit);
+            Ok(keys)
+        })
+    }
+}

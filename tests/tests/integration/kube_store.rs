@@ -1,0 +1,108 @@
+//! The state store kept in the cluster: the same contract as the embedded store, and state that
+//! every process of the driver shares: a controller that lost its disk still knows the volumes
+//! it created, and what a node process said about itself reaches the controller process.
+
+use modcsi::kube::{Cluster, KubeStore};
+use modcsi::proto::volume_capability::access_mode::Mode;
+use modcsi::proto::*;
+use modcsi::state::{EmbeddedStore, MemoryStore};
+use modcsi_tests::kube_api::{KubeApi, objects};
+use modcsi_tests::process::{ServeProcess, modcsi_binary};
+use modcsi_tests::{RULE_BREAKER, requests, store_contract};
+use tonic::Code;
+
+#[tokio::test]
+async fn every_store_keeps_the_same_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    store_contract::check(&EmbeddedStore::open(&dir.path().join("s.redb")).unwrap());
+    store_contract::check(&MemoryStore::default());
+    let api = KubeApi::start().await;
+    let cluster = Cluster::connect(Some(&api.kubeconfig()), Some("default".into()), "a.csi.io")
+        .await
+        .unwrap()
+        .unwrap();
+    store_contract::check(&KubeStore::new(&cluster).unwrap());
+    // Another driver in the same namespace has a store of its own.
+    let cluster = Cluster::connect(Some(&api.kubeconfig()), Some("default".into()), "b.csi.io")
+        .await
+        .unwrap()
+        .unwrap();
+    store_contract::check(&KubeStore::new(&cluster).unwrap());
+}
+
+#[tokio::test]
+async fn processes_of_one_driver_share_state_through_the_cluster() {
+    let api = KubeApi::start().await;
+    let client = api.client().await;
+    objects::add_node(&client, "n1").await;
+    let kubeconfig = api.kubeconfig();
+    let kubeconfig = kubeconfig.to_str().unwrap();
+    let (controller_root, node_root) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut controller = start(
+        controller_root.path(),
+        "controller",
+        "controller",
+        kubeconfig,
+    )
+    .await;
+    let mut c = controller.client.controller.clone();
+    c.create_volume(requests::create("kept")).await.unwrap();
+    // The controller loses its disk: the cluster still knows the volume and its size.
+    controller.kill();
+    std::fs::remove_dir_all(controller_root.path().join("state")).unwrap();
+    let controller = start(
+        controller_root.path(),
+        "controller",
+        "controller",
+        kubeconfig,
+    )
+    .await;
+    let mut c = controller.client.controller.clone();
+    let mut bigger = requests::create("kept");
+    bigger.capacity_range = Some(CapacityRange {
+        required_bytes: 5 << 30,
+        limit_bytes: 0,
+    });
+    let err = c.create_volume(bigger).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{}", err.message());
+
+    // A node process says who it is; the controller process publishes with what it said.
+    let node = start(node_root.path(), "n1", "node", kubeconfig).await;
+    let info = node
+        .client
+        .node
+        .clone()
+        .node_get_info(NodeGetInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.node_id, "n1");
+    let published = c
+        .controller_publish_volume(ControllerPublishVolumeRequest {
+            volume_id: "hostile-kept".into(),
+            node_id: "n1".into(),
+            volume_capability: Some(requests::mount_capability(Mode::SingleNodeWriter)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        published.publish_context.get("hostnqn").map(String::as_str),
+        Some("nqn.2014-08.org.nvmexpress:uuid:test"),
+        "{:?}",
+        published.publish_context
+    );
+}
+
+async fn start(root: &std::path::Path, node: &str, mode: &str, kubeconfig: &str) -> ServeProcess {
+    let flags = [
+        "--node-id",
+        node,
+        "--mode",
+        mode,
+        "--kubeconfig",
+        kubeconfig,
+    ];
+    ServeProcess::start_with(&modcsi_binary(), RULE_BREAKER, root, &flags).await
+}
