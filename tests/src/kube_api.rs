@@ -20,6 +20,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 const DEFAULT_BINARY: &str = "/var/cache/modcsi/kube-apiserver-v1.20.2";
 const ADMIN_TOKEN: &str = "modcsi-test-admin";
+/// The service accounts of deploy/kubernetes/rbac.yaml, and the tokens that stand for them.
+const CONTROLLER_ACCOUNT: (&str, &str) = ("modcsi-node-local-cache-controller", "controller-token");
+const NODE_ACCOUNT: (&str, &str) = ("modcsi-node-local-cache-node", "node-token");
 
 pub struct KubeApi {
     dir: tempfile::TempDir,
@@ -258,6 +261,77 @@ impl KubeApi {
     /// A kubeconfig file for `user`, authenticated by `token` (see [`KubeApi::start_with_users`]).
     pub fn kubeconfig_for(&self, user: &str, token: &str) -> PathBuf {
         self.write_kubeconfig(user, token)
+    }
+
+    /// Starts a server with the deployment's RBAC (deploy/kubernetes/rbac.yaml, moved to the
+    /// `default` namespace) applied, and users standing for its service accounts: the
+    /// controller's and the node plugin's kubeconfigs grant exactly what the manifest grants.
+    pub async fn start_deployed() -> Self {
+        let users: Vec<(String, &str)> = [CONTROLLER_ACCOUNT, NODE_ACCOUNT]
+            .iter()
+            .map(|(account, token)| (format!("system:serviceaccount:default:{account}"), *token))
+            .collect();
+        let users: Vec<(&str, &str)> = users.iter().map(|(u, t)| (u.as_str(), *t)).collect();
+        let api = Self::start_with_users(&users).await;
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/rbac.yaml");
+        api.apply(&manifest, "default").await;
+        api
+    }
+
+    /// The controller's kubeconfig (after [`KubeApi::start_deployed`]).
+    pub fn controller_kubeconfig(&self) -> PathBuf {
+        self.kubeconfig_for(CONTROLLER_ACCOUNT.0, CONTROLLER_ACCOUNT.1)
+    }
+
+    /// The node plugin's kubeconfig (after [`KubeApi::start_deployed`]).
+    pub fn node_kubeconfig(&self) -> PathBuf {
+        self.kubeconfig_for(NODE_ACCOUNT.0, NODE_ACCOUNT.1)
+    }
+
+    /// Creates the RBAC objects and service accounts of a manifest, every namespace in it
+    /// replaced by `namespace`.
+    pub async fn apply(&self, manifest: &Path, namespace: &str) {
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+        use kube::api::{Api, PostParams};
+        let text = std::fs::read_to_string(manifest).unwrap();
+        let client = self.client().await;
+        let pp = PostParams::default();
+        for mut doc in serde_saphyr::from_multiple::<serde_json::Value>(&text).unwrap() {
+            if doc["metadata"].get("namespace").is_some() {
+                doc["metadata"]["namespace"] = namespace.into();
+            }
+            if let Some(subjects) = doc.get_mut("subjects").and_then(|s| s.as_array_mut()) {
+                for subject in subjects {
+                    subject["namespace"] = namespace.into();
+                }
+            }
+            let kind = doc["kind"].as_str().unwrap().to_owned();
+            match kind.as_str() {
+                "ServiceAccount" => Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+                    .create(&pp, &serde_json::from_value(doc).unwrap())
+                    .await
+                    .map(drop),
+                "Role" => Api::<Role>::namespaced(client.clone(), namespace)
+                    .create(&pp, &serde_json::from_value(doc).unwrap())
+                    .await
+                    .map(drop),
+                "RoleBinding" => Api::<RoleBinding>::namespaced(client.clone(), namespace)
+                    .create(&pp, &serde_json::from_value(doc).unwrap())
+                    .await
+                    .map(drop),
+                "ClusterRole" => Api::<ClusterRole>::all(client.clone())
+                    .create(&pp, &serde_json::from_value(doc).unwrap())
+                    .await
+                    .map(drop),
+                "ClusterRoleBinding" => Api::<ClusterRoleBinding>::all(client.clone())
+                    .create(&pp, &serde_json::from_value(doc).unwrap())
+                    .await
+                    .map(drop),
+                other => panic!("{}: cannot apply a {other}", manifest.display()),
+            }
+            .unwrap_or_else(|e| panic!("{}: {kind}: {e}", manifest.display()));
+        }
     }
 
     /// An admin client.

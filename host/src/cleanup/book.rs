@@ -4,9 +4,12 @@ use std::sync::Arc;
 
 use super::{CleanupError, Status};
 use crate::kube::Cluster;
-use crate::state::StateStore;
+use crate::state::{Durability, StateStore};
 
 const NAMESPACE: &str = "host/cleanup";
+/// Standalone, the records are this host's own: its DeleteVolume removes its own directory
+/// whatever the record says, so a record lost in a crash costs nothing and needs no fsync.
+const DURABILITY: Durability = Durability::Soon;
 
 pub enum Book {
     Embedded(Arc<dyn StateStore>),
@@ -63,7 +66,7 @@ impl Book {
                 .map_err(Self::cluster_err(volume)),
             Book::Embedded(store) => {
                 let expected = version.and_then(|v| v.parse().ok());
-                match store.put(NAMESPACE, volume, text.as_bytes(), expected) {
+                match store.put_with(NAMESPACE, volume, text.as_bytes(), expected, DURABILITY) {
                     Ok(v) => Ok(Some(v.to_string())),
                     Err(crate::state::StoreError::Conflict { .. }) => Ok(None),
                     Err(e) => Err(Self::store_err(volume)(e)),
@@ -79,11 +82,13 @@ impl Book {
                 .delete_record(volume, version)
                 .await
                 .map_err(Self::cluster_err(volume)),
-            Book::Embedded(store) => match store.delete(NAMESPACE, volume, version.parse().ok()) {
-                Ok(()) => Ok(true),
-                Err(crate::state::StoreError::Conflict { .. }) => Ok(false),
-                Err(e) => Err(Self::store_err(volume)(e)),
-            },
+            Book::Embedded(store) => {
+                match store.delete_with(NAMESPACE, volume, version.parse().ok(), DURABILITY) {
+                    Ok(()) => Ok(true),
+                    Err(crate::state::StoreError::Conflict { .. }) => Ok(false),
+                    Err(e) => Err(Self::store_err(volume)(e)),
+                }
+            }
         }
     }
 

@@ -222,17 +222,26 @@ impl Cleanup {
         }
     }
 
-    /// DeleteVolume: asks every node that held the volume to remove its directory. Nothing to
-    /// do when no node ever published it.
-    pub async fn request(&self, volume: &str) -> Result<(), CleanupError> {
+    /// DeleteVolume: asks every node that held the volume to remove its directory; with
+    /// `removed_here`, this host (a node too) has removed its own. Nothing to do when no node
+    /// ever published it.
+    pub async fn request(&self, volume: &str, removed_here: bool) -> Result<(), CleanupError> {
         let written = self
             .update(volume, |status| {
-                Ok(match status {
-                    Some(mut s) if s.cleanup_requested_at.is_none() => {
-                        s.cleanup_requested_at = Some(now());
-                        Change::Write(s)
-                    }
-                    _ => Change::Nothing,
+                let Some(mut s) = status else {
+                    return Ok(Change::Nothing);
+                };
+                let mut changed = s.cleanup_requested_at.is_none();
+                s.cleanup_requested_at.get_or_insert_with(now);
+                if removed_here && s.nodes_with_volume.contains(&self.node) {
+                    changed |= add(&mut s.nodes_completed, &self.node);
+                }
+                Ok(if s.complete() {
+                    Change::Delete
+                } else if changed {
+                    Change::Write(s)
+                } else {
+                    Change::Nothing
                 })
             })
             .await?;
@@ -243,11 +252,9 @@ impl Cleanup {
     }
 
     /// Removes this node's directories of volumes being deleted and reports each; removes a
-    /// record once it is complete. Returns how many records were looked at.
-    pub async fn node_pass(&self, dirs: &LocalDirs, ops: &NodeOps) -> Result<usize, CleanupError> {
-        let records = self.book.list().await?;
-        let count = records.len();
-        for status in records {
+    /// record once it is complete.
+    pub async fn node_pass(&self, dirs: &LocalDirs, ops: &NodeOps) -> Result<(), CleanupError> {
+        for status in self.book.list().await? {
             if status.cleanup_requested_at.is_none() || status.accounted(&self.node) {
                 continue;
             }
@@ -259,7 +266,6 @@ impl Cleanup {
             }
             let (d, v) = (dirs.clone(), volume.clone());
             let removed = ops.run(move || d.remove(&v)).await;
-            let listed = status.nodes_with_volume.contains(&self.node);
             let report = match removed {
                 Ok(_) => true,
                 // Still mounted here: try again on the next pass.
@@ -272,37 +278,44 @@ impl Cleanup {
                     false
                 }
             };
-            if !listed {
-                continue;
-            }
-            let result = self
-                .update(&volume, |status| {
-                    let Some(mut s) = status else {
-                        return Ok(Change::Nothing);
-                    };
-                    let list = if report {
-                        &mut s.nodes_completed
-                    } else {
-                        &mut s.nodes_failed
-                    };
-                    if !add(list, &self.node) && !s.complete() {
-                        return Ok(Change::Nothing);
-                    }
-                    Ok(if s.complete() {
-                        Change::Delete
-                    } else {
-                        Change::Write(s)
-                    })
-                })
-                .await;
-            match result {
-                Ok(_) => {
-                    tracing::info!(volume, node = %self.node, completed = report, "node-local cleanup reported")
-                }
-                Err(e) => tracing::warn!(volume, "cannot report node-local cleanup: {e}"),
+            if let Err(e) = self.report(&volume, report).await {
+                tracing::warn!(volume, "cannot report node-local cleanup: {e}");
             }
         }
-        Ok(count)
+        Ok(())
+    }
+
+    /// Reports that this node removed its directory of a volume being deleted (or failed to),
+    /// removing the record when that completes it. Nothing when this node is not listed or no
+    /// cleanup was requested.
+    async fn report(&self, volume: &str, completed: bool) -> Result<(), CleanupError> {
+        let mut reported = false;
+        self.update(volume, |status| {
+            let Some(mut s) = status else {
+                return Ok(Change::Nothing);
+            };
+            if s.cleanup_requested_at.is_none() || !s.nodes_with_volume.contains(&self.node) {
+                return Ok(Change::Nothing);
+            }
+            let list = if completed {
+                &mut s.nodes_completed
+            } else {
+                &mut s.nodes_failed
+            };
+            reported = add(list, &self.node);
+            Ok(if s.complete() {
+                Change::Delete
+            } else if reported {
+                Change::Write(s)
+            } else {
+                Change::Nothing
+            })
+        })
+        .await?;
+        if reported {
+            tracing::info!(volume, node = %self.node, completed, "node-local cleanup reported");
+        }
+        Ok(())
     }
 
     /// Marks listed nodes that the cluster no longer has as decommissioned, and removes complete

@@ -198,8 +198,13 @@ impl Controller for ControllerService {
             .run(move || dirs.remove(&volume))
             .await
             .map_err(node_err)?;
-        // Every other node that held a directory of it removes its own.
-        driver.cleanup.request(id).await.map_err(CsiError::from)?;
+        // Every other node that held a directory of it removes its own; this one has (when it
+        // serves as a node too).
+        driver
+            .cleanup
+            .request(id, driver.mode.serves_node())
+            .await
+            .map_err(CsiError::from)?;
         let subject = format!("volume {id}");
         driver
             .records

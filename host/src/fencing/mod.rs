@@ -294,14 +294,18 @@ impl Fencing {
                     let FenceError::Held { holder, .. } = &held else {
                         unreachable!()
                     };
-                    cluster
-                        .warn_claim(
-                            request.volume,
-                            request.node,
-                            "AttachmentConflict",
-                            &format!("{held}; it stays there until unpublished from {holder}"),
-                        )
-                        .await;
+                    // In the background: the volume's turn is not held for an Event.
+                    let message = format!("{held}; it stays there until unpublished from {holder}");
+                    let (cluster, volume, node) = (
+                        cluster.clone(),
+                        request.volume.to_owned(),
+                        request.node.to_owned(),
+                    );
+                    tokio::spawn(async move {
+                        cluster
+                            .warn_claim(&volume, &node, "AttachmentConflict", &message)
+                            .await
+                    });
                     return Err(held);
                 }
                 other => return other,

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::api::core::v1::{Event, PersistentVolume};
 use kube::Api;
 use kube::api::ListParams;
 use modcsi::proto::volume_capability::access_mode::Mode;
@@ -86,7 +86,24 @@ async fn of_200_concurrent_publishes_exactly_one_wins_and_the_claim_hears_why() 
         Some(&199),
         "{codes:?}"
     );
-    assert_eq!(host.driver.fencing.nodes(&volume).unwrap().len(), 1);
+    let holder = host.driver.fencing.nodes(&volume).unwrap();
+    assert_eq!(holder.len(), 1);
+    // The PV names the holder for people (written in the background).
+    let pvs = Api::<PersistentVolume>::all(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let pv = pvs.get("pv-contended").await.unwrap();
+        let noted = pv.metadata.annotations.unwrap_or_default();
+        if noted.get("modcsi.io/attached-nodes") == Some(&holder[0]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the PV does not name {}",
+            holder[0]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // The claim says why its pod cannot start (Events are posted in the background).
     let events = Api::<Event>::namespaced(client.clone(), "default");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -108,11 +125,12 @@ async fn of_200_concurrent_publishes_exactly_one_wins_and_the_claim_hears_why() 
 
 #[tokio::test]
 async fn a_restarted_host_rebuilds_attachments_from_volume_attachments() {
-    let api = KubeApi::start().await;
+    // The controller has the rights deploy/kubernetes/rbac.yaml grants, no more.
+    let api = KubeApi::start_deployed().await;
     let client = api.client().await;
     add_nodes(&client, ["node-a".into(), "node-b".into()]).await;
     let root = tempfile::tempdir().unwrap();
-    let kubeconfig = api.kubeconfig();
+    let kubeconfig = api.controller_kubeconfig();
     let flags = [
         "--node-id",
         "controller",

@@ -147,15 +147,17 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> Self {
-        let api = KubeApi::start().await;
+        // The processes have the rights deploy/kubernetes/rbac.yaml grants, no more.
+        let api = KubeApi::start_deployed().await;
         let client = api.client().await;
-        let kubeconfig = api.kubeconfig().to_str().unwrap().to_owned();
+        let kubeconfig = api.node_kubeconfig().to_str().unwrap().to_owned();
         let mut nodes = Vec::new();
         for name in ["n1", "n2", "n3"] {
             objects::add_node(&client, name).await;
             nodes.push(NodeHost::start(name, &kubeconfig).await);
         }
         let root = tempfile::tempdir().unwrap();
+        let kubeconfig = api.controller_kubeconfig().to_str().unwrap().to_owned();
         let controller = ServeProcess::start_with(
             &modcsi_binary(),
             NODE_LOCAL_CACHE,
