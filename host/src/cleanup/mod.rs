@@ -245,7 +245,8 @@ impl Cleanup {
                 })
             })
             .await?;
-        if written.is_some() {
+        // Standalone there is no watch: this host's own node part is woken directly.
+        if written.is_some_and(|s| !s.complete()) {
             self.wake.notify_waiters();
         }
         Ok(())
