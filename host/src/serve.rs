@@ -364,7 +364,18 @@ impl Server {
             driver.mode.serves_controller(),
             options.reconcile_interval,
         ))];
-        if driver.cluster.is_some() && driver.mode.serves_controller() {
+        if let (Some(cluster), true) = (&driver.cluster, driver.mode.serves_controller()) {
+            // Every replica's record follows the VolumeAttachments, whoever published.
+            let changes = cluster.clone().attachment_changes();
+            let follower = driver.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut changes = std::pin::pin!(changes);
+                while let Some((seen, deleted)) = changes.next().await {
+                    if let Err(e) = follower.fencing.observe(seen, deleted).await {
+                        tracing::warn!("following volume attachments: {e}");
+                    }
+                }
+            }));
             let (driver, interval, grace) = (
                 driver.clone(),
                 options.reconcile_interval,

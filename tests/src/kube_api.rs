@@ -414,6 +414,14 @@ pub mod objects {
             .unwrap();
     }
 
+    /// Deletes the VolumeAttachment [`add_attachment`] made, as the attacher does after a detach.
+    pub async fn delete_attachment(client: &kube::Client, pv: &str, node: &str) {
+        Api::<VolumeAttachment>::all(client.clone())
+            .delete(&format!("va-{pv}-{node}"), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+
     /// A VolumeAttachment of PV `pv` to `node` by `attacher`, marked attached or not.
     pub async fn add_attachment(
         client: &kube::Client,

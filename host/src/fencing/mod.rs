@@ -96,6 +96,21 @@ struct Attached {
     detaching_since_unix_ms: Option<u64>,
 }
 
+impl Attached {
+    /// An attachment the cluster shows, which does not tell the capability or read-only flag.
+    fn seen(s: Seen) -> Self {
+        Self {
+            node: s.node,
+            readonly: false,
+            capability: String::new(),
+            exclusive: s.exclusive,
+            since_unix_ms: s.since_ms,
+            rebuilt: true,
+            detaching_since_unix_ms: s.detaching_since_ms,
+        }
+    }
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Record {
     nodes: Vec<Attached>,
@@ -182,18 +197,7 @@ impl Fencing {
                 seen.into_iter().take(1).collect()
             };
             let record = Record {
-                nodes: holders
-                    .into_iter()
-                    .map(|s| Attached {
-                        node: s.node,
-                        readonly: false,
-                        capability: String::new(),
-                        exclusive: s.exclusive,
-                        since_unix_ms: s.since_ms,
-                        rebuilt: true,
-                        detaching_since_unix_ms: s.detaching_since_ms,
-                    })
-                    .collect(),
+                nodes: holders.into_iter().map(Attached::seen).collect(),
             };
             let (_, version) = self.load(&volume)?;
             self.save(&volume, &record, version)?;
@@ -291,15 +295,12 @@ impl Fencing {
                     self.forget(turn, request.volume, Some(&holder))?;
                 }
                 Err(held @ FenceError::Held { .. }) => {
-                    let FenceError::Held { holder, .. } = &held else {
-                        unreachable!()
-                    };
                     // In the background: the volume's turn is not held for an Event.
-                    let message = format!("{held}; it stays there until unpublished from {holder}");
-                    let (cluster, volume, node) = (
+                    let (cluster, volume, node, message) = (
                         cluster.clone(),
                         request.volume.to_owned(),
                         request.node.to_owned(),
+                        held.to_string(),
                     );
                     tokio::spawn(async move {
                         cluster
@@ -311,6 +312,31 @@ impl Fencing {
                 other => return other,
             }
         }
+    }
+
+    /// Follows a change to one of the driver's VolumeAttachments (made by any controller
+    /// replica's publish): a confirmed attachment joins the record if missing; a deleted one,
+    /// which the attacher removes only once the volume is detached, takes the node's
+    /// attachment with it, unless that was made after the deletion was asked for (a publish
+    /// to the same node again, decided before this watch caught up).
+    pub async fn observe(&self, seen: Seen, deleted: bool) -> Result<(), FenceError> {
+        let turn = self.turn(&seen.volume).await;
+        if deleted {
+            let asked = seen.detaching_since_ms.unwrap_or(u64::MAX);
+            return self.forget_where(&turn, &seen.volume, |a| {
+                a.node == seen.node && a.since_unix_ms <= asked
+            });
+        }
+        if !seen.attached {
+            return Ok(());
+        }
+        let (mut record, version) = self.load(&seen.volume)?;
+        if record.nodes.iter().any(|a| a.node == seen.node) {
+            return Ok(());
+        }
+        let volume = seen.volume.clone();
+        record.nodes.push(Attached::seen(seen));
+        self.save(&volume, &record, version)
     }
 
     /// The rules, on the record alone.
@@ -430,11 +456,21 @@ impl Fencing {
     }
 
     /// Removes the volume's attachment to `node` (every node when `None`). Idempotent.
-    pub fn forget(&self, _turn: &Turn, volume: &str, node: Option<&str>) -> Result<(), FenceError> {
+    pub fn forget(&self, turn: &Turn, volume: &str, node: Option<&str>) -> Result<(), FenceError> {
+        self.forget_where(turn, volume, |a| node.is_none_or(|n| a.node == n))
+    }
+
+    /// Removes the volume's attachments that `gone` picks.
+    fn forget_where(
+        &self,
+        _turn: &Turn,
+        volume: &str,
+        gone: impl Fn(&Attached) -> bool,
+    ) -> Result<(), FenceError> {
         let (mut record, version) = self.load(volume)?;
         let before = record.nodes.len();
         let second_since = record.nodes.get(1).map(|a| a.since_unix_ms);
-        record.nodes.retain(|a| node.is_some_and(|n| a.node != n));
+        record.nodes.retain(|a| !gone(a));
         if record.nodes.len() == before {
             return Ok(());
         }
@@ -608,6 +644,33 @@ mod tests {
             f.admit(&turn, &request("b", &cap)).await,
             Err(FenceError::Incompatible { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_deleted_attachment_takes_only_what_came_before_its_deletion() {
+        let f = fencing(Duration::ZERO);
+        let cap = rwo();
+        let turn = f.turn("v").await;
+        f.admit(&turn, &request("a", &cap)).await.unwrap();
+        drop(turn);
+        let deleted = |asked: u64| Seen {
+            volume: "v".into(),
+            node: "a".into(),
+            attached: true,
+            detaching_since_ms: Some(asked),
+            since_ms: 0,
+            exclusive: true,
+        };
+        // The watch reports an older attachment's deletion after a new publish to a.
+        f.observe(deleted(now_ms() - 1000), true).await.unwrap();
+        assert_eq!(f.nodes("v").unwrap(), ["a"]);
+        f.observe(deleted(now_ms() + 1), true).await.unwrap();
+        assert!(f.nodes("v").unwrap().is_empty());
+        // A confirmed attachment another replica made joins the record.
+        let mut made = deleted(0);
+        made.detaching_since_ms = None;
+        f.observe(made, false).await.unwrap();
+        assert_eq!(f.nodes("v").unwrap(), ["a"]);
     }
 
     #[tokio::test]

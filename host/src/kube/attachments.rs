@@ -2,12 +2,15 @@
 //! the PersistentVolumes that name the volumes (a VolumeAttachment names a PV, not a volume id).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use futures::{Stream, StreamExt};
 
 use k8s_openapi::api::core::v1::PersistentVolume;
 use k8s_openapi::api::storage::v1::VolumeAttachment;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
 
 use super::{Cluster, KubeError};
 
@@ -105,40 +108,88 @@ impl Cluster {
             .await
             .map_err(KubeError::api("list volume attachments"))?;
         let mut seen = Vec::new();
-        for va in list.items {
-            if va.spec.attacher != self.driver {
-                continue;
+        for va in &list.items {
+            let pv = va.spec.source.persistent_volume_name.as_ref();
+            if let Some(s) = self.seen(va, pv.and_then(|name| pvs.get(name))) {
+                seen.push(s);
             }
-            let source = &va.spec.source;
-            let (volume, exclusive) = if let Some(name) = &source.persistent_volume_name {
-                let Some(pv) = pvs.get(name) else { continue };
-                let spec = pv.spec.as_ref().expect("filtered on spec.csi");
-                let handle = spec.csi.as_ref().expect("filtered").volume_handle.clone();
-                let shared = spec
-                    .access_modes
-                    .iter()
-                    .flatten()
-                    .any(|m| m == "ReadWriteMany" || m == "ReadOnlyMany");
-                (handle, !shared)
-            } else if let Some(csi) = source
-                .inline_volume_spec
-                .as_ref()
-                .and_then(|s| s.csi.as_ref())
-            {
-                (csi.volume_handle.clone(), true)
-            } else {
-                continue;
-            };
-            seen.push(Seen {
-                volume,
-                node: va.spec.node_name.clone(),
-                attached: va.status.as_ref().is_some_and(|s| s.attached),
-                detaching_since_ms: va.metadata.deletion_timestamp.as_ref().map(unix_ms),
-                since_ms: va.metadata.creation_timestamp.as_ref().map_or(0, unix_ms),
-                exclusive,
-            });
         }
         Ok(seen)
+    }
+
+    /// A VolumeAttachment of this driver, given its PV (`None`: not this driver's, or its
+    /// volume cannot be named).
+    fn seen(&self, va: &VolumeAttachment, pv: Option<&PersistentVolume>) -> Option<Seen> {
+        if va.spec.attacher != self.driver {
+            return None;
+        }
+        let source = &va.spec.source;
+        let (volume, exclusive) = if source.persistent_volume_name.is_some() {
+            let spec = pv?.spec.as_ref()?;
+            let csi = spec.csi.as_ref().filter(|c| c.driver == self.driver)?;
+            let shared = spec
+                .access_modes
+                .iter()
+                .flatten()
+                .any(|m| m == "ReadWriteMany" || m == "ReadOnlyMany");
+            (csi.volume_handle.clone(), !shared)
+        } else {
+            let csi = source.inline_volume_spec.as_ref()?.csi.as_ref()?;
+            (csi.volume_handle.clone(), true)
+        };
+        Some(Seen {
+            volume,
+            node: va.spec.node_name.clone(),
+            attached: va.status.as_ref().is_some_and(|s| s.attached),
+            detaching_since_ms: va.metadata.deletion_timestamp.as_ref().map(unix_ms),
+            since_ms: va.metadata.creation_timestamp.as_ref().map_or(0, unix_ms),
+            exclusive,
+        })
+    }
+
+    /// This driver's VolumeAttachments as they change, each with whether it was deleted, so
+    /// that every controller replica's record follows the cluster, not only the one that
+    /// published. A broken watch is re-established with backoff (and replays what exists).
+    pub fn attachment_changes(self: Arc<Self>) -> impl Stream<Item = (Seen, bool)> + Send {
+        let api: Api<VolumeAttachment> = Api::all(self.watch_client.clone());
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            .filter_map(move |event| {
+                let cluster = self.clone();
+                async move {
+                    let (va, deleted) = match event {
+                        Ok(watcher::Event::Apply(va) | watcher::Event::InitApply(va)) => {
+                            (va, false)
+                        }
+                        Ok(watcher::Event::Delete(va)) => (va, true),
+                        Ok(_) => return None,
+                        Err(e) => {
+                            tracing::warn!("watching volume attachments: {e}");
+                            return None;
+                        }
+                    };
+                    if va.spec.attacher != cluster.driver {
+                        return None;
+                    }
+                    let pv = match &va.spec.source.persistent_volume_name {
+                        Some(name) => match Api::<PersistentVolume>::all(cluster.client.clone())
+                            .get_opt(name)
+                            .await
+                        {
+                            Ok(pv) => pv,
+                            Err(e) => {
+                                tracing::warn!(
+                                    pv = name,
+                                    "cannot read the PV of an attachment: {e}"
+                                );
+                                None
+                            }
+                        },
+                        None => None,
+                    };
+                    cluster.seen(&va, pv.as_ref()).map(|s| (s, deleted))
+                }
+            })
     }
 
     /// Writes the nodes a volume is attached to on its PV, for people (`kubectl describe pv`);

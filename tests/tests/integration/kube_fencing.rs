@@ -1,8 +1,9 @@
 //! Fencing with Kubernetes as the source of truth, against a real kube-apiserver: of 200
 //! concurrent publishes from 200 nodes exactly one wins and the losers' claim gets an Event; the
 //! record is rebuilt from VolumeAttachments after a SIGKILL; a holder whose Node was deleted is
-//! cleared (on publish, and by the reconciler); an unknown node is NOT_FOUND; and with the API
-//! server down, a publish is refused rather than guessed.
+//! cleared (on publish, and by the reconciler); every controller replica follows attachments
+//! another made; an unknown node is NOT_FOUND; and with the API server down, a publish is
+//! refused rather than guessed.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -172,6 +173,67 @@ async fn a_restarted_host_rebuilds_attachments_from_volume_attachments() {
     assert!(err.message().contains("node-a"), "{}", err.message());
     // The holder publishing again is the same answer, whatever its capability was.
     c.controller_publish_volume(publish(&volume, "node-a"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn every_controller_replica_follows_the_attachments_another_made() {
+    let api = KubeApi::start().await;
+    let client = api.client().await;
+    add_nodes(&client, ["node-a".into(), "node-b".into()]).await;
+    // Two replicas, both started before anything was attached; the attacher talks to one.
+    let (leader, standby) = (host(&api, |_| {}).await, host(&api, |_| {}).await);
+    let volume = create(&leader, "replicated").await;
+    objects::add_pv(
+        &client,
+        "pv-replicated",
+        &volume,
+        "ReadWriteOnce",
+        "replicated",
+    )
+    .await;
+    leader
+        .client
+        .controller
+        .clone()
+        .controller_publish_volume(publish(&volume, "node-a"))
+        .await
+        .unwrap();
+    objects::add_attachment(&client, DRIVER, "pv-replicated", "node-a", true).await;
+    let follows = async |nodes: &[&str]| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while standby.driver.fencing.nodes(&volume).unwrap() != nodes {
+            assert!(
+                Instant::now() < deadline,
+                "the standby does not see {nodes:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    follows(&["node-a"]).await;
+    // Leadership moves: the standby refuses what the leader would have refused.
+    let mut c = standby.client.controller.clone();
+    let err = c
+        .controller_publish_volume(publish(&volume, "node-b"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    // The attacher detaches through the leader, then deletes the attachment.
+    leader
+        .client
+        .controller
+        .clone()
+        .controller_unpublish_volume(ControllerUnpublishVolumeRequest {
+            volume_id: volume.clone(),
+            node_id: "node-a".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    objects::delete_attachment(&client, "pv-replicated", "node-a").await;
+    follows(&[]).await;
+    c.controller_publish_volume(publish(&volume, "node-b"))
         .await
         .unwrap();
 }
