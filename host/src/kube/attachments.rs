@@ -30,111 +30,139 @@ pub struct Seen {
     pub exclusive: bool,
 }
 
-/// Volume id → PV name, learned from listing PVs.
+/// What fencing needs of one of this driver's PVs.
+#[derive(Debug, Clone)]
+pub(super) struct PvFacts {
+    volume: String,
+    /// Its access modes allow a single node only.
+    exclusive: bool,
+}
+
+/// PV name → facts, and volume id → PV name.
+type PvMaps = (HashMap<String, PvFacts>, HashMap<String, String>);
+
+/// This driver's PVs, learned from listing them and kept current from single reads.
 #[derive(Default)]
-pub(super) struct PvIndex(Mutex<HashMap<String, String>>);
+pub(super) struct PvIndex(Mutex<PvMaps>);
+
+impl PvIndex {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PvMaps> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 fn unix_ms(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> u64 {
     t.0.as_millisecond().max(0) as u64
 }
 
 impl Cluster {
-    /// This driver's PVs, by name; also refreshes the volume → PV index.
-    async fn driver_pvs(&self) -> Result<HashMap<String, PersistentVolume>, KubeError> {
+    /// A PV's facts, if it is this driver's.
+    fn facts(&self, pv: &PersistentVolume) -> Option<(String, PvFacts)> {
+        let spec = pv.spec.as_ref()?;
+        let csi = spec.csi.as_ref().filter(|c| c.driver == self.driver)?;
+        let shared = spec
+            .access_modes
+            .iter()
+            .flatten()
+            .any(|m| m == "ReadWriteMany" || m == "ReadOnlyMany");
+        let facts = PvFacts {
+            volume: csi.volume_handle.clone(),
+            exclusive: !shared,
+        };
+        Some((pv.metadata.name.clone()?, facts))
+    }
+
+    fn remember(&self, name: String, facts: PvFacts) {
+        let mut index = self.pvs.lock();
+        index.1.insert(facts.volume.clone(), name.clone());
+        index.0.insert(name, facts);
+    }
+
+    /// Lists this driver's PVs into the index.
+    async fn list_pvs(&self) -> Result<(), KubeError> {
         let list = Api::<PersistentVolume>::all(self.client.clone())
             .list(&ListParams::default())
             .await
             .map_err(KubeError::api("list persistent volumes"))?;
-        let mine: HashMap<String, PersistentVolume> = list
-            .items
-            .into_iter()
-            .filter(|pv| {
-                pv.spec
-                    .as_ref()
-                    .and_then(|s| s.csi.as_ref())
-                    .is_some_and(|c| c.driver == self.driver)
-            })
-            .filter_map(|pv| Some((pv.metadata.name.clone()?, pv)))
-            .collect();
-        let mut index = self.pvs.0.lock().unwrap_or_else(|e| e.into_inner());
-        index.clear();
-        for (name, pv) in &mine {
-            if let Some(csi) = pv.spec.as_ref().and_then(|s| s.csi.as_ref()) {
-                index.insert(csi.volume_handle.clone(), name.clone());
-            }
+        *self.pvs.lock() = Default::default();
+        for (name, facts) in list.items.iter().filter_map(|pv| self.facts(pv)) {
+            self.remember(name, facts);
         }
-        Ok(mine)
+        Ok(())
     }
 
-    /// The PV of a volume, if the cluster has one.
+    /// The facts of PV `name`, read from the API when the index does not have them.
+    async fn pv_facts(&self, name: &str) -> Result<Option<PvFacts>, KubeError> {
+        if let Some(facts) = self.pvs.lock().0.get(name).cloned() {
+            return Ok(Some(facts));
+        }
+        let pv = Api::<PersistentVolume>::all(self.client.clone())
+            .get_opt(name)
+            .await
+            .map_err(KubeError::api(format!("get persistent volume {name}")))?;
+        Ok(pv
+            .as_ref()
+            .and_then(|pv| self.facts(pv))
+            .map(|(name, facts)| {
+                self.remember(name, facts.clone());
+                facts
+            }))
+    }
+
+    /// The PV of a volume, if the cluster has one (the index first, then a fresh list).
     pub(super) async fn pv_of(&self, volume: &str) -> Result<Option<PersistentVolume>, KubeError> {
-        let known = self
-            .pvs
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(volume)
-            .cloned();
-        if let Some(name) = known {
+        for listed in [false, true] {
+            if listed {
+                self.list_pvs().await?;
+            }
+            let Some(name) = self.pvs.lock().1.get(volume).cloned() else {
+                continue;
+            };
             let pv = Api::<PersistentVolume>::all(self.client.clone())
                 .get_opt(&name)
                 .await
                 .map_err(KubeError::api(format!("get persistent volume {name}")))?;
-            let same = pv
+            if pv
                 .as_ref()
-                .and_then(|pv| pv.spec.as_ref()?.csi.as_ref())
-                .is_some_and(|c| c.driver == self.driver && c.volume_handle == volume);
-            if same {
+                .and_then(|pv| self.facts(pv))
+                .is_some_and(|(_, f)| f.volume == volume)
+            {
                 return Ok(pv);
             }
         }
-        let mut pvs = self.driver_pvs().await?;
-        let name = self
-            .pvs
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(volume)
-            .cloned();
-        Ok(name.and_then(|n| pvs.remove(&n)))
+        Ok(None)
     }
 
     /// Every VolumeAttachment of this driver, with the volume id its PV names. Attachments whose
     /// PV is gone are left out (nothing can publish a volume the cluster no longer names).
     pub async fn attachments(&self) -> Result<Vec<Seen>, KubeError> {
-        let pvs = self.driver_pvs().await?;
+        self.list_pvs().await?;
         let list = Api::<VolumeAttachment>::all(self.client.clone())
             .list(&ListParams::default())
             .await
             .map_err(KubeError::api("list volume attachments"))?;
-        let mut seen = Vec::new();
-        for va in &list.items {
-            let pv = va.spec.source.persistent_volume_name.as_ref();
-            if let Some(s) = self.seen(va, pv.and_then(|name| pvs.get(name))) {
-                seen.push(s);
-            }
-        }
-        Ok(seen)
+        let index = self.pvs.lock();
+        Ok(list
+            .items
+            .iter()
+            .filter_map(|va| {
+                let pv = va.spec.source.persistent_volume_name.as_ref();
+                self.seen(va, pv.and_then(|name| index.0.get(name)))
+            })
+            .collect())
     }
 
-    /// A VolumeAttachment of this driver, given its PV (`None`: not this driver's, or its
-    /// volume cannot be named).
-    fn seen(&self, va: &VolumeAttachment, pv: Option<&PersistentVolume>) -> Option<Seen> {
+    /// A VolumeAttachment of this driver, given its PV's facts (`None`: not this driver's, or
+    /// its volume cannot be named).
+    fn seen(&self, va: &VolumeAttachment, pv: Option<&PvFacts>) -> Option<Seen> {
         if va.spec.attacher != self.driver {
             return None;
         }
-        let source = &va.spec.source;
-        let (volume, exclusive) = if source.persistent_volume_name.is_some() {
-            let spec = pv?.spec.as_ref()?;
-            let csi = spec.csi.as_ref().filter(|c| c.driver == self.driver)?;
-            let shared = spec
-                .access_modes
-                .iter()
-                .flatten()
-                .any(|m| m == "ReadWriteMany" || m == "ReadOnlyMany");
-            (csi.volume_handle.clone(), !shared)
+        let (volume, exclusive) = if va.spec.source.persistent_volume_name.is_some() {
+            let pv = pv?;
+            (pv.volume.clone(), pv.exclusive)
         } else {
-            let csi = source.inline_volume_spec.as_ref()?.csi.as_ref()?;
+            let csi = va.spec.source.inline_volume_spec.as_ref()?.csi.as_ref()?;
             (csi.volume_handle.clone(), true)
         };
         Some(Seen {
@@ -172,19 +200,10 @@ impl Cluster {
                         return None;
                     }
                     let pv = match &va.spec.source.persistent_volume_name {
-                        Some(name) => match Api::<PersistentVolume>::all(cluster.client.clone())
-                            .get_opt(name)
-                            .await
-                        {
-                            Ok(pv) => pv,
-                            Err(e) => {
-                                tracing::warn!(
-                                    pv = name,
-                                    "cannot read the PV of an attachment: {e}"
-                                );
-                                None
-                            }
-                        },
+                        Some(name) => cluster.pv_facts(name).await.unwrap_or_else(|e| {
+                            tracing::warn!(pv = name, "cannot read the PV of an attachment: {e}");
+                            None
+                        }),
                         None => None,
                     };
                     cluster.seen(&va, pv.as_ref()).map(|s| (s, deleted))
