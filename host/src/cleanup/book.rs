@@ -100,7 +100,7 @@ impl Book {
                 .await
                 .map_err(Self::cluster_err("(all)"))?
                 .into_iter()
-                .map(|s| (String::new(), s.text.into_bytes()))
+                .map(|s| ("(a config map)".to_owned(), s.text.into_bytes()))
                 .collect(),
             Book::Embedded(store) => {
                 let mut out = Vec::new();
