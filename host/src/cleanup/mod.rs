@@ -247,7 +247,8 @@ impl Cleanup {
             .await?;
         // Standalone there is no watch: this host's own node part is woken directly.
         if written.is_some_and(|s| !s.complete()) {
-            self.wake.notify_waiters();
+            // Kept as a permit if the loop is busy with a pass right now.
+            self.wake.notify_one();
         }
         Ok(())
     }
