@@ -34,14 +34,6 @@ pub struct KubeApi {
     pub port: u16,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn binary() -> PathBuf {
     let path = std::env::var_os("MODCSI_KUBE_APISERVER")
         .map_or_else(|| PathBuf::from(DEFAULT_BINARY), PathBuf::from);
@@ -53,15 +45,15 @@ fn binary() -> PathBuf {
     path
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
+fn openssl(dir: &Path, args: &str) {
     let out = Command::new("openssl")
-        .args(args)
+        .args(args.split_whitespace())
         .current_dir(dir)
         .output()
         .expect("openssl");
     assert!(
         out.status.success(),
-        "openssl {args:?}: {}",
+        "openssl {args}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -70,36 +62,11 @@ fn openssl(dir: &Path, args: &[&str]) {
 fn certificates(dir: &Path) {
     openssl(
         dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=modcsi-test-ca",
-        ],
+        "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=modcsi-test-ca",
     );
     openssl(
         dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
+        "req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1",
     );
     std::fs::write(
         dir.join("server.ext"),
@@ -108,26 +75,10 @@ fn certificates(dir: &Path) {
     .unwrap();
     openssl(
         dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ],
+        "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile server.ext",
     );
-    openssl(dir, &["genrsa", "-out", "sa.key", "2048"]);
-    openssl(dir, &["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"]);
+    openssl(dir, "genrsa -out sa.key 2048");
+    openssl(dir, "rsa -in sa.key -pubout -out sa.pub");
 }
 
 impl KubeApi {
@@ -149,7 +100,7 @@ impl KubeApi {
         }
         std::fs::write(dir.path().join("tokens.csv"), tokens).unwrap();
         let etcd_dir = tempfile::tempdir_in("/dev/shm").unwrap();
-        let (etcd_port, peer_port) = (free_port(), free_port());
+        let (etcd_port, peer_port) = (crate::free_port(), crate::free_port());
         let client_url = format!("http://127.0.0.1:{etcd_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
         let etcd = Command::new("etcd")
@@ -170,7 +121,7 @@ impl KubeApi {
             etcd,
             apiserver: None,
             etcd_port,
-            port: free_port(),
+            port: crate::free_port(),
         };
         api.write_kubeconfig("admin", ADMIN_TOKEN);
         api.start_apiserver().await;

@@ -54,6 +54,15 @@ pub fn component(name: &str) -> PathBuf {
     path
 }
 
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Precompiled components shared by all tests, so each component compiles once per build.
 pub fn shared_cache_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/modcsi-test-cache")

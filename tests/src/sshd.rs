@@ -41,14 +41,6 @@ fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Sshd {
     /// Starts a server; with `forced`, every session runs that command.
     pub fn start(forced: Option<&str>) -> Self {
@@ -57,7 +49,7 @@ impl Sshd {
         keygen(&dir.path().join("client_key"));
         let mut sshd = Self {
             dir,
-            port: free_port(),
+            port: crate::free_port(),
             child: None,
             forced: forced.map(str::to_owned),
         };
