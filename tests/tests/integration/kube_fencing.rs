@@ -1,9 +1,10 @@
-//! Fencing with Kubernetes as the source of truth, against a real kube-apiserver: of 200
-//! concurrent publishes from 200 nodes exactly one wins and the losers' claim gets an Event; the
-//! record is rebuilt from VolumeAttachments after a SIGKILL; a holder whose Node was deleted is
-//! cleared (on publish, and by the reconciler); every controller replica follows attachments
-//! another made; an unknown node is NOT_FOUND; and with the API server down, a publish is
-//! refused rather than guessed.
+//! Fencing with Kubernetes as the source of truth, against a real kube-apiserver, the host
+//! holding only the rights deploy/kubernetes/rbac.yaml grants: of 200 concurrent publishes from
+//! 200 nodes exactly one wins and the losers' claim gets an Event; the record is rebuilt from
+//! VolumeAttachments after a SIGKILL; a holder whose Node was deleted is cleared (on publish,
+//! and by the reconciler); every controller replica follows attachments another made; an
+//! unknown node is NOT_FOUND; and with the API server down, a publish is refused rather than
+//! guessed.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -29,8 +30,10 @@ fn publish(volume: &str, node: &str) -> ControllerPublishVolumeRequest {
     }
 }
 
+/// A controller host with the rights deploy/kubernetes/rbac.yaml grants (the API server must
+/// come from [`KubeApi::start_deployed`]).
 async fn host(api: &KubeApi, adjust: impl FnOnce(&mut modcsi::serve::ServeConfig)) -> TestHost {
-    let kubeconfig = api.kubeconfig();
+    let kubeconfig = api.controller_kubeconfig();
     TestHost::start_with(RULE_BREAKER, |c| {
         c.driver_name = DRIVER.into();
         c.cluster.kubeconfig = Some(kubeconfig);
@@ -63,7 +66,7 @@ async fn add_nodes(client: &kube::Client, names: impl IntoIterator<Item = String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn of_200_concurrent_publishes_exactly_one_wins_and_the_claim_hears_why() {
-    let api = KubeApi::start().await;
+    let api = KubeApi::start_deployed().await;
     let client = api.client().await;
     add_nodes(&client, (0..200).map(|i| format!("node-{i:03}"))).await;
     let host = host(&api, |_| {}).await;
@@ -126,7 +129,6 @@ async fn of_200_concurrent_publishes_exactly_one_wins_and_the_claim_hears_why() 
 
 #[tokio::test]
 async fn a_restarted_host_rebuilds_attachments_from_volume_attachments() {
-    // The controller has the rights deploy/kubernetes/rbac.yaml grants, no more.
     let api = KubeApi::start_deployed().await;
     let client = api.client().await;
     add_nodes(&client, ["node-a".into(), "node-b".into()]).await;
@@ -179,7 +181,7 @@ async fn a_restarted_host_rebuilds_attachments_from_volume_attachments() {
 
 #[tokio::test]
 async fn every_controller_replica_follows_the_attachments_another_made() {
-    let api = KubeApi::start().await;
+    let api = KubeApi::start_deployed().await;
     let client = api.client().await;
     add_nodes(&client, ["node-a".into(), "node-b".into()]).await;
     // Two replicas, both started before anything was attached; the attacher talks to one.
@@ -240,7 +242,7 @@ async fn every_controller_replica_follows_the_attachments_another_made() {
 
 #[tokio::test]
 async fn a_deleted_node_lets_go_of_its_volumes_and_unknown_nodes_are_not_found() {
-    let api = KubeApi::start().await;
+    let api = KubeApi::start_deployed().await;
     let client = api.client().await;
     add_nodes(&client, ["gone".into(), "new".into(), "other".into()]).await;
     let host = host(&api, |c| {
@@ -287,7 +289,7 @@ async fn a_deleted_node_lets_go_of_its_volumes_and_unknown_nodes_are_not_found()
 
 #[tokio::test]
 async fn with_the_api_server_down_a_publish_is_refused_not_guessed() {
-    let mut api = KubeApi::start().await;
+    let mut api = KubeApi::start_deployed().await;
     let client = api.client().await;
     add_nodes(&client, ["node-a".into(), "node-b".into()]).await;
     let host = host(&api, |_| {}).await;
