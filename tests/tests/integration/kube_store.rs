@@ -32,11 +32,15 @@ async fn every_store_keeps_the_same_contract() {
 
 #[tokio::test]
 async fn processes_of_one_driver_share_state_through_the_cluster() {
-    let api = KubeApi::start().await;
+    // Each process has the rights deploy/kubernetes/rbac.yaml grants its component.
+    let api = KubeApi::start_deployed().await;
     let client = api.client().await;
     objects::add_node(&client, "n1").await;
-    let kubeconfig = api.kubeconfig();
-    let kubeconfig = kubeconfig.to_str().unwrap();
+    let (kubeconfig, node_kubeconfig) = (api.controller_kubeconfig(), api.node_kubeconfig());
+    let (kubeconfig, node_kubeconfig) = (
+        kubeconfig.to_str().unwrap(),
+        node_kubeconfig.to_str().unwrap(),
+    );
     let (controller_root, node_root) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut controller = start(
         controller_root.path(),
@@ -67,7 +71,7 @@ async fn processes_of_one_driver_share_state_through_the_cluster() {
     assert_eq!(err.code(), Code::AlreadyExists, "{}", err.message());
 
     // A node process says who it is; the controller process publishes with what it said.
-    let node = start(node_root.path(), "n1", "node", kubeconfig).await;
+    let node = start(node_root.path(), "n1", "node", node_kubeconfig).await;
     let info = node
         .client
         .node
