@@ -348,9 +348,7 @@ impl Server {
         tracing::info!("stopped");
         Ok(result?)
     }
-}
 
-impl Server {
     /// Starts the reconcilers: node-local cleanup (the node's part and/or the controller's)
     /// and, with Kubernetes, the controller's clearing of attachments of deleted nodes.
     fn background(&self) -> Vec<tokio::task::JoinHandle<()>> {

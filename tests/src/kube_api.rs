@@ -239,49 +239,30 @@ impl KubeApi {
         self.kubeconfig_for(NODE_ACCOUNT.0, NODE_ACCOUNT.1)
     }
 
-    /// Creates the RBAC objects and service accounts of a manifest, every namespace in it
-    /// replaced by `namespace`.
+    /// Creates the objects of a manifest, every namespace in it replaced by `namespace`.
     pub async fn apply(&self, manifest: &Path, namespace: &str) {
-        use k8s_openapi::api::core::v1::ServiceAccount;
-        use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-        use kube::api::{Api, PostParams};
+        use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
         let text = std::fs::read_to_string(manifest).unwrap();
         let client = self.client().await;
-        let pp = PostParams::default();
         for mut doc in serde_saphyr::from_multiple::<serde_json::Value>(&text).unwrap() {
-            if doc["metadata"].get("namespace").is_some() {
-                doc["metadata"]["namespace"] = namespace.into();
-            }
             if let Some(subjects) = doc.get_mut("subjects").and_then(|s| s.as_array_mut()) {
                 for subject in subjects {
                     subject["namespace"] = namespace.into();
                 }
             }
-            let kind = doc["kind"].as_str().unwrap().to_owned();
-            match kind.as_str() {
-                "ServiceAccount" => Api::<ServiceAccount>::namespaced(client.clone(), namespace)
-                    .create(&pp, &serde_json::from_value(doc).unwrap())
-                    .await
-                    .map(drop),
-                "Role" => Api::<Role>::namespaced(client.clone(), namespace)
-                    .create(&pp, &serde_json::from_value(doc).unwrap())
-                    .await
-                    .map(drop),
-                "RoleBinding" => Api::<RoleBinding>::namespaced(client.clone(), namespace)
-                    .create(&pp, &serde_json::from_value(doc).unwrap())
-                    .await
-                    .map(drop),
-                "ClusterRole" => Api::<ClusterRole>::all(client.clone())
-                    .create(&pp, &serde_json::from_value(doc).unwrap())
-                    .await
-                    .map(drop),
-                "ClusterRoleBinding" => Api::<ClusterRoleBinding>::all(client.clone())
-                    .create(&pp, &serde_json::from_value(doc).unwrap())
-                    .await
-                    .map(drop),
-                other => panic!("{}: cannot apply a {other}", manifest.display()),
-            }
-            .unwrap_or_else(|e| panic!("{}: {kind}: {e}", manifest.display()));
+            let mut object: DynamicObject = serde_json::from_value(doc).unwrap();
+            let types = object.types.clone().expect("apiVersion and kind");
+            let resource = ApiResource::from_gvk(&GroupVersionKind::try_from(&types).unwrap());
+            let api = match object.metadata.namespace.is_some() {
+                true => {
+                    object.metadata.namespace = Some(namespace.into());
+                    Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource)
+                }
+                false => Api::all_with(client.clone(), &resource),
+            };
+            api.create(&PostParams::default(), &object)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {}: {e}", manifest.display(), types.kind));
         }
     }
 

@@ -137,11 +137,13 @@ impl Controller for ControllerService {
         }
         // The same id again while its previous volume's directories are still being removed
         // from nodes would have them removed under the new volume.
-        driver
-            .cleanup
-            .check_not_deleting(&volume.id)
-            .await
-            .map_err(CsiError::from)?;
+        if matches!(volume.attachment, Some(types::Attachment::LocalDir)) {
+            driver
+                .cleanup
+                .check_not_deleting(&volume.id)
+                .await
+                .map_err(CsiError::from)?;
+        }
         let record = VolumeRecord::new(
             name,
             shape,

@@ -7,6 +7,7 @@
 //! error as "cannot tell" and refuse.
 
 mod attachments;
+mod config_maps;
 mod events;
 pub mod records;
 mod store;

@@ -10,11 +10,10 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
+use kube::api::ListParams;
 use kube::runtime::{WatchStreamExt, watcher};
-use sha2::{Digest, Sha256};
 
-use super::{Cluster, KubeError};
+use super::{Cluster, KubeError, config_maps};
 
 /// The label that marks a cleanup record and names its volume.
 pub const LABEL: &str = "node-local-cache.csi.io/volume";
@@ -43,7 +42,7 @@ fn names(volume: &str) -> (String, String) {
     if dns_safe(volume, 63) {
         (format!("{PREFIX}{volume}"), volume.to_owned())
     } else {
-        let digest = hex::encode(&Sha256::digest(volume.as_bytes())[..20]);
+        let digest = config_maps::digest(&[volume], 20);
         (format!("{PREFIX}x-{digest}"), format!("x-{digest}"))
     }
 }
@@ -89,35 +88,18 @@ impl Cluster {
             data: Some(BTreeMap::from([(KEY.to_owned(), text.to_owned())])),
             ..Default::default()
         };
-        let api = self.config_maps();
-        let written = match version {
-            None => api.create(&PostParams::default(), &cm).await,
-            Some(_) => api.replace(&name, &PostParams::default(), &cm).await,
-        };
-        match written {
-            Ok(cm) => Ok(cm.metadata.resource_version),
-            Err(kube::Error::Api(s)) if s.code == 409 || (version.is_some() && s.code == 404) => {
-                Ok(None)
-            }
-            Err(e) => Err(KubeError::api(format!("write config map {name}"))(e)),
-        }
+        config_maps::write(&self.config_maps(), &cm)
+            .await
+            .map(|written| written.and_then(|cm| cm.metadata.resource_version))
+            .map_err(KubeError::api(format!("write config map {name}")))
     }
 
     /// Removes a record at `version`; `false` when it changed (or is gone) meanwhile.
     pub async fn delete_record(&self, volume: &str, version: &str) -> Result<bool, KubeError> {
         let (name, _) = names(volume);
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                resource_version: Some(version.to_owned()),
-                uid: None,
-            }),
-            ..Default::default()
-        };
-        match self.config_maps().delete(&name, &params).await {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => Ok(false),
-            Err(e) => Err(KubeError::api(format!("delete config map {name}"))(e)),
-        }
+        config_maps::delete(&self.config_maps(), &name, Some(version.to_owned()))
+            .await
+            .map_err(KubeError::api(format!("delete config map {name}")))
     }
 
     /// Every record.

@@ -18,9 +18,9 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
-use sha2::{Digest, Sha256};
+use kube::api::ListParams;
 
+use super::config_maps::{self, digest};
 use super::{Cluster, KubeError, REQUEST_TIMEOUT};
 use crate::state::{Durability, Entry, StateStore, StoreError, check_sizes};
 
@@ -42,15 +42,6 @@ impl Drop for KubeStore {
     }
 }
 
-fn digest(parts: &[&str], bytes: usize) -> String {
-    let mut hash = Sha256::new();
-    for part in parts {
-        hash.update(part.as_bytes());
-        hash.update([0]);
-    }
-    hex::encode(&hash.finalize()[..bytes])
-}
-
 fn version(cm: &ConfigMap) -> Result<u64, StoreError> {
     let text = cm.metadata.resource_version.as_deref().unwrap_or_default();
     text.parse().map_err(|_| {
@@ -62,13 +53,6 @@ fn version(cm: &ConfigMap) -> Result<u64, StoreError> {
 
 fn unavailable(e: kube::Error) -> StoreError {
     StoreError::Unavailable(format!("Kubernetes API: {e}"))
-}
-
-fn code(e: &kube::Error) -> Option<u16> {
-    match e {
-        kube::Error::Api(s) => Some(s.code),
-        _ => None,
-    }
 }
 
 impl KubeStore {
@@ -183,16 +167,11 @@ impl StateStore for KubeStore {
             ..Default::default()
         };
         self.wait(async move {
-            let written = match expected {
-                None => api.create(&PostParams::default(), &cm).await,
-                Some(_) => api.replace(&name, &PostParams::default(), &cm).await,
-            };
-            match written {
-                Ok(cm) => version(&cm),
-                Err(e) if matches!(code(&e), Some(409 | 404)) => Err(StoreError::Conflict {
+            match config_maps::write(&api, &cm).await.map_err(unavailable)? {
+                Some(cm) => version(&cm),
+                None => Err(StoreError::Conflict {
                     current: Self::current(&api, &name).await?,
                 }),
-                Err(e) => Err(unavailable(e)),
             }
         })
     }
@@ -207,20 +186,16 @@ impl StateStore for KubeStore {
         check_sizes(key, None)?;
         let (api, name) = (self.api.clone(), self.name(namespace, key));
         self.wait(async move {
-            let params = DeleteParams {
-                preconditions: expected.map(|v| Preconditions {
-                    resource_version: Some(v.to_string()),
-                    uid: None,
-                }),
-                ..Default::default()
-            };
-            match api.delete(&name, &params).await {
-                Ok(_) => Ok(()),
-                Err(e) if code(&e) == Some(404) && expected.is_none() => Ok(()),
-                Err(e) if matches!(code(&e), Some(409 | 404)) => Err(StoreError::Conflict {
+            let version = expected.map(|v| v.to_string());
+            if config_maps::delete(&api, &name, version)
+                .await
+                .map_err(unavailable)?
+            {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict {
                     current: Self::current(&api, &name).await?,
-                }),
-                Err(e) => Err(unavailable(e)),
+                })
             }
         })
     }

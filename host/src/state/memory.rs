@@ -1,5 +1,6 @@
 //! A [`StateStore`] in memory, for state whose durable copy lives elsewhere: with Kubernetes,
-//! the fencing record is rebuilt from VolumeAttachments at every start.
+//! the fencing record is rebuilt from VolumeAttachments at every start. It keeps the same
+//! contract as every store (`tests/src/store_contract.rs` checks it).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -85,29 +86,5 @@ impl StateStore for MemoryStore {
             .take(limit)
             .cloned()
             .collect())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn compares_versions_and_lists_one_namespace_by_prefix() {
-        let s = MemoryStore::default();
-        for k in ["a/1", "a/2", "a/3", "b/1"] {
-            s.put("ns", k, b"x", None).unwrap();
-        }
-        s.put("ns2", "a/9", b"x", None).unwrap();
-        assert_eq!(s.list("ns", "a/", "", 10).unwrap(), ["a/1", "a/2", "a/3"]);
-        assert_eq!(s.list("ns", "a/", "a/1", 1).unwrap(), ["a/2"]);
-        assert!(matches!(
-            s.put("ns", "a/1", b"y", None),
-            Err(StoreError::Conflict { .. })
-        ));
-        let v = s.get("ns", "a/1").unwrap().unwrap().version;
-        s.put("ns", "a/1", b"y", Some(v)).unwrap();
-        s.delete("ns", "a/1", None).unwrap();
-        assert_eq!(s.get("ns", "a/1").unwrap(), None);
     }
 }
