@@ -11,8 +11,9 @@ use super::{CsiError, SharedDriver, deadline};
 use crate::proto::controller_server::Controller;
 use crate::proto::controller_service_capability::{Rpc, Type, rpc};
 use crate::proto::*;
-use crate::runtime::{CallError, Optional, types};
+use crate::runtime::{CallError, Optional};
 use crate::volume::records::{RequestShape, VolumeRecord};
+use crate::volume::types;
 use crate::volume::{mkfs, validate};
 
 pub struct ControllerService(pub SharedDriver);
@@ -22,7 +23,7 @@ fn is_not_found(error: &CallError) -> bool {
     matches!(
         error,
         CallError::Refused {
-            error: types::Error::NotFound(_),
+            error: types::BackendError::NotFound(_),
             ..
         }
     )
@@ -313,11 +314,7 @@ impl Controller for ControllerService {
                 rpcs.push(rpc);
             }
         }
-        if backend
-            .info()
-            .content_sources
-            .contains(types::ContentSources::VOLUME)
-        {
+        if backend.info().content_sources.volume {
             rpcs.push(rpc::Type::CloneVolume);
         }
         if self.0.offers_single_node_multi_writer() {

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use super::CsiError;
 use crate::proto;
 use crate::proto::volume_capability::access_mode::Mode as CsiMode;
-use crate::runtime::{Backend, Optional, types};
+use crate::runtime::{Backend, Optional};
+use crate::volume::types;
 use crate::volume::validate;
 
 /// Sorted, so backends see the same order every time.
@@ -71,14 +72,8 @@ pub fn capabilities(
 /// Refuses a capability the backend did not declare.
 pub fn supported(cap: &types::Capability, info: &types::BackendInfo) -> Result<(), CsiError> {
     let (mode_name, offered) = match cap.access_type {
-        types::AccessType::Block => (
-            "block",
-            info.volume_modes.contains(types::VolumeModes::BLOCK),
-        ),
-        types::AccessType::Mount(_) => (
-            "filesystem",
-            info.volume_modes.contains(types::VolumeModes::FILESYSTEM),
-        ),
+        types::AccessType::Block => ("block", info.volume_modes.block),
+        types::AccessType::Mount(_) => ("filesystem", info.volume_modes.filesystem),
     };
     if !offered {
         return Err(invalid(format!(
@@ -130,7 +125,6 @@ pub fn content_source(
     backend: &Backend,
 ) -> Result<Option<types::ContentSource>, CsiError> {
     use proto::volume_content_source::Type;
-    use types::ContentSources as S;
     let Some(kind) = source.and_then(|s| s.r#type.as_ref()) else {
         return Ok(None);
     };
@@ -140,14 +134,14 @@ pub fn content_source(
             types::ContentSource::Snapshot(
                 validate::token("source snapshot id", &s.snapshot_id)?.to_owned(),
             ),
-            declared.contains(S::SNAPSHOT) && backend.offers(Optional::Snapshots),
+            declared.snapshot && backend.offers(Optional::Snapshots),
             "snapshots",
         ),
         Type::Volume(v) => (
             types::ContentSource::Volume(
                 validate::token("source volume id", &v.volume_id)?.to_owned(),
             ),
-            declared.contains(S::VOLUME),
+            declared.volume,
             "other volumes",
         ),
     };
@@ -209,7 +203,7 @@ mod tests {
             version: "0".into(),
             access_modes: vec![types::AccessMode::SingleNodeWriter],
             volume_modes: modes,
-            content_sources: types::ContentSources::empty(),
+            content_sources: types::ContentSources::default(),
             topology: false,
             parameters: vec![],
         }
@@ -217,7 +211,10 @@ mod tests {
 
     #[test]
     fn capabilities_must_be_complete_and_offered() {
-        let fs = info(types::VolumeModes::FILESYSTEM);
+        let fs = info(types::VolumeModes {
+            filesystem: true,
+            block: false,
+        });
         let mount = Some(AccessType::Mount(MountVolume::default()));
         let block = Some(AccessType::Block(BlockVolume {}));
         assert!(capabilities(&[cap(mount.clone(), Some(CsiMode::SingleNodeWriter))], &fs).is_ok());

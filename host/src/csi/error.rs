@@ -5,8 +5,9 @@ use tonic::{Code, Status};
 
 use crate::node::NodeError;
 use crate::node::confined::ConfinedError;
-use crate::runtime::{CallError, types};
+use crate::runtime::CallError;
 use crate::volume::attachment::AttachmentError;
+use crate::volume::types;
 use crate::volume::validate::InvalidInput;
 
 #[derive(Debug, thiserror::Error)]
@@ -106,16 +107,16 @@ fn call_code(error: &CallError) -> Code {
         CallError::Trap { .. } => Code::Internal,
         CallError::Busy { .. } => Code::Unavailable,
         CallError::Refused { error, .. } => match error {
-            types::Error::InvalidArgument(_) => Code::InvalidArgument,
-            types::Error::NotFound(_) => Code::NotFound,
-            types::Error::AlreadyExists(_) => Code::AlreadyExists,
-            types::Error::FailedPrecondition(_) => Code::FailedPrecondition,
-            types::Error::ResourceExhausted(_) => Code::ResourceExhausted,
-            types::Error::OutOfRange(_) => Code::OutOfRange,
-            types::Error::Unavailable(_) => Code::Unavailable,
-            types::Error::Aborted(_) => Code::Aborted,
-            types::Error::Internal(_) => Code::Internal,
-            types::Error::Unimplemented(_) => Code::Unimplemented,
+            types::BackendError::InvalidArgument(_) => Code::InvalidArgument,
+            types::BackendError::NotFound(_) => Code::NotFound,
+            types::BackendError::AlreadyExists(_) => Code::AlreadyExists,
+            types::BackendError::FailedPrecondition(_) => Code::FailedPrecondition,
+            types::BackendError::ResourceExhausted(_) => Code::ResourceExhausted,
+            types::BackendError::OutOfRange(_) => Code::OutOfRange,
+            types::BackendError::Unavailable(_) => Code::Unavailable,
+            types::BackendError::Aborted(_) => Code::Aborted,
+            types::BackendError::Internal(_) => Code::Internal,
+            types::BackendError::Unimplemented(_) => Code::Unimplemented,
         },
     }
 }
@@ -146,7 +147,7 @@ mod tests {
             source: CallError::Refused {
                 backend: Arc::from("emma"),
                 operation: "delete-volume",
-                error: types::Error::FailedPrecondition("volume is attached".into()),
+                error: types::BackendError::FailedPrecondition("volume is attached".into()),
             },
         };
         assert_eq!(refused.code(), Code::FailedPrecondition);

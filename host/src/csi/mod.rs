@@ -21,11 +21,12 @@ use crate::node::confined::KubeletRoot;
 use crate::node::device::DeviceDirs;
 use crate::node::local_dir::LocalDirs;
 use crate::node::pool::NodeOps;
-use crate::runtime::{Backend, types};
+use crate::runtime::Backend;
 use crate::state::{StateStore, StoreError};
 use crate::volume::locks::{OperationGuard, OperationLocks};
 use crate::volume::records::Records;
 use crate::volume::tokens::ListTokens;
+use crate::volume::types;
 
 /// Where the host keeps what a node said about itself (`node-info.attributes`), by node id.
 pub const NODES_NAMESPACE: &str = "host/nodes";

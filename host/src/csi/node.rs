@@ -13,8 +13,9 @@ use crate::node::{NodeError, publish, stage, stats};
 use crate::proto::node_server::Node;
 use crate::proto::node_service_capability::{Rpc, Type, rpc};
 use crate::proto::*;
-use crate::runtime::{Optional, types};
+use crate::runtime::Optional;
 use crate::volume::staged::{self, Staged};
+use crate::volume::types;
 use crate::volume::{attachment, mkfs, validate};
 
 pub struct NodeService(pub SharedDriver);

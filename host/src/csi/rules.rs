@@ -19,8 +19,8 @@
 use std::collections::HashMap;
 
 use super::CsiError;
-use crate::runtime::types;
 use crate::volume::attachment::{self, RESERVED_PREFIX};
+use crate::volume::types;
 use crate::volume::validate;
 
 /// A broken rule on the backend's side: INTERNAL, naming the backend.

@@ -36,8 +36,8 @@ use serde::{Deserialize, Serialize};
 pub use migrations::Migrations;
 
 use crate::kube::{Cluster, KubeError, Seen};
-use crate::runtime::types::{AccessMode, AccessType, Capability};
 use crate::state::{StateStore, StoreError};
+use crate::volume::types::{AccessMode, AccessType, Capability};
 
 const NAMESPACE: &str = "host/attachments";
 /// How long a second node may share a multi-writer block volume (live migration).

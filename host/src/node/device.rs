@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::NodeError;
 use super::nvme::{self, Nvme};
-use crate::runtime::types::{Attachment, DiskLocator};
+use crate::volume::types::{Attachment, DiskLocator};
 
 /// Where devices are looked up, and how NVMe/TCP targets are connected; tests point these at
 /// their own trees and fabric.

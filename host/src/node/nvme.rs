@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{NodeError, io_error};
-use crate::runtime::types::NvmeTarget;
+use crate::volume::types::NvmeTarget;
 
 /// The kernel's NVMe-over-Fabrics interface; tests put a fabric of their own here.
 pub trait Fabric: Send + Sync + std::fmt::Debug {
@@ -311,7 +311,7 @@ pub fn find_namespace(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::types::Portal;
+    use crate::volume::types::Portal;
 
     fn target(nqn: &str) -> NvmeTarget {
         NvmeTarget {

@@ -17,11 +17,11 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use super::artifact_cache::{ArtifactCache, CacheError, Origin};
 use super::capabilities::{BackendConfig, LogBudget, Scrubber, SharedCache};
 use super::engine;
-use super::exports::{Calls, Optional};
 use super::limits::CallLimits;
-use super::v0_2::types;
+use super::operations::{Calls, Optional};
 use super::{v0_1, v0_2};
 use crate::state::StateStore;
+use crate::volume::types::{BackendError, BackendInfo};
 
 /// How much of a failing call's stderr (a panic message, say) is kept for the error.
 const STDERR_CAPTURE: usize = 16 * 1024;
@@ -112,11 +112,11 @@ pub enum CallError {
         backend: Arc<str>,
         operation: &'static str,
     },
-    #[error("backend {backend}: {operation}: {}", describe(error))]
+    #[error("backend {backend}: {operation}: {error}")]
     Refused {
         backend: Arc<str>,
         operation: &'static str,
-        error: types::Error,
+        error: BackendError,
     },
 }
 
@@ -167,62 +167,25 @@ struct TimingCounters {
 }
 
 /// The exports of a loaded component, by the WIT version it was built for.
-enum Exports {
+pub(super) enum Versions {
     V0_1(v0_1::Exports),
     V0_2(v0_2::Exports),
 }
 
 type CallFuture<'a, R> = Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>;
 
-/// Defines a public method for one WIT export: it runs the export through [`Backend::invoke`]
-/// (fresh instance, deadline, memory cap) on whichever WIT version the component speaks, and
-/// turns the backend's error value into [`CallError::Refused`]. `secrets` names the call's
-/// secret values, scrubbed from everything the backend writes during the call.
-macro_rules! backend_call {
-    ($name:ident, $op:literal, ($($arg:ident: $ty:ty),*) -> $ret:ty, secrets: $secrets:expr) => {
-        #[doc = concat!("Calls the backend's `", $op, "`.")]
-        #[allow(clippy::too_many_arguments)]
-        pub async fn $name(&self, $($arg: $ty,)* timeout: Option<Duration>) -> Result<$ret, CallError> {
-            let scrubber = self.scrubber($secrets);
-            let result = self
-                .invoke($op, timeout, scrubber.clone(), move |store, instance, exports| {
-                    Box::pin(async move {
-                        match exports {
-                            Exports::V0_1(e) => e.$name(store, instance, $($arg),*).await,
-                            Exports::V0_2(e) => e.$name(store, instance, $($arg),*).await,
-                        }
-                    })
-                })
-                .await?;
-            result.map_err(|error| CallError::Refused {
-                backend: self.name.clone(),
-                operation: $op,
-                error: clean_error(error, &scrubber),
-            })
-        }
-    };
-}
-
 pub struct Backend {
     name: Arc<str>,
-    info: types::BackendInfo,
+    info: BackendInfo,
     origin: Origin,
     engine: Engine,
     pre: wasmtime::component::InstancePre<CallState>,
-    exports: Exports,
+    versions: Versions,
     wit_version: String,
     options: RuntimeOptions,
     slots: Semaphore,
     cache: Arc<SharedCache>,
     timings: TimingCounters,
-}
-
-fn no_secrets() -> std::iter::Empty<String> {
-    std::iter::empty()
-}
-
-fn values(pairs: &types::KeyValues) -> impl Iterator<Item = String> + '_ {
-    pairs.iter().map(|(_, v)| v.clone())
 }
 
 impl Backend {
@@ -256,10 +219,10 @@ impl Backend {
         v0_1::add_to_linker(&mut linker).map_err(link_err)?;
         v0_2::add_to_linker(&mut linker).map_err(link_err)?;
         let pre = linker.instantiate_pre(&component).map_err(link_err)?;
-        let exports = if wit_version == "0.1.0" {
-            Exports::V0_1(v0_1::Exports::new(&pre).map_err(link_err)?)
+        let versions = if wit_version == "0.1.0" {
+            Versions::V0_1(v0_1::Exports::new(&pre).map_err(link_err)?)
         } else {
-            Exports::V0_2(v0_2::Exports::new(&pre).map_err(link_err)?)
+            Versions::V0_2(v0_2::Exports::new(&pre).map_err(link_err)?)
         };
 
         let mut backend = Backend {
@@ -267,11 +230,12 @@ impl Backend {
                 path.file_stem()
                     .map_or("backend".into(), |s| s.to_string_lossy()),
             ),
-            info: placeholder_info(),
+            // Stands in until the backend's own `info` answers below.
+            info: BackendInfo::default(),
             origin,
             engine,
             pre,
-            exports,
+            versions,
             wit_version,
             slots: Semaphore::new(options.max_concurrent_calls as usize),
             options,
@@ -283,11 +247,11 @@ impl Backend {
                 "info",
                 None,
                 Scrubber::default(),
-                |store, instance, exports| {
+                |store, instance, versions| {
                     Box::pin(async move {
-                        match exports {
-                            Exports::V0_1(e) => e.info(store, instance).await,
-                            Exports::V0_2(e) => e.info(store, instance).await,
+                        match versions {
+                            Versions::V0_1(e) => e.info(store, instance).await,
+                            Versions::V0_2(e) => e.info(store, instance).await,
                         }
                     })
                 },
@@ -307,7 +271,7 @@ impl Backend {
         &self.name
     }
 
-    pub fn info(&self) -> &types::BackendInfo {
+    pub fn info(&self) -> &BackendInfo {
         &self.info
     }
 
@@ -319,9 +283,9 @@ impl Backend {
     /// Whether the backend offers an optional interface (0.2: exports it; 0.1: declares the
     /// matching capability flag).
     pub fn offers(&self, interface: Optional) -> bool {
-        match &self.exports {
-            Exports::V0_1(e) => e.offers(interface),
-            Exports::V0_2(e) => e.offers(interface),
+        match &self.versions {
+            Versions::V0_1(e) => e.offers(interface),
+            Versions::V0_2(e) => e.offers(interface),
         }
     }
 
@@ -343,49 +307,27 @@ impl Backend {
     }
 
     /// This call's secret values plus the configuration's.
-    fn scrubber(&self, secrets: impl Iterator<Item = String>) -> Scrubber {
+    pub(super) fn scrubber(&self, secrets: impl Iterator<Item = String>) -> Scrubber {
         Scrubber::new(secrets.chain(self.options.config.secrets().iter().cloned()))
     }
 
-    backend_call!(probe, "probe", () -> (), secrets: no_secrets());
-    backend_call!(create_volume, "create-volume", (request: types::CreateRequest) -> types::Volume,
-        secrets: values(&request.secrets));
-    backend_call!(delete_volume, "delete-volume",
-        (volume_id: String, secrets: types::KeyValues) -> (), secrets: values(&secrets));
-    backend_call!(validate_capabilities, "validate-capabilities",
-        (volume_id: String, capabilities: Vec<types::Capability>, context: types::KeyValues,
-            parameters: types::KeyValues, secrets: types::KeyValues) -> types::Validation,
-        secrets: values(&secrets));
-    backend_call!(controller_publish, "controller-publish",
-        (request: types::PublishRequest) -> types::PublishResult, secrets: values(&request.secrets));
-    backend_call!(controller_unpublish, "controller-unpublish",
-        (volume_id: String, node_id: String, secrets: types::KeyValues) -> (),
-        secrets: values(&secrets));
-    backend_call!(expand_volume, "expand-volume",
-        (volume_id: String, capacity: types::CapacityRange, capability: Option<types::Capability>,
-            secrets: types::KeyValues) -> types::ExpandResult, secrets: values(&secrets));
-    backend_call!(list_volumes, "list-volumes",
-        (max_entries: u32, starting_token: String) -> types::VolumePage, secrets: no_secrets());
-    backend_call!(get_capacity, "get-capacity",
-        (parameters: types::KeyValues, capabilities: Vec<types::Capability>,
-            topology: Option<types::Topology>) -> types::Capacity, secrets: no_secrets());
-    backend_call!(create_snapshot, "create-snapshot",
-        (source_volume_id: String, name: String, parameters: types::KeyValues,
-            secrets: types::KeyValues) -> types::Snapshot, secrets: values(&secrets));
-    backend_call!(delete_snapshot, "delete-snapshot",
-        (snapshot_id: String, secrets: types::KeyValues) -> (), secrets: values(&secrets));
-    backend_call!(list_snapshots, "list-snapshots",
-        (max_entries: u32, starting_token: String, filter: types::SnapshotFilter,
-            secrets: types::KeyValues) -> types::SnapshotPage, secrets: values(&secrets));
-    backend_call!(node_identity, "node-identity", () -> types::NodeInfo, secrets: no_secrets());
-    backend_call!(get_volume, "get-volume", (volume_id: String) -> types::VolumeStatus,
-        secrets: no_secrets());
-    backend_call!(locate, "locate", (volume_id: String, context: types::KeyValues) -> types::Attachment,
-        secrets: no_secrets());
+    /// The backend's error value as a [`CallError`], its message scrubbed, escaped and bounded.
+    pub(super) fn refused(
+        &self,
+        operation: &'static str,
+        error: BackendError,
+        scrubber: &Scrubber,
+    ) -> CallError {
+        CallError::Refused {
+            backend: self.name.clone(),
+            operation,
+            error: error.map_message(|m| scrubber.clean(&m, MAX_ERROR_MESSAGE)),
+        }
+    }
 
     /// Runs `call` on a fresh instance within the call's deadline and memory cap. The deadline
     /// counts from the call's start, waiting for an instance slot included.
-    async fn invoke<R, F>(
+    pub(super) async fn invoke<R, F>(
         &self,
         operation: &'static str,
         timeout: Option<Duration>,
@@ -393,7 +335,11 @@ impl Backend {
         call: F,
     ) -> Result<R, CallError>
     where
-        F: for<'a> FnOnce(&'a mut Store<CallState>, &'a Instance, &'a Exports) -> CallFuture<'a, R>,
+        F: for<'a> FnOnce(
+            &'a mut Store<CallState>,
+            &'a Instance,
+            &'a Versions,
+        ) -> CallFuture<'a, R>,
     {
         let budget = timeout.map_or(self.options.call_timeout, |t| {
             t.min(self.options.call_timeout)
@@ -442,11 +388,11 @@ impl Backend {
         });
 
         let slotted = Instant::now();
-        let exports = &self.exports;
+        let versions = &self.versions;
         let run = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
             let instantiated = Instant::now();
-            let result = call(&mut store, &instance, exports).await?;
+            let result = call(&mut store, &instance, versions).await?;
             Ok::<_, wasmtime::Error>((result, instantiated))
         };
         // Epochs stop a spinning guest; this outer bound also stops one parked in a host call.
@@ -505,42 +451,6 @@ fn trap_cause(err: &wasmtime::Error) -> String {
     err.root_cause().to_string()
 }
 
-/// The backend's error with its message scrubbed, escaped and bounded.
-fn clean_error(error: types::Error, scrubber: &Scrubber) -> types::Error {
-    use types::Error as E;
-    let c = |m: String| scrubber.clean(&m, MAX_ERROR_MESSAGE);
-    match error {
-        E::InvalidArgument(m) => E::InvalidArgument(c(m)),
-        E::NotFound(m) => E::NotFound(c(m)),
-        E::AlreadyExists(m) => E::AlreadyExists(c(m)),
-        E::FailedPrecondition(m) => E::FailedPrecondition(c(m)),
-        E::ResourceExhausted(m) => E::ResourceExhausted(c(m)),
-        E::OutOfRange(m) => E::OutOfRange(c(m)),
-        E::Unavailable(m) => E::Unavailable(c(m)),
-        E::Aborted(m) => E::Aborted(c(m)),
-        E::Internal(m) => E::Internal(c(m)),
-        E::Unimplemented(m) => E::Unimplemented(c(m)),
-    }
-}
-
-/// A backend's error value as a message: its kind, then its own words.
-fn describe(error: &types::Error) -> String {
-    use types::Error as E;
-    let (kind, message) = match error {
-        E::InvalidArgument(m) => ("invalid argument", m),
-        E::NotFound(m) => ("not found", m),
-        E::AlreadyExists(m) => ("already exists", m),
-        E::FailedPrecondition(m) => ("failed precondition", m),
-        E::ResourceExhausted(m) => ("resource exhausted", m),
-        E::OutOfRange(m) => ("out of range", m),
-        E::Unavailable(m) => ("unavailable", m),
-        E::Aborted(m) => ("aborted", m),
-        E::Internal(m) => ("internal error", m),
-        E::Unimplemented(m) => ("unimplemented", m),
-    };
-    format!("{kind}: {message}")
-}
-
 /// The last part of what a failed call wrote to stderr, ready to append to an error message.
 fn stderr_excerpt(pipe: &MemoryOutputPipe) -> String {
     let text = String::from_utf8_lossy(&pipe.contents()).trim().to_string();
@@ -590,19 +500,6 @@ fn wit_version(
             found,
             accepted: ACCEPTED_VERSIONS,
         })
-    }
-}
-
-/// Stands in until the backend's own `info` answers during `load`.
-fn placeholder_info() -> types::BackendInfo {
-    types::BackendInfo {
-        name: String::new(),
-        version: String::new(),
-        access_modes: vec![],
-        volume_modes: types::VolumeModes::empty(),
-        content_sources: types::ContentSources::empty(),
-        topology: false,
-        parameters: vec![],
     }
 }
 

@@ -1,5 +1,5 @@
 //! `modcsi:backend@0.1.0` (wit/0.1.0, frozen): components built for it keep loading. Their
-//! calls are adapted into the 0.2 types the rest of the host speaks; their capability flags
+//! calls are adapted into the host's own types (`volume::types`); their capability flags
 //! become the optional interfaces they offer.
 //!
 //! What 0.1 cannot say is filled in the narrowest way: no secrets on validate and
@@ -12,8 +12,9 @@ use wasmtime::Store;
 use wasmtime::component::{HasSelf, Instance, InstancePre, Linker};
 
 use super::backend::CallState;
-use super::exports::{Calls, Optional, R};
-use super::v0_2::types as v2;
+use super::operations::{Calls, Optional, R};
+use super::v0_2::types::LogLevel;
+use crate::volume::types as v2;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -71,11 +72,11 @@ impl log::Host for CallState {
         fields: v1::KeyValues,
     ) -> wasmtime::Result<()> {
         let level = match level {
-            v1::LogLevel::Trace => v2::LogLevel::Trace,
-            v1::LogLevel::Debug => v2::LogLevel::Debug,
-            v1::LogLevel::Info => v2::LogLevel::Info,
-            v1::LogLevel::Warn => v2::LogLevel::Warn,
-            v1::LogLevel::Error => v2::LogLevel::Error,
+            v1::LogLevel::Trace => LogLevel::Trace,
+            v1::LogLevel::Debug => LogLevel::Debug,
+            v1::LogLevel::Info => LogLevel::Info,
+            v1::LogLevel::Warn => LogLevel::Warn,
+            v1::LogLevel::Error => LogLevel::Error,
         };
         self.emit_log(level, &message, &fields);
         Ok(())
@@ -161,8 +162,8 @@ fn publish_request(r: v2::PublishRequest) -> v1::PublishRequest {
 
 // ---- 0.1 → 0.2: what the backend answers ----
 
-fn error(e: v1::Error) -> v2::Error {
-    use v2::Error as E;
+fn error(e: v1::Error) -> v2::BackendError {
+    use v2::BackendError as E;
     match e {
         v1::Error::InvalidArgument(m) => E::InvalidArgument(m),
         v1::Error::NotFound(m) => E::NotFound(m),
@@ -177,7 +178,7 @@ fn error(e: v1::Error) -> v2::Error {
     }
 }
 
-fn attachment(a: v1::Attachment) -> Result<v2::Attachment, v2::Error> {
+fn attachment(a: v1::Attachment) -> Result<v2::Attachment, v2::BackendError> {
     Ok(match a {
         v1::Attachment::LocalDir => v2::Attachment::LocalDir,
         v1::Attachment::NvmeTcp(t) => v2::Attachment::NvmeTcp(v2::NvmeTarget {
@@ -198,7 +199,7 @@ fn attachment(a: v1::Attachment) -> Result<v2::Attachment, v2::Error> {
             v2::Attachment::Disk(v2::DiskLocator::ById(s))
         }
         v1::Attachment::Disk(v1::DiskLocator::Path(path)) => {
-            return Err(v2::Error::Internal(format!(
+            return Err(v2::BackendError::Internal(format!(
                 "the backend names disk {path:?} by device path, which this host no longer \
                  accepts: name it by serial or by-id"
             )));
@@ -206,7 +207,7 @@ fn attachment(a: v1::Attachment) -> Result<v2::Attachment, v2::Error> {
     })
 }
 
-fn volume(v: v1::Volume) -> Result<v2::Volume, v2::Error> {
+fn volume(v: v1::Volume) -> Result<v2::Volume, v2::BackendError> {
     Ok(v2::Volume {
         id: v.id,
         capacity_bytes: v.capacity_bytes,
@@ -228,20 +229,14 @@ fn snapshot(s: v1::Snapshot) -> v2::Snapshot {
 
 fn backend_info(info: v1::BackendInfo) -> v2::BackendInfo {
     use v1::ControllerCapabilities as C;
-    let mut sources = v2::ContentSources::empty();
-    if info.capabilities.contains(C::SNAPSHOTS) {
-        sources |= v2::ContentSources::SNAPSHOT;
-    }
-    if info.capabilities.contains(C::CLONE) {
-        sources |= v2::ContentSources::VOLUME;
-    }
-    let mut modes = v2::VolumeModes::empty();
-    if info.volume_modes.contains(v1::VolumeModes::FILESYSTEM) {
-        modes |= v2::VolumeModes::FILESYSTEM;
-    }
-    if info.volume_modes.contains(v1::VolumeModes::BLOCK) {
-        modes |= v2::VolumeModes::BLOCK;
-    }
+    let sources = v2::ContentSources {
+        snapshot: info.capabilities.contains(C::SNAPSHOTS),
+        volume: info.capabilities.contains(C::CLONE),
+    };
+    let modes = v2::VolumeModes {
+        filesystem: info.volume_modes.contains(v1::VolumeModes::FILESYSTEM),
+        block: info.volume_modes.contains(v1::VolumeModes::BLOCK),
+    };
     v2::BackendInfo {
         name: info.name,
         version: info.version,
@@ -276,13 +271,13 @@ fn backend_info(info: v1::BackendInfo) -> v2::BackendInfo {
 /// Converts a 0.1 answer: the error variant always, the value with `f` (which may refuse it).
 fn adapt<A, B>(
     answer: wasmtime::Result<Result<A, v1::Error>>,
-    f: impl FnOnce(A) -> Result<B, v2::Error>,
+    f: impl FnOnce(A) -> Result<B, v2::BackendError>,
 ) -> R<B> {
     Ok(answer?.map_err(error).and_then(f))
 }
 
 fn unsupported<T>(operation: &str) -> R<T> {
-    Ok(Err(v2::Error::Unimplemented(format!(
+    Ok(Err(v2::BackendError::Unimplemented(format!(
         "{operation} is not part of modcsi:backend@0.1.0"
     ))))
 }
@@ -604,7 +599,7 @@ mod tests {
         )))
         .unwrap_err();
         assert!(
-            matches!(&err, v2::Error::Internal(m) if m.contains("/dev/sda")),
+            matches!(&err, v2::BackendError::Internal(m) if m.contains("/dev/sda")),
             "{err:?}"
         );
         let nvme = attachment(v1::Attachment::NvmeTcp(v1::NvmeTarget {
@@ -643,9 +638,18 @@ mod tests {
         });
         assert_eq!(
             info.content_sources,
-            v2::ContentSources::SNAPSHOT | v2::ContentSources::VOLUME
+            v2::ContentSources {
+                snapshot: true,
+                volume: true
+            }
         );
-        assert_eq!(info.volume_modes, v2::VolumeModes::FILESYSTEM);
+        assert_eq!(
+            info.volume_modes,
+            v2::VolumeModes {
+                filesystem: true,
+                block: false
+            }
+        );
         assert!(info.topology);
     }
 }

@@ -1,11 +1,13 @@
-//! `modcsi:backend@0.2.x` (wit/0.2.1): the host's own types, and the exports of a 0.2 component,
-//! the required core plus whichever optional interfaces it has.
+//! `modcsi:backend@0.2.x` (wit/0.2.1): the exports of a 0.2 component (the required core plus
+//! whichever optional interfaces it has) and the conversion of its types to and from the host's
+//! own (`volume::types`). The calls themselves come from the table in `operations.rs`.
 
-use wasmtime::Store;
-use wasmtime::component::{Instance, InstancePre, Linker};
+use wasmtime::component::{InstancePre, Linker};
 
 use super::backend::CallState;
-use super::exports::{Calls, Optional, R};
+use super::convert::{Convert, records, variants};
+use super::operations::Optional;
+use crate::volume::types as host;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -33,21 +35,20 @@ mod bindings {
 }
 
 use bindings::exports::modcsi::backend as ex;
-pub use bindings::modcsi::backend::{config, host, ssh, store, types};
-use types::*;
+pub(crate) use bindings::modcsi::backend::{config, host as host_info, ssh, store, types};
 
 /// Export indices of a 0.2 component, resolved once at load.
 pub struct Exports {
-    identity: ex::identity::GuestIndices,
-    controller: ex::controller::GuestIndices,
-    publish: Option<ex::publish::GuestIndices>,
-    expand: Option<ex::expand::GuestIndices>,
-    list_volumes: Option<ex::list_volumes::GuestIndices>,
-    capacity: Option<ex::capacity::GuestIndices>,
-    snapshots: Option<ex::snapshots::GuestIndices>,
-    node_identity: Option<ex::node_identity::GuestIndices>,
-    get_volume: Option<ex::get_volume::GuestIndices>,
-    locate: Option<ex::locate::GuestIndices>,
+    pub(super) identity: ex::identity::GuestIndices,
+    pub(super) controller: ex::controller::GuestIndices,
+    pub(super) publish: Option<ex::publish::GuestIndices>,
+    pub(super) expand: Option<ex::expand::GuestIndices>,
+    pub(super) list_volumes: Option<ex::list_volumes::GuestIndices>,
+    pub(super) capacity: Option<ex::capacity::GuestIndices>,
+    pub(super) snapshots: Option<ex::snapshots::GuestIndices>,
+    pub(super) node_identity: Option<ex::node_identity::GuestIndices>,
+    pub(super) get_volume: Option<ex::get_volume::GuestIndices>,
+    pub(super) locate: Option<ex::locate::GuestIndices>,
 }
 
 /// Looks an optional interface up: absent is `None`, present but malformed is an error.
@@ -98,279 +99,90 @@ pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     super::capabilities::add_v0_2_to_linker(linker)
 }
 
-fn absent<T>(operation: &str) -> R<T> {
-    Ok(Err(Error::Unimplemented(format!(
-        "the backend does not export {operation}"
-    ))))
-}
+records!(types, host:
+    MountVolume { fs_type, mount_flags, volume_mount_group },
+    Capability { access_type, access_mode },
+    CapacityRange { required_bytes, limit_bytes },
+    TopologyRequirement { requisite, preferred },
+    CreateRequest { name, capacity, capabilities, parameters, secrets, source, accessibility },
+    Portal { address, port },
+    NvmeTarget {
+        portals, nqn, namespace_id, ctrl_loss_tmo_seconds, reconnect_delay_seconds,
+        keep_alive_tmo_seconds,
+    },
+    Volume { id, capacity_bytes, context, topology, attachment },
+    PublishRequest { volume_id, node_id, node_attributes, capability, readonly, context, secrets },
+    PublishResult { context, attachment },
+    Validation { confirmed, message },
+    ExpandResult { capacity_bytes, node_expansion_required },
+    VolumePage { volumes, next_token },
+    Snapshot { id, source_volume_id, size_bytes, created_unix_seconds, ready },
+    SnapshotPage { snapshots, next_token },
+    SnapshotFilter { source_volume_id, snapshot_id },
+    Capacity { available_bytes, maximum_volume_bytes, minimum_volume_bytes },
+    NodeInfo { node_id, topology, max_volumes, attributes },
+    VolumeCondition { abnormal, message },
+    VolumeStatus { capacity_bytes, condition, published_nodes },
+    ParameterSpec { name, description, required },
+    BackendInfo { name, version, access_modes, volume_modes, content_sources, topology, parameters },
+);
 
-/// Calls an optional interface's function, or answers UNIMPLEMENTED when it is absent.
-macro_rules! optional_call {
-    ($self:ident, $field:ident, $store:ident, $instance:ident, $op:literal, $call:ident($($arg:expr),*)) => {
-        match &$self.$field {
-            Some(indices) => {
-                indices.load(&mut *$store, $instance)?.$call(&mut *$store, $($arg),*).await
-            }
-            None => absent($op),
+variants!(types, host:
+    Error => BackendError {
+        InvalidArgument(m), NotFound(m), AlreadyExists(m), FailedPrecondition(m),
+        ResourceExhausted(m), OutOfRange(m), Unavailable(m), Aborted(m), Internal(m),
+        Unimplemented(m),
+    },
+    AccessMode {
+        SingleNodeWriter, SingleNodeReaderOnly, MultiNodeReaderOnly, MultiNodeSingleWriter,
+        MultiNodeMultiWriter, SingleNodeSingleWriter, SingleNodeMultiWriter,
+    },
+    AccessType { Block, Mount(m) },
+    ContentSource { Snapshot(id), Volume(id) },
+    DiskLocator { Serial(s), ById(s) },
+    Attachment { NvmeTcp(t), Disk(d), LocalDir },
+);
+
+impl Convert<host::VolumeModes> for types::VolumeModes {
+    fn convert(self) -> host::VolumeModes {
+        host::VolumeModes {
+            filesystem: self.contains(types::VolumeModes::FILESYSTEM),
+            block: self.contains(types::VolumeModes::BLOCK),
         }
-    };
+    }
 }
 
-impl Calls for Exports {
-    async fn info(
-        &self,
-        store: &mut Store<CallState>,
-        instance: &Instance,
-    ) -> wasmtime::Result<BackendInfo> {
-        self.identity
-            .load(&mut *store, instance)?
-            .call_info(&mut *store)
-            .await
+impl Convert<types::VolumeModes> for host::VolumeModes {
+    fn convert(self) -> types::VolumeModes {
+        let mut modes = types::VolumeModes::empty();
+        if self.filesystem {
+            modes |= types::VolumeModes::FILESYSTEM;
+        }
+        if self.block {
+            modes |= types::VolumeModes::BLOCK;
+        }
+        modes
     }
+}
 
-    async fn probe(&self, store: &mut Store<CallState>, instance: &Instance) -> R<()> {
-        self.identity
-            .load(&mut *store, instance)?
-            .call_probe(&mut *store)
-            .await
+impl Convert<host::ContentSources> for types::ContentSources {
+    fn convert(self) -> host::ContentSources {
+        host::ContentSources {
+            snapshot: self.contains(types::ContentSources::SNAPSHOT),
+            volume: self.contains(types::ContentSources::VOLUME),
+        }
     }
+}
 
-    async fn create_volume(
-        &self,
-        store: &mut Store<CallState>,
-        instance: &Instance,
-        request: CreateRequest,
-    ) -> R<Volume> {
-        self.controller
-            .load(&mut *store, instance)?
-            .call_create_volume(&mut *store, &request)
-            .await
-    }
-
-    async fn delete_volume(
-        &self,
-        store: &mut Store<CallState>,
-        instance: &Instance,
-        volume_id: String,
-        secrets: KeyValues,
-    ) -> R<()> {
-        self.controller
-            .load(&mut *store, instance)?
-            .call_delete_volume(&mut *store, &volume_id, &secrets)
-            .await
-    }
-
-    async fn validate_capabilities(
-        &self,
-        store: &mut Store<CallState>,
-        instance: &Instance,
-        volume_id: String,
-        capabilities: Vec<Capability>,
-        context: KeyValues,
-        parameters: KeyValues,
-        secrets: KeyValues,
-    ) -> R<Validation> {
-        self.controller
-            .load(&mut *store, instance)?
-            .call_validate_capabilities(
-                &mut *store,
-                &volume_id,
-                &capabilities,
-                &context,
-                &parameters,
-                &secrets,
-            )
-            .await
-    }
-
-    async fn controller_publish(
-        &self,
-        store: &mut Store<CallState>,
-        instance: &Instance,
-        request: PublishRequest,
-    ) -> R<PublishResult> {
-        optional_call!(
-            self,
-            publish,
-            store,
-            instance,
-            "publish",
-            call_controller_publish(&request)
-        )
-    }
-
-    async fn controller_unpublish(
-        &self,
-        store: &mut Store<CallState>,
-        instance: &Instance,
-        volume_id: String,
-        node_id: String,
-        secrets: KeyValues,
-    ) -> R<()> {
-        optional_call!(
-            self,
-            publish,
-            store,
-            instance,
-            "publish",
-            call_controller_unpublish(&volume_id, &node_id, &secrets)
-        )
-    }
-
-    async fn expand_volume(
-        &self,
-        store: &mut Store<CallState>,
-        instance: &Instance,
-        volume_id: String,
-        capacity: CapacityRange,
-        capability: Option<Capability>,
-        secrets: KeyValues,
-    ) -> R<ExpandResult> {
-        optional_call!(
-            self,
-            expand,
-            store,
-            instance,
-            "expand",
-            call_expand_volume(&volume_id, capacity, capability.as_ref(), &secrets)
-        )
-    }
-
-    async fn list_volumes(
-        &self,
-        store: &mut Store<CallState>,
-        instance: &Instance,
-        max_entries: u32,
-        starting_token: String,
-    ) -> R<VolumePage> {
-        optional_call!(
-            self,
-            list_volumes,
-            store,
-            instance,
-            "list-volumes",
-            call_list_volumes(max_entries, &starting_token)
-        )
-    }
-
-    async fn get_capacity(
-        &self,
-        store: &mut Store<CallState>,
-        instance: &Instance,
-        parameters: KeyValues,
-        capabilities: Vec<Capability>,
-        topology: Option<Topology>,
-    ) -> R<Capacity> {
-        optional_call!(
-            self,
-            capacity,
-            store,
-            instance,
-            "capacity",
-            call_get_capacity(&parameters, &capabilities, topology.as_ref())
-        )
-    }
-
-    async fn create_snapshot(
-        &self,
-        store: &mut Store<CallState>,
-        instance: &Instance,
-        source_volume_id: String,
-        name: String,
-        parameters: KeyValues,
-        secrets: KeyValues,
-    ) -> R<Snapshot> {
-        optional_call!(
-            self,
-            snapshots,
-            store,
-            instance,
-            "snapshots",
-            call_create_snapshot(&source_volume_id, &name, &parameters, &secrets)
-        )
-    }
-
-    async fn delete_snapshot(
-        &self,
-        store: &mut Store<CallState>,
-        instance: &Instance,
-        snapshot_id: String,
-        secrets: KeyValues,
-    ) -> R<()> {
-        optional_call!(
-            self,
-            snapshots,
-            store,
-            instance,
-            "snapshots",
-            call_delete_snapshot(&snapshot_id, &secrets)
-        )
-    }
-
-    async fn list_snapshots(
-        &self,
-        store: &mut Store<CallState>,
-        instance: &Instance,
-        max_entries: u32,
-        starting_token: String,
-        filter: SnapshotFilter,
-        secrets: KeyValues,
-    ) -> R<SnapshotPage> {
-        optional_call!(
-            self,
-            snapshots,
-            store,
-            instance,
-            "snapshots",
-            call_list_snapshots(max_entries, &starting_token, &filter, &secrets)
-        )
-    }
-
-    async fn node_identity(
-        &self,
-        store: &mut Store<CallState>,
-        instance: &Instance,
-    ) -> R<NodeInfo> {
-        optional_call!(
-            self,
-            node_identity,
-            store,
-            instance,
-            "node-identity",
-            call_node_identity()
-        )
-    }
-
-    async fn get_volume(
-        &self,
-        store: &mut Store<CallState>,
-        instance: &Instance,
-        volume_id: String,
-    ) -> R<VolumeStatus> {
-        optional_call!(
-            self,
-            get_volume,
-            store,
-            instance,
-            "get-volume",
-            call_get_volume(&volume_id)
-        )
-    }
-
-    async fn locate(
-        &self,
-        store: &mut Store<CallState>,
-        instance: &Instance,
-        volume_id: String,
-        context: KeyValues,
-    ) -> R<Attachment> {
-        optional_call!(
-            self,
-            locate,
-            store,
-            instance,
-            "locate",
-            call_locate(&volume_id, &context)
-        )
+impl Convert<types::ContentSources> for host::ContentSources {
+    fn convert(self) -> types::ContentSources {
+        let mut sources = types::ContentSources::empty();
+        if self.snapshot {
+            sources |= types::ContentSources::SNAPSHOT;
+        }
+        if self.volume {
+            sources |= types::ContentSources::VOLUME;
+        }
+        sources
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use crate::runtime::types::{Attachment, DiskLocator, NvmeTarget, Portal};
+use crate::volume::types::{Attachment, DiskLocator, NvmeTarget, Portal};
 
 /// Context keys with this prefix belong to the host; a backend may not set them.
 pub const RESERVED_PREFIX: &str = "modcsi.io/";

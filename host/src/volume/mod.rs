@@ -8,4 +8,5 @@ pub mod mkfs;
 pub mod records;
 pub mod staged;
 pub mod tokens;
+pub mod types;
 pub mod validate;

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::types;
 use crate::state::{Durability, StateStore, StoreError};
+use crate::volume::types;
 
 /// The store namespace of the records.
 pub const NAMESPACE: &str = "host/volumes";

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::attachment;
-use crate::runtime::types::Attachment;
 use crate::state::{StateStore, StoreError};
+use crate::volume::types::Attachment;
 
 const NAMESPACE: &str = "host/staged";
 

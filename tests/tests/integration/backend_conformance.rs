@@ -8,11 +8,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use modcsi::runtime::types::{
-    AccessMode, AccessType, Attachment, Capability, CapacityRange, CreateRequest, Error,
+use modcsi::runtime::{Backend, CallError, Optional, RuntimeOptions};
+use modcsi::volume::types::{
+    AccessMode, AccessType, Attachment, BackendError, Capability, CapacityRange, CreateRequest,
     MountVolume,
 };
-use modcsi::runtime::{Backend, CallError, Optional, RuntimeOptions};
 use modcsi::volume::validate;
 use modcsi_tests::{CONTRACT_0_2_0, FULL_FEATURED, NODE_LOCAL_CACHE, component, shared_cache_dir};
 
@@ -149,7 +149,7 @@ async fn describes_itself_and_is_ready() {
         assert!(!info.name.is_empty() && !info.version.is_empty());
         assert!(!info.access_modes.is_empty(), "declares its access modes");
         assert!(
-            info.volume_modes != modcsi::runtime::types::VolumeModes::empty(),
+            info.volume_modes != modcsi::volume::types::VolumeModes::default(),
             "declares filesystem and/or block"
         );
         backend.probe(None).await.unwrap();
@@ -280,7 +280,7 @@ async fn node_local_cache_does_not_know_foreign_ids() {
         .await;
     match unknown {
         Err(CallError::Refused {
-            error: Error::NotFound(message),
+            error: BackendError::NotFound(message),
             ..
         }) => {
             assert!(message.contains("pvc-not-ours"), "{message}")

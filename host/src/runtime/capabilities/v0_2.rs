@@ -12,7 +12,7 @@ use wasmtime::StoreContextMut;
 use wasmtime::component::{HasSelf, Linker, WasmList, WasmStr};
 
 use super::super::backend::CallState;
-use super::super::v0_2::{config, host, ssh, store, types};
+use super::super::v0_2::{config, host_info as host, ssh, store, types};
 use super::{CACHE_MAX_KEY, CACHE_MAX_VALUE};
 use crate::state::{self, StoreError};
 
