@@ -7,6 +7,7 @@ pub mod client;
 pub mod csi;
 pub mod fencing;
 pub mod kube;
+pub mod lifecycle;
 pub mod node;
 pub mod runtime;
 pub mod serve;

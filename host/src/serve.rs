@@ -12,18 +12,17 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::authority::AuthorityFix;
 
-use crate::csi::{ControllerService, Driver, IdentityService, Mode, NodeService, SharedDriver};
+use crate::cleanup::Cleanup;
+use crate::csi::{ControllerService, IdentityService, Mode, NodeService};
+use crate::lifecycle::{Controller, ControllerParts, Node};
 use crate::node::confined::KubeletRoot;
 use crate::node::local_dir::LocalDirs;
-use crate::node::pool::NodeOps;
 use crate::proto::{
     controller_server::ControllerServer, identity_server::IdentityServer, node_server::NodeServer,
 };
 use crate::runtime::{Backend, BackendConfig, ConfigError, LoadError, RuntimeOptions};
 use crate::state::{EmbeddedStore, LockError, StateDirLock, StateStore, StoreError};
-use crate::volume::locks::OperationLocks;
 use crate::volume::records::Records;
-use crate::volume::tokens::ListTokens;
 use crate::volume::validate::{self, InvalidInput};
 
 #[derive(Debug, Clone)]
@@ -154,7 +153,16 @@ fn check_driver_name(name: &str) -> Result<(), ServeError> {
 
 /// A loaded backend and a bound socket, ready to serve.
 pub struct Server {
-    driver: SharedDriver,
+    driver_name: String,
+    mode: Mode,
+    backend: Arc<Backend>,
+    controller: Arc<Controller>,
+    node: Arc<Node>,
+    host: Arc<crate::node::Host>,
+    cleanup: Arc<Cleanup>,
+    cluster: Option<Arc<crate::kube::Cluster>>,
+    /// This host's own state (what it staged): the embedded store.
+    state: Arc<dyn StateStore>,
     listener: UnixListener,
     socket: PathBuf,
     options: ClusterOptions,
@@ -270,26 +278,41 @@ impl Server {
             cluster.clone(),
         ));
         let listener = bind(&socket).await?;
-        let driver = Arc::new(Driver {
-            backend,
-            driver_name: config.driver_name,
-            node_id: config.node_id,
-            mode: config.mode,
+        let backend = Arc::new(backend);
+        let host = Arc::new(crate::node::Host::new(
+            kubelet_root,
             local_dirs,
-            kubelet_root: Arc::new(kubelet_root),
-            node_ops: NodeOps::new(config.max_node_operations),
-            devices: config.devices,
-            locks: OperationLocks::default(),
+            config.devices,
+            config.max_node_operations,
+            state.clone(),
+        ));
+        let controller = Arc::new(Controller::new(ControllerParts {
+            backend: backend.clone(),
+            node: host.clone(),
+            serves_node: config.mode.serves_node(),
+            shared: shared.clone(),
+            records,
             fencing,
+            cleanup: cleanup.clone(),
+            cluster: cluster.clone(),
+        }));
+        let node = Arc::new(Node::new(
+            backend.clone(),
+            config.node_id,
+            host.clone(),
+            shared,
+            cleanup.clone(),
+        ));
+        Ok(Self {
+            driver_name: config.driver_name,
+            mode: config.mode,
+            backend,
+            controller,
+            node,
+            host,
             cleanup,
             cluster,
             state,
-            shared,
-            records: Arc::new(records),
-            tokens: ListTokens::default(),
-        });
-        Ok(Self {
-            driver,
             listener,
             socket,
             options: config.cluster,
@@ -297,21 +320,32 @@ impl Server {
         })
     }
 
-    pub fn driver(&self) -> &SharedDriver {
-        &self.driver
+    /// The controller side, as the Controller service calls it.
+    pub fn controller(&self) -> &Arc<Controller> {
+        &self.controller
+    }
+
+    /// The node side, as the Node service calls it.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// This host's own state store.
+    pub fn state(&self) -> &Arc<dyn StateStore> {
+        &self.state
     }
 
     /// Serves until `shutdown` resolves, then finishes in-flight calls and removes the socket.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
-        let mode = self.driver.mode;
-        tracing::info!(socket = %self.socket.display(), ?mode, driver = %self.driver.driver_name, "serving CSI");
+        let mode = self.mode;
+        tracing::info!(socket = %self.socket.display(), ?mode, driver = %self.driver_name, "serving CSI");
         let background = self.background();
         let controller = mode
             .serves_controller()
-            .then(|| ControllerServer::new(ControllerService(self.driver.clone())));
+            .then(|| ControllerServer::new(ControllerService(self.controller.clone())));
         let node = mode
             .serves_node()
-            .then(|| NodeServer::new(NodeService(self.driver.clone())));
+            .then(|| NodeServer::new(NodeService(self.node.clone())));
         // Shutdown stops accepting and lets calls in flight finish, but a client that keeps its
         // connection open (kubelet does) must not hold the process past the drain time.
         let (fired, heard) = tokio::sync::oneshot::channel::<()>();
@@ -320,7 +354,11 @@ impl Server {
             let _ = fired.send(());
         };
         let serve = tonic::transport::Server::builder()
-            .add_service(IdentityServer::new(IdentityService(self.driver.clone())))
+            .add_service(IdentityServer::new(IdentityService {
+                driver_name: self.driver_name.clone(),
+                serves_controller: mode.serves_controller(),
+                backend: self.backend.clone(),
+            }))
             .add_optional_service(controller)
             .add_optional_service(node)
             .serve_with_incoming_shutdown(
@@ -352,37 +390,34 @@ impl Server {
     /// Starts the reconcilers: node-local cleanup (the node's part and/or the controller's)
     /// and, with Kubernetes, the controller's clearing of attachments of deleted nodes.
     fn background(&self) -> Vec<tokio::task::JoinHandle<()>> {
-        let (driver, options) = (&self.driver, &self.options);
-        let node = driver
-            .mode
-            .serves_node()
-            .then(|| (driver.local_dirs.clone(), driver.node_ops.clone()));
-        let mut tasks = vec![tokio::spawn(driver.cleanup.clone().run(
+        let (mode, options) = (self.mode, &self.options);
+        let node = mode.serves_node().then(|| self.host.local_dirs());
+        let mut tasks = vec![tokio::spawn(self.cleanup.clone().run(
             node,
-            driver.mode.serves_controller(),
+            mode.serves_controller(),
             options.reconcile_interval,
         ))];
-        if let (Some(cluster), true) = (&driver.cluster, driver.mode.serves_controller()) {
+        if let (Some(cluster), true) = (&self.cluster, mode.serves_controller()) {
             // Every replica's record follows the VolumeAttachments, whoever published.
             let changes = cluster.clone().attachment_changes();
-            let follower = driver.clone();
+            let follower = self.controller.clone();
             tasks.push(tokio::spawn(async move {
                 let mut changes = std::pin::pin!(changes);
                 while let Some((seen, deleted)) = changes.next().await {
-                    if let Err(e) = follower.fencing.observe(seen, deleted).await {
+                    if let Err(e) = follower.fencing().observe(seen, deleted).await {
                         tracing::warn!("following volume attachments: {e}");
                     }
                 }
             }));
-            let (driver, interval, grace) = (
-                driver.clone(),
+            let (controller, interval, grace) = (
+                self.controller.clone(),
                 options.reconcile_interval,
                 options.attachment_grace,
             );
             tasks.push(tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(interval).await;
-                    if let Err(e) = driver.fencing.reconcile(grace).await {
+                    if let Err(e) = controller.fencing().reconcile(grace).await {
                         tracing::warn!("attachment reconciler: {e}");
                     }
                 }

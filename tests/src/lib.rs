@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use modcsi::client::CsiClient;
-use modcsi::csi::{Mode, SharedDriver};
+use modcsi::csi::Mode;
 use modcsi::node::mountinfo::MountTable;
 use modcsi::serve::{ServeConfig, Server};
 use tokio::sync::oneshot;
@@ -70,7 +70,9 @@ pub fn shared_cache_dir() -> PathBuf {
 
 pub struct TestHost {
     pub client: CsiClient,
-    pub driver: SharedDriver,
+    pub controller: std::sync::Arc<modcsi::lifecycle::Controller>,
+    /// This host's own state store (what it staged, standalone cleanup records).
+    pub state: std::sync::Arc<dyn modcsi::state::StateStore>,
     pub endpoint: String,
     dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
@@ -108,7 +110,7 @@ impl TestHost {
         std::fs::create_dir_all(root.join("targets")).unwrap();
         adjust(&mut config);
         let server = Server::prepare(config).await.expect("host starts");
-        let driver = server.driver().clone();
+        let (controller, state) = (server.controller().clone(), server.state().clone());
         let (tx, rx) = oneshot::channel();
         tokio::spawn(server.run(async {
             let _ = rx.await;
@@ -118,7 +120,8 @@ impl TestHost {
             .expect("client connects");
         Self {
             client,
-            driver,
+            controller,
+            state,
             endpoint,
             dir,
             shutdown: Some(tx),

@@ -1,60 +1,21 @@
-//! Controller: volume lifecycle, delegated to the backend with the host's validation around it.
+//! The Controller service: each RPC decodes its request, calls the lifecycle layer's
+//! controller and encodes the answer.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, bytes_to_csi};
-use super::rules;
-use super::{CsiError, SharedDriver, deadline};
-use crate::proto::controller_server::Controller;
+use super::{Error, deadline, offers_single_node_multi_writer};
+use crate::lifecycle::{Controller, rules};
+use crate::proto::controller_server::Controller as ControllerRpc;
 use crate::proto::controller_service_capability::{Rpc, Type, rpc};
 use crate::proto::*;
-use crate::runtime::{CallError, Optional};
-use crate::volume::records::{RequestShape, VolumeRecord};
-use crate::volume::types;
-use crate::volume::{mkfs, validate};
+use crate::runtime::Optional;
+use crate::volume::records::VolumeRecord;
+use crate::volume::{mkfs, types, validate};
 
-pub struct ControllerService(pub SharedDriver);
-
-/// Whether the backend answered "not found" (a finished deletion, for the CO).
-fn is_not_found(error: &CallError) -> bool {
-    matches!(
-        error,
-        CallError::Refused {
-            error: types::BackendError::NotFound(_),
-            ..
-        }
-    )
-}
-
-impl ControllerService {
-    fn backend_error(subject: String) -> impl FnOnce(CallError) -> CsiError {
-        move |source| CsiError::Backend { subject, source }
-    }
-
-    fn backend_name(&self) -> &str {
-        self.0.backend.name()
-    }
-
-    /// Refuses an RPC whose interface the backend does not offer.
-    fn require(&self, interface: Optional, rpc: &str) -> Result<(), CsiError> {
-        if self.0.backend.offers(interface) {
-            Ok(())
-        } else {
-            Err(CsiError::Unimplemented(format!(
-                "{rpc} is not offered by backend {} (it does not export modcsi:backend/{})",
-                self.0.backend.name(),
-                interface.name()
-            )))
-        }
-    }
-
-    fn store_error(subject: &str) -> impl FnOnce(crate::state::StoreError) -> CsiError + '_ {
-        move |e| CsiError::Unavailable(format!("{subject}: host state store: {e}"))
-    }
-}
+pub struct ControllerService(pub Arc<Controller>);
 
 fn record_to_csi(record: VolumeRecord, source: Option<VolumeContentSource>) -> Volume {
     Volume {
@@ -72,90 +33,39 @@ fn record_to_csi(record: VolumeRecord, source: Option<VolumeContentSource>) -> V
     }
 }
 
+fn volume_id(id: &str) -> Result<&str, Error> {
+    Ok(validate::volume_id(id)?)
+}
+
 #[tonic::async_trait]
-impl Controller for ControllerService {
+impl ControllerRpc for ControllerService {
     async fn create_volume(
         &self,
         request: Request<CreateVolumeRequest>,
     ) -> Result<Response<CreateVolumeResponse>, Status> {
         let timeout = deadline::of(&request);
         let r = request.into_inner();
-        let driver = &self.0;
-        let name = validate::volume_name(&r.name).map_err(CsiError::from)?;
+        let backend = self.0.backend();
+        let name = validate::volume_name(&r.name).map_err(Error::from)?;
         rules::map_from_co("parameters", &r.parameters)?;
         rules::map_from_co("secrets", &r.secrets)?;
-        let capabilities = convert::capabilities(&r.volume_capabilities, driver.backend.info())?;
-        // The host's own parameter: checked now for every filesystem asked for, used at stage.
-        let mkfs_options = r.parameters.get(mkfs::KEY);
-        if let Some(text) = mkfs_options {
-            for capability in &capabilities {
-                if let types::AccessType::Mount(m) = &capability.access_type {
-                    mkfs::parse(&m.fs_type, text).map_err(|e| {
-                        CsiError::InvalidArgument(format!("create volume {name:?}: {e}"))
-                    })?;
-                }
-            }
-        }
         let create = types::CreateRequest {
             name: name.to_owned(),
+            capabilities: convert::capabilities(&r.volume_capabilities, backend.info())?,
             capacity: convert::capacity_range(r.capacity_range.as_ref())?,
-            capabilities,
             parameters: convert::key_values(&r.parameters),
             secrets: convert::key_values(&r.secrets),
-            source: convert::content_source(r.volume_content_source.as_ref(), &driver.backend)?,
+            source: convert::content_source(r.volume_content_source.as_ref(), backend)?,
             accessibility: convert::topology_requirement(r.accessibility_requirements.as_ref()),
         };
-        let subject = format!("create volume {name:?}");
-        let _guard = self.0.lock_key(&format!("name/{name}"), &subject)?;
-
-        // The record is a check; the backend (idempotent by contract) gives the answer.
-        let shape = RequestShape::of(&create);
-        if let Some(record) = driver
-            .records
-            .by_name(name)
-            .map_err(Self::store_error(&subject))?
-            && let Some(why) = record.mismatch(&shape)
-        {
-            return Err(CsiError::AlreadyExists(format!(
-                "{subject}: volume {} already exists with this name, but {why}",
-                record.id
-            ))
-            .into());
-        }
-
-        let range = create.capacity;
-        let volume = driver
-            .backend
-            .create_volume(create, timeout)
-            .await
-            .map_err(Self::backend_error(subject.clone()))?;
-        let backend = self.backend_name();
-        rules::returned_id(backend, &subject, "volume id", &volume.id)?;
-        rules::capacity_in_range(backend, &subject, volume.capacity_bytes, &range)?;
-        let mut context = rules::volume_context(backend, &subject, &volume)?;
-        if let Some(text) = mkfs_options {
-            context.insert(mkfs::KEY.to_owned(), text.clone());
-        }
-        // The same id again while its previous volume's directories are still being removed
-        // from nodes would have them removed under the new volume.
-        if matches!(volume.attachment, Some(types::Attachment::LocalDir)) {
-            driver
-                .cleanup
-                .check_not_deleting(&volume.id)
-                .await
-                .map_err(CsiError::from)?;
-        }
-        let record = VolumeRecord::new(
-            name,
-            shape,
-            &volume,
-            &context.into_iter().collect::<BTreeMap<_, _>>(),
-        );
-        driver
-            .records
-            .insert(record.clone())
-            .map_err(Self::store_error(&subject))?;
-        tracing::info!(volume = %volume.id, name, "volume created");
+        let record = self
+            .0
+            .create_volume(
+                create,
+                r.parameters.get(mkfs::KEY).map(String::as_str),
+                timeout,
+            )
+            .await?;
         Ok(Response::new(CreateVolumeResponse {
             volume: Some(record_to_csi(record, r.volume_content_source)),
         }))
@@ -167,53 +77,11 @@ impl Controller for ControllerService {
     ) -> Result<Response<DeleteVolumeResponse>, Status> {
         let timeout = deadline::of(&request);
         let r = request.into_inner();
-        let driver = &self.0;
-        let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
+        let id = volume_id(&r.volume_id)?;
         rules::map_from_co("secrets", &r.secrets)?;
-        let _guard = driver.lock(id)?;
-        // This node's directory of the volume goes with it: refused while still published, and
-        // removed only once the backend has agreed to the deletion.
-        let node_err = |source| CsiError::Node {
-            volume: id.to_owned(),
-            source,
-        };
-        let dirs = driver.local_dirs.clone();
-        let volume = id.to_owned();
-        driver
-            .node_ops
-            .run(move || dirs.check_unused(&volume))
-            .await
-            .map_err(node_err)?;
-        match driver
-            .backend
-            .delete_volume(id.to_owned(), convert::key_values(&r.secrets), timeout)
-            .await
-        {
-            Ok(()) => {}
-            Err(e) if is_not_found(&e) => {
-                tracing::debug!(volume = id, "backend no longer knows the volume: deleted")
-            }
-            Err(e) => return Err(Self::backend_error(format!("volume {id}"))(e).into()),
-        }
-        let (dirs, volume) = (driver.local_dirs.clone(), id.to_owned());
-        let removed = driver
-            .node_ops
-            .run(move || dirs.remove(&volume))
-            .await
-            .map_err(node_err)?;
-        // Every other node that held a directory of it removes its own; this one has (when it
-        // serves as a node too).
-        driver
-            .cleanup
-            .request(id, driver.mode.serves_node())
-            .await
-            .map_err(CsiError::from)?;
-        let subject = format!("volume {id}");
-        driver
-            .records
-            .remove(id)
-            .map_err(Self::store_error(&subject))?;
-        tracing::info!(volume = id, local_dir_removed = removed, "volume deleted");
+        self.0
+            .delete_volume(id, convert::key_values(&r.secrets), timeout)
+            .await?;
         Ok(Response::new(DeleteVolumeResponse {}))
     }
 
@@ -223,13 +91,12 @@ impl Controller for ControllerService {
     ) -> Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
         let timeout = deadline::of(&request);
         let r = request.into_inner();
-        let driver = &self.0;
-        let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
+        let id = volume_id(&r.volume_id)?;
         rules::map_from_co("volume context", &r.volume_context)?;
         rules::map_from_co("parameters", &r.parameters)?;
         rules::map_from_co("secrets", &r.secrets)?;
         if r.volume_capabilities.is_empty() {
-            return Err(CsiError::InvalidArgument(format!(
+            return Err(Error::InvalidArgument(format!(
                 "volume {id}: volume capabilities are required"
             ))
             .into());
@@ -239,44 +106,17 @@ impl Controller for ControllerService {
             .iter()
             .map(convert::capability)
             .collect::<Result<Vec<_>, _>>()?;
-        // An unknown volume is NOT_FOUND before anything is confirmed: the host's record knows
-        // the volumes it created; the backend's get-volume, when it has one, the others.
-        if !driver.records.knows_id(id) && driver.backend.offers(Optional::GetVolume) {
-            match driver.backend.get_volume(id.to_owned(), timeout).await {
-                Ok(_) => {}
-                Err(e) if is_not_found(&e) => {
-                    return Err(CsiError::NotFound(format!(
-                        "volume {id} does not exist in backend {}",
-                        driver.backend.name()
-                    ))
-                    .into());
-                }
-                Err(e) => return Err(Self::backend_error(format!("volume {id}"))(e).into()),
-            }
-        }
-        // What the backend does not offer at all is answered without asking it.
-        if let Some(Err(CsiError::InvalidArgument(message))) = capabilities
-            .iter()
-            .map(|c| convert::supported(c, driver.backend.info()))
-            .find(Result::is_err)
-        {
-            return Ok(Response::new(ValidateVolumeCapabilitiesResponse {
-                confirmed: None,
-                message,
-            }));
-        }
-        let validation = driver
-            .backend
+        let validation = self
+            .0
             .validate_capabilities(
-                id.to_owned(),
+                id,
                 capabilities,
                 convert::key_values(&r.volume_context),
                 convert::key_values(&r.parameters),
                 convert::key_values(&r.secrets),
                 timeout,
             )
-            .await
-            .map_err(Self::backend_error(format!("volume {id}")))?;
+            .await?;
         let confirmed =
             validation
                 .confirmed
@@ -296,7 +136,7 @@ impl Controller for ControllerService {
         &self,
         _request: Request<ControllerGetCapabilitiesRequest>,
     ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
-        let backend = &self.0.backend;
+        let backend = self.0.backend();
         let mut rpcs = vec![rpc::Type::CreateDeleteVolume];
         for (interface, rpc) in [
             (Optional::Publish, rpc::Type::PublishUnpublishVolume),
@@ -317,7 +157,7 @@ impl Controller for ControllerService {
         if backend.info().content_sources.volume {
             rpcs.push(rpc::Type::CloneVolume);
         }
-        if self.0.offers_single_node_multi_writer() {
+        if offers_single_node_multi_writer(backend) {
             rpcs.push(rpc::Type::SingleNodeMultiWriter);
         }
         let capabilities = rpcs
@@ -335,87 +175,31 @@ impl Controller for ControllerService {
         &self,
         request: Request<ControllerPublishVolumeRequest>,
     ) -> Result<Response<ControllerPublishVolumeResponse>, Status> {
-        self.require(Optional::Publish, "ControllerPublishVolume")?;
+        self.0
+            .require(Optional::Publish, "ControllerPublishVolume")?;
         let timeout = deadline::of(&request);
         let r = request.into_inner();
-        let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
-        let node = validate::node_id(&r.node_id).map_err(CsiError::from)?;
+        let id = volume_id(&r.volume_id)?;
+        let node = validate::node_id(&r.node_id).map_err(Error::from)?;
         rules::map_from_co("volume context", &r.volume_context)?;
         rules::map_from_co("secrets", &r.secrets)?;
         let capability = r.volume_capability.as_ref().ok_or_else(|| {
-            CsiError::InvalidArgument(format!("volume {id}: volume capability is required"))
+            Error::InvalidArgument(format!("volume {id}: volume capability is required"))
         })?;
         let capability = convert::capability(capability)?;
-        convert::supported(&capability, self.0.backend.info())?;
-        let subject = format!("volume {id} on node {node}");
-        let node_attributes = self
+        rules::supported(&capability, self.0.backend().info())?;
+        let publish_context = self
             .0
-            .node_attributes(node)
-            .map_err(Self::store_error(&subject))?;
-        // Fencing: one decision at a time per volume, recorded before the backend publishes.
-        let fencing = &self.0.fencing;
-        let turn = fencing.turn(id).await;
-        let admitted = fencing
-            .admit(
-                &turn,
-                &crate::fencing::Request {
-                    volume: id,
-                    node,
-                    capability: &capability,
-                    readonly: r.readonly,
-                    migration_window: r
-                        .volume_context
-                        .get(crate::fencing::MIGRATION_KEY)
-                        .and_then(|v| v.parse().ok())
-                        .map_or(
-                            crate::fencing::DEFAULT_MIGRATION_WINDOW,
-                            Duration::from_secs,
-                        ),
-                },
-            )
-            .await
-            .map_err(CsiError::from)?;
-        let published = match self
-            .0
-            .backend
             .controller_publish(
-                types::PublishRequest {
-                    volume_id: id.to_owned(),
-                    node_id: node.to_owned(),
-                    node_attributes,
-                    capability,
-                    readonly: r.readonly,
-                    context: convert::key_values(&r.volume_context),
-                    secrets: convert::key_values(&r.secrets),
-                },
+                id,
+                node,
+                capability,
+                r.readonly,
+                convert::key_values(&r.volume_context),
+                convert::key_values(&r.secrets),
                 timeout,
             )
-            .await
-        {
-            Ok(published) => published,
-            Err(e) => {
-                if admitted == crate::fencing::Admitted::New
-                    && let Err(undo) = fencing.forget(&turn, id, Some(node))
-                {
-                    tracing::error!(
-                        volume = id,
-                        node,
-                        "cannot undo a failed publish's record: {undo}"
-                    );
-                }
-                return Err(Self::backend_error(subject.clone())(e).into());
-            }
-        };
-        let publish_context = rules::host_context(
-            self.backend_name(),
-            &subject,
-            published.context,
-            published.attachment.as_ref(),
-        )?;
-        if admitted == crate::fencing::Admitted::New {
-            self.0.note_attachments(id);
-        }
-        tracing::info!(volume = id, node, "volume published to node");
+            .await?;
         Ok(Response::new(ControllerPublishVolumeResponse {
             publish_context,
         }))
@@ -425,37 +209,21 @@ impl Controller for ControllerService {
         &self,
         request: Request<ControllerUnpublishVolumeRequest>,
     ) -> Result<Response<ControllerUnpublishVolumeResponse>, Status> {
-        self.require(Optional::Publish, "ControllerUnpublishVolume")?;
+        self.0
+            .require(Optional::Publish, "ControllerUnpublishVolume")?;
         let timeout = deadline::of(&request);
         let r = request.into_inner();
-        let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
-        if !r.node_id.is_empty() {
-            validate::node_id(&r.node_id).map_err(CsiError::from)?;
-        }
-        rules::map_from_co("secrets", &r.secrets)?;
+        let id = volume_id(&r.volume_id)?;
         // An empty node id detaches the volume from every node.
-        let node = (!r.node_id.is_empty()).then_some(r.node_id.as_str());
-        let turn = self.0.fencing.turn(id).await;
+        let node = if r.node_id.is_empty() {
+            None
+        } else {
+            Some(validate::node_id(&r.node_id).map_err(Error::from)?)
+        };
+        rules::map_from_co("secrets", &r.secrets)?;
         self.0
-            .fencing
-            .begin_detach(&turn, id, node)
-            .map_err(CsiError::from)?;
-        self.0
-            .backend
-            .controller_unpublish(
-                id.to_owned(),
-                r.node_id.clone(),
-                convert::key_values(&r.secrets),
-                timeout,
-            )
-            .await
-            .map_err(Self::backend_error(format!("volume {id}")))?;
-        self.0
-            .fencing
-            .forget(&turn, id, node)
-            .map_err(CsiError::from)?;
-        self.0.note_attachments(id);
-        tracing::info!(volume = id, node = %r.node_id, "volume unpublished from node");
+            .controller_unpublish(id, node, convert::key_values(&r.secrets), timeout)
+            .await?;
         Ok(Response::new(ControllerUnpublishVolumeResponse {}))
     }
 
@@ -463,13 +231,13 @@ impl Controller for ControllerService {
         &self,
         request: Request<ControllerExpandVolumeRequest>,
     ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
-        self.require(Optional::Expand, "ControllerExpandVolume")?;
+        self.0.require(Optional::Expand, "ControllerExpandVolume")?;
         let timeout = deadline::of(&request);
         let r = request.into_inner();
-        let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
+        let id = volume_id(&r.volume_id)?;
         rules::map_from_co("secrets", &r.secrets)?;
         let range = r.capacity_range.as_ref().ok_or_else(|| {
-            CsiError::InvalidArgument(format!("volume {id}: capacity range is required"))
+            Error::InvalidArgument(format!("volume {id}: capacity range is required"))
         })?;
         let capacity = convert::capacity_range(Some(range))?;
         let capability = r
@@ -477,31 +245,16 @@ impl Controller for ControllerService {
             .as_ref()
             .map(convert::capability)
             .transpose()?;
-        let subject = format!("volume {id}");
-        let _guard = self.0.lock(id)?;
         let expanded = self
             .0
-            .backend
             .expand_volume(
-                id.to_owned(),
+                id,
                 capacity,
                 capability,
                 convert::key_values(&r.secrets),
                 timeout,
             )
-            .await
-            .map_err(Self::backend_error(subject.clone()))?;
-        rules::capacity_in_range(
-            self.backend_name(),
-            &subject,
-            expanded.capacity_bytes,
-            &capacity,
-        )?;
-        tracing::info!(
-            volume = id,
-            capacity = expanded.capacity_bytes,
-            "volume expanded"
-        );
+            .await?;
         Ok(Response::new(ControllerExpandVolumeResponse {
             capacity_bytes: bytes_to_csi(expanded.capacity_bytes),
             node_expansion_required: expanded.node_expansion_required,
@@ -512,7 +265,7 @@ impl Controller for ControllerService {
         &self,
         request: Request<GetCapacityRequest>,
     ) -> Result<Response<GetCapacityResponse>, Status> {
-        self.require(Optional::Capacity, "GetCapacity")?;
+        self.0.require(Optional::Capacity, "GetCapacity")?;
         let timeout = deadline::of(&request);
         let r = request.into_inner();
         rules::map_from_co("parameters", &r.parameters)?;
@@ -527,15 +280,13 @@ impl Controller for ControllerService {
             .map(|t| convert::key_values(&t.segments));
         let capacity = self
             .0
-            .backend
             .get_capacity(
                 convert::key_values(&r.parameters),
                 capabilities,
                 topology,
                 timeout,
             )
-            .await
-            .map_err(Self::backend_error("capacity".to_owned()))?;
+            .await?;
         Ok(Response::new(GetCapacityResponse {
             available_capacity: bytes_to_csi(capacity.available_bytes),
             maximum_volume_size: capacity.maximum_volume_bytes.map(bytes_to_csi),
@@ -547,39 +298,30 @@ impl Controller for ControllerService {
         &self,
         request: Request<ListVolumesRequest>,
     ) -> Result<Response<ListVolumesResponse>, Status> {
-        self.require(Optional::ListVolumes, "ListVolumes")?;
+        self.0.require(Optional::ListVolumes, "ListVolumes")?;
         let timeout = deadline::of(&request);
         let r = request.into_inner();
         let max_entries = max_entries(r.max_entries)?;
-        self.0.check_token("volumes", &r.starting_token)?;
-        let subject = "list volumes";
-        let page = self
+        let (volumes, next_token) = self
             .0
-            .backend
             .list_volumes(max_entries, r.starting_token, timeout)
-            .await
-            .map_err(Self::backend_error(subject.to_owned()))?;
-        let backend = self.backend_name();
-        rules::page_len(backend, subject, page.volumes.len(), max_entries)?;
-        let mut entries = Vec::with_capacity(page.volumes.len());
-        for volume in page.volumes {
-            rules::returned_id(backend, subject, "volume id", &volume.id)?;
-            let subject = format!("list volumes: volume {}", volume.id);
-            entries.push(list_volumes_response::Entry {
+            .await?;
+        let entries = volumes
+            .into_iter()
+            .map(|(volume, volume_context)| list_volumes_response::Entry {
                 volume: Some(Volume {
                     capacity_bytes: bytes_to_csi(volume.capacity_bytes),
-                    volume_context: rules::volume_context(backend, &subject, &volume)?,
+                    volume_context,
                     accessible_topology: convert::topology_to_csi(&volume.topology),
                     volume_id: volume.id,
                     content_source: None,
                 }),
                 status: None,
-            });
-        }
-        self.0.tokens.issue("volumes", &page.next_token);
+            })
+            .collect();
         Ok(Response::new(ListVolumesResponse {
             entries,
-            next_token: page.next_token,
+            next_token,
         }))
     }
 
@@ -587,30 +329,24 @@ impl Controller for ControllerService {
         &self,
         request: Request<CreateSnapshotRequest>,
     ) -> Result<Response<CreateSnapshotResponse>, Status> {
-        self.require(Optional::Snapshots, "CreateSnapshot")?;
+        self.0.require(Optional::Snapshots, "CreateSnapshot")?;
         let timeout = deadline::of(&request);
         let r = request.into_inner();
-        let name = validate::volume_name(&r.name).map_err(CsiError::from)?;
+        let name = validate::volume_name(&r.name).map_err(Error::from)?;
         let source =
-            validate::token("source volume id", &r.source_volume_id).map_err(CsiError::from)?;
+            validate::token("source volume id", &r.source_volume_id).map_err(Error::from)?;
         rules::map_from_co("parameters", &r.parameters)?;
         rules::map_from_co("secrets", &r.secrets)?;
-        let subject = format!("snapshot {name:?} of volume {source}");
-        let _guard = self.0.lock_key(&format!("snapshot/{name}"), &subject)?;
         let snapshot = self
             .0
-            .backend
             .create_snapshot(
-                source.to_owned(),
-                name.to_owned(),
+                source,
+                name,
                 convert::key_values(&r.parameters),
                 convert::key_values(&r.secrets),
                 timeout,
             )
-            .await
-            .map_err(Self::backend_error(subject.clone()))?;
-        rules::returned_id(self.backend_name(), &subject, "snapshot id", &snapshot.id)?;
-        tracing::info!(snapshot = %snapshot.id, volume = source, "snapshot created");
+            .await?;
         Ok(Response::new(CreateSnapshotResponse {
             snapshot: Some(snapshot_to_csi(snapshot)),
         }))
@@ -620,24 +356,14 @@ impl Controller for ControllerService {
         &self,
         request: Request<DeleteSnapshotRequest>,
     ) -> Result<Response<DeleteSnapshotResponse>, Status> {
-        self.require(Optional::Snapshots, "DeleteSnapshot")?;
+        self.0.require(Optional::Snapshots, "DeleteSnapshot")?;
         let timeout = deadline::of(&request);
         let r = request.into_inner();
-        let id = validate::token("snapshot id", &r.snapshot_id).map_err(CsiError::from)?;
+        let id = validate::token("snapshot id", &r.snapshot_id).map_err(Error::from)?;
         rules::map_from_co("secrets", &r.secrets)?;
-        let subject = format!("snapshot {id}");
-        let _guard = self.0.lock_key(&format!("snapshot-id/{id}"), &subject)?;
-        match self
-            .0
-            .backend
-            .delete_snapshot(id.to_owned(), convert::key_values(&r.secrets), timeout)
-            .await
-        {
-            Ok(()) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(Self::backend_error(subject)(e).into()),
-        }
-        tracing::info!(snapshot = id, "snapshot deleted");
+        self.0
+            .delete_snapshot(id, convert::key_values(&r.secrets), timeout)
+            .await?;
         Ok(Response::new(DeleteSnapshotResponse {}))
     }
 
@@ -645,7 +371,7 @@ impl Controller for ControllerService {
         &self,
         request: Request<ListSnapshotsRequest>,
     ) -> Result<Response<ListSnapshotsResponse>, Status> {
-        self.require(Optional::Snapshots, "ListSnapshots")?;
+        self.0.require(Optional::Snapshots, "ListSnapshots")?;
         let timeout = deadline::of(&request);
         let r = request.into_inner();
         let max_entries = max_entries(r.max_entries)?;
@@ -656,14 +382,11 @@ impl Controller for ControllerService {
             ("snapshot id", &r.snapshot_id),
         ] {
             if !value.is_empty() {
-                validate::token(what, value).map_err(CsiError::from)?;
+                validate::token(what, value).map_err(Error::from)?;
             }
         }
-        self.0.check_token("snapshots", &r.starting_token)?;
-        let subject = "list snapshots";
         let page = self
             .0
-            .backend
             .list_snapshots(
                 max_entries,
                 r.starting_token,
@@ -674,20 +397,7 @@ impl Controller for ControllerService {
                 convert::key_values(&r.secrets),
                 timeout,
             )
-            .await
-            .map_err(Self::backend_error(subject.to_owned()))?;
-        let backend = self.backend_name();
-        rules::page_len(backend, subject, page.snapshots.len(), max_entries)?;
-        for snapshot in &page.snapshots {
-            rules::returned_id(backend, subject, "snapshot id", &snapshot.id)?;
-            rules::returned_id(
-                backend,
-                subject,
-                "source volume id",
-                &snapshot.source_volume_id,
-            )?;
-        }
-        self.0.tokens.issue("snapshots", &page.next_token);
+            .await?;
         let entries = page
             .snapshots
             .into_iter()
@@ -705,26 +415,11 @@ impl Controller for ControllerService {
         &self,
         request: Request<ControllerGetVolumeRequest>,
     ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
-        self.require(Optional::GetVolume, "ControllerGetVolume")?;
+        self.0.require(Optional::GetVolume, "ControllerGetVolume")?;
         let timeout = deadline::of(&request);
         let r = request.into_inner();
-        let id = validate::volume_id(&r.volume_id).map_err(CsiError::from)?;
-        let subject = format!("volume {id}");
-        let status = self
-            .0
-            .backend
-            .get_volume(id.to_owned(), timeout)
-            .await
-            .map_err(Self::backend_error(subject.clone()))?;
-        for node in &status.published_nodes {
-            validate::node_id(node).map_err(|e| {
-                rules::broken(
-                    self.backend_name(),
-                    &subject,
-                    format!("returned an unusable node id: {e}"),
-                )
-            })?;
-        }
+        let id = volume_id(&r.volume_id)?;
+        let status = self.0.get_volume(id, timeout).await?;
         Ok(Response::new(ControllerGetVolumeResponse {
             volume: Some(Volume {
                 capacity_bytes: bytes_to_csi(status.capacity_bytes),
@@ -742,9 +437,9 @@ impl Controller for ControllerService {
     }
 }
 
-fn max_entries(requested: i32) -> Result<u32, CsiError> {
+fn max_entries(requested: i32) -> Result<u32, Error> {
     u32::try_from(requested)
-        .map_err(|_| CsiError::InvalidArgument(format!("max_entries {requested} is negative")))
+        .map_err(|_| Error::InvalidArgument(format!("max_entries {requested} is negative")))
 }
 
 fn snapshot_to_csi(snapshot: types::Snapshot) -> Snapshot {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::CsiError;
+use super::Error;
 use crate::proto;
 use crate::proto::volume_capability::access_mode::Mode as CsiMode;
 use crate::runtime::{Backend, Optional};
@@ -17,7 +17,7 @@ pub fn key_values(map: &HashMap<String, String>) -> types::KeyValues {
     pairs
 }
 
-pub fn capability(cap: &proto::VolumeCapability) -> Result<types::Capability, CsiError> {
+pub fn capability(cap: &proto::VolumeCapability) -> Result<types::Capability, Error> {
     let access_type = match &cap.access_type {
         Some(proto::volume_capability::AccessType::Block(_)) => types::AccessType::Block,
         Some(proto::volume_capability::AccessType::Mount(m)) => {
@@ -58,41 +58,18 @@ pub fn capability(cap: &proto::VolumeCapability) -> Result<types::Capability, Cs
 pub fn capabilities(
     caps: &[proto::VolumeCapability],
     info: &types::BackendInfo,
-) -> Result<Vec<types::Capability>, CsiError> {
+) -> Result<Vec<types::Capability>, Error> {
     if caps.is_empty() {
         return Err(invalid("volume capabilities are required"));
     }
     let converted = caps.iter().map(capability).collect::<Result<Vec<_>, _>>()?;
     for cap in &converted {
-        supported(cap, info)?;
+        crate::lifecycle::rules::supported(cap, info)?;
     }
     Ok(converted)
 }
 
-/// Refuses a capability the backend did not declare.
-pub fn supported(cap: &types::Capability, info: &types::BackendInfo) -> Result<(), CsiError> {
-    let (mode_name, offered) = match cap.access_type {
-        types::AccessType::Block => ("block", info.volume_modes.block),
-        types::AccessType::Mount(_) => ("filesystem", info.volume_modes.filesystem),
-    };
-    if !offered {
-        return Err(invalid(format!(
-            "backend {} does not offer {mode_name} volumes",
-            info.name
-        )));
-    }
-    if !info.access_modes.contains(&cap.access_mode) {
-        return Err(invalid(format!(
-            "backend {} does not offer access mode {:?}",
-            info.name, cap.access_mode
-        )));
-    }
-    Ok(())
-}
-
-pub fn capacity_range(
-    range: Option<&proto::CapacityRange>,
-) -> Result<types::CapacityRange, CsiError> {
+pub fn capacity_range(range: Option<&proto::CapacityRange>) -> Result<types::CapacityRange, Error> {
     let Some(range) = range else {
         return Ok(types::CapacityRange {
             required_bytes: 0,
@@ -123,7 +100,7 @@ pub fn capacity_range(
 pub fn content_source(
     source: Option<&proto::VolumeContentSource>,
     backend: &Backend,
-) -> Result<Option<types::ContentSource>, CsiError> {
+) -> Result<Option<types::ContentSource>, Error> {
     use proto::volume_content_source::Type;
     let Some(kind) = source.and_then(|s| s.r#type.as_ref()) else {
         return Ok(None);
@@ -181,8 +158,8 @@ pub fn bytes_to_csi(bytes: u64) -> i64 {
     i64::try_from(bytes).unwrap_or(i64::MAX)
 }
 
-fn invalid(message: impl Into<String>) -> CsiError {
-    CsiError::InvalidArgument(message.into())
+fn invalid(message: impl Into<String>) -> Error {
+    Error::InvalidArgument(message.into())
 }
 
 #[cfg(test)]
@@ -239,7 +216,7 @@ mod tests {
             ),
         ] {
             let err = capabilities(&caps, &fs).unwrap_err();
-            assert_eq!(err.code(), tonic::Code::InvalidArgument);
+            assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
             assert!(err.to_string().contains(reason), "{err}");
         }
     }

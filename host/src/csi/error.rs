@@ -3,99 +3,64 @@
 
 use tonic::{Code, Status};
 
+pub use crate::lifecycle::Error;
 use crate::node::NodeError;
 use crate::node::confined::ConfinedError;
 use crate::runtime::CallError;
-use crate::volume::attachment::AttachmentError;
 use crate::volume::types;
-use crate::volume::validate::InvalidInput;
 
-#[derive(Debug, thiserror::Error)]
-pub enum CsiError {
-    #[error("{0}")]
-    Invalid(#[from] InvalidInput),
-    #[error("{0}")]
-    InvalidArgument(String),
-    #[error("volume {volume}: {source}")]
-    Attachment {
-        volume: String,
-        source: AttachmentError,
-    },
-    #[error("{subject}: {source}")]
-    Backend { subject: String, source: CallError },
-    #[error("volume {volume}: {source}")]
-    Node { volume: String, source: NodeError },
-    #[error(transparent)]
-    Fence(#[from] crate::fencing::FenceError),
-    #[error(transparent)]
-    Cleanup(#[from] crate::cleanup::CleanupError),
-    #[error("{0}: another operation on it is in progress")]
-    Pending(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    AlreadyExists(String),
-    #[error("{0}")]
-    Internal(String),
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Unimplemented(String),
-}
-
-impl CsiError {
-    pub fn code(&self) -> Code {
-        match self {
-            CsiError::Invalid(_) | CsiError::InvalidArgument(_) => Code::InvalidArgument,
-            CsiError::Attachment { .. } => Code::InvalidArgument,
-            CsiError::Backend { source, .. } => call_code(source),
-            CsiError::Node { source, .. } => match source {
-                NodeError::InUse { .. } => Code::FailedPrecondition,
-                NodeError::OtherMount { .. } => Code::AlreadyExists,
-                NodeError::Missing { .. } => Code::NotFound,
-                NodeError::NotOurs { .. } | NodeError::Busy { .. } => Code::FailedPrecondition,
-                NodeError::TimedOut { .. } => Code::DeadlineExceeded,
-                NodeError::StillRunning { .. } => Code::Unavailable,
-                NodeError::NoDevice { .. } => Code::NotFound,
-                NodeError::DeviceInUse { .. } | NodeError::NotABlockDevice { .. } => {
-                    Code::FailedPrecondition
+/// The status code of a failure.
+pub fn code(error: &Error) -> Code {
+    match error {
+        Error::Invalid(_) | Error::InvalidArgument(_) => Code::InvalidArgument,
+        Error::Attachment { .. } => Code::InvalidArgument,
+        Error::Backend { source, .. } => call_code(source),
+        Error::Node { source, .. } => match source {
+            NodeError::InUse { .. } => Code::FailedPrecondition,
+            NodeError::OtherMount { .. } => Code::AlreadyExists,
+            NodeError::Missing { .. } => Code::NotFound,
+            NodeError::NotOurs { .. } | NodeError::Busy { .. } => Code::FailedPrecondition,
+            NodeError::TimedOut { .. } => Code::DeadlineExceeded,
+            NodeError::StillRunning { .. } => Code::Unavailable,
+            NodeError::NoDevice { .. } => Code::NotFound,
+            NodeError::DeviceInUse { .. } | NodeError::NotABlockDevice { .. } => {
+                Code::FailedPrecondition
+            }
+            NodeError::Unsupported { .. } => Code::InvalidArgument,
+            NodeError::Unmanaged { .. } => Code::FailedPrecondition,
+            NodeError::Unreachable { .. } => Code::Unavailable,
+            NodeError::Confined(c) => match c {
+                ConfinedError::Outside { .. } | ConfinedError::Symlink { .. } => {
+                    Code::InvalidArgument
                 }
-                NodeError::Unsupported { .. } => Code::InvalidArgument,
-                NodeError::Unmanaged { .. } => Code::FailedPrecondition,
-                NodeError::Unreachable { .. } => Code::Unavailable,
-                NodeError::Confined(c) => match c {
-                    ConfinedError::Outside { .. } | ConfinedError::Symlink { .. } => {
-                        Code::InvalidArgument
-                    }
-                    ConfinedError::NoParent { .. }
-                    | ConfinedError::WrongKind { .. }
-                    | ConfinedError::NotEmpty { .. } => Code::FailedPrecondition,
-                    ConfinedError::Sys { .. } => Code::Internal,
-                },
-                _ => Code::Internal,
+                ConfinedError::NoParent { .. }
+                | ConfinedError::WrongKind { .. }
+                | ConfinedError::NotEmpty { .. } => Code::FailedPrecondition,
+                ConfinedError::Sys { .. } => Code::Internal,
             },
-            CsiError::Fence(f) => match f {
-                crate::fencing::FenceError::Held { .. } => Code::FailedPrecondition,
-                crate::fencing::FenceError::Incompatible { .. } => Code::AlreadyExists,
-                crate::fencing::FenceError::Store { .. } => Code::Unavailable,
-                crate::fencing::FenceError::UnknownNode { .. } => Code::NotFound,
-                crate::fencing::FenceError::Cluster { .. } => Code::Unavailable,
-            },
-            CsiError::Cleanup(c) => match c {
-                crate::cleanup::CleanupError::Contended { .. } => Code::Aborted,
-                crate::cleanup::CleanupError::Malformed { .. } => Code::Internal,
-                // Retried by the caller: a deletion finishing, or the API coming back.
-                crate::cleanup::CleanupError::Deleting { .. }
-                | crate::cleanup::CleanupError::Cluster { .. }
-                | crate::cleanup::CleanupError::Store { .. } => Code::Unavailable,
-            },
-            CsiError::Pending(_) => Code::Aborted,
-            CsiError::NotFound(_) => Code::NotFound,
-            CsiError::AlreadyExists(_) => Code::AlreadyExists,
-            CsiError::Internal(_) => Code::Internal,
-            CsiError::Unavailable(_) => Code::Unavailable,
-            CsiError::Unimplemented(_) => Code::Unimplemented,
-        }
+            _ => Code::Internal,
+        },
+        Error::Fence(f) => match f {
+            crate::fencing::FenceError::Held { .. } => Code::FailedPrecondition,
+            crate::fencing::FenceError::Incompatible { .. } => Code::AlreadyExists,
+            crate::fencing::FenceError::Store { .. } => Code::Unavailable,
+            crate::fencing::FenceError::UnknownNode { .. } => Code::NotFound,
+            crate::fencing::FenceError::Cluster { .. } => Code::Unavailable,
+        },
+        Error::Cleanup(c) => match c {
+            crate::cleanup::CleanupError::Contended { .. } => Code::Aborted,
+            crate::cleanup::CleanupError::Malformed { .. } => Code::Internal,
+            // Retried by the caller: a deletion finishing, or the API coming back.
+            crate::cleanup::CleanupError::Deleting { .. }
+            | crate::cleanup::CleanupError::Cluster { .. }
+            | crate::cleanup::CleanupError::Store { .. } => Code::Unavailable,
+        },
+        Error::Pending(_) => Code::Aborted,
+        Error::NotFound(_) => Code::NotFound,
+        Error::AlreadyExists(_) => Code::AlreadyExists,
+        Error::Internal(_) => Code::Internal,
+        Error::Unavailable(_) => Code::Unavailable,
+        Error::Unimplemented(_) => Code::Unimplemented,
     }
 }
 
@@ -121,9 +86,9 @@ fn call_code(error: &CallError) -> Code {
     }
 }
 
-impl From<CsiError> for Status {
-    fn from(error: CsiError) -> Self {
-        let code = error.code();
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        let code = code(&error);
         let message = error.to_string();
         match code {
             Code::Internal | Code::DeadlineExceeded | Code::ResourceExhausted => {
@@ -142,7 +107,7 @@ mod tests {
 
     #[test]
     fn backend_errors_keep_their_code_and_name_the_backend() {
-        let refused = CsiError::Backend {
+        let refused = Error::Backend {
             subject: "volume v1".into(),
             source: CallError::Refused {
                 backend: Arc::from("emma"),
@@ -150,12 +115,12 @@ mod tests {
                 error: types::BackendError::FailedPrecondition("volume is attached".into()),
             },
         };
-        assert_eq!(refused.code(), Code::FailedPrecondition);
+        assert_eq!(code(&refused), Code::FailedPrecondition);
         assert_eq!(
             refused.to_string(),
             "volume v1: backend emma: delete-volume: failed precondition: volume is attached"
         );
-        let timeout = CsiError::Backend {
+        let timeout = Error::Backend {
             subject: "volume v1".into(),
             source: CallError::Timeout {
                 backend: Arc::from("rds"),
@@ -163,7 +128,7 @@ mod tests {
                 deadline: std::time::Duration::from_secs(1),
             },
         };
-        assert_eq!(timeout.code(), Code::DeadlineExceeded);
+        assert_eq!(code(&timeout), Code::DeadlineExceeded);
         assert!(timeout.to_string().contains("backend rds"));
     }
 }

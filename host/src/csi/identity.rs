@@ -2,13 +2,19 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{CsiError, SharedDriver, deadline};
+use std::sync::Arc;
+
+use super::{Error, deadline};
 use crate::proto::identity_server::Identity;
 use crate::proto::plugin_capability::{Service, Type, service};
 use crate::proto::*;
-use crate::runtime::Optional;
+use crate::runtime::{Backend, Optional};
 
-pub struct IdentityService(pub SharedDriver);
+pub struct IdentityService {
+    pub driver_name: String,
+    pub serves_controller: bool,
+    pub backend: Arc<Backend>,
+}
 
 #[tonic::async_trait]
 impl Identity for IdentityService {
@@ -16,9 +22,9 @@ impl Identity for IdentityService {
         &self,
         _request: Request<GetPluginInfoRequest>,
     ) -> Result<Response<GetPluginInfoResponse>, Status> {
-        let info = self.0.backend.info();
+        let info = self.backend.info();
         Ok(Response::new(GetPluginInfoResponse {
-            name: self.0.driver_name.clone(),
+            name: self.driver_name.clone(),
             vendor_version: env!("CARGO_PKG_VERSION").to_owned(),
             manifest: [
                 ("backend".to_owned(), info.name.clone()),
@@ -36,15 +42,15 @@ impl Identity for IdentityService {
             r#type: Some(Type::Service(Service { r#type: t as i32 })),
         };
         let mut capabilities = vec![];
-        if self.0.mode.serves_controller() {
+        if self.serves_controller {
             capabilities.push(service(service::Type::ControllerService));
         }
-        if self.0.backend.info().topology {
+        if self.backend.info().topology {
             capabilities.push(service(service::Type::VolumeAccessibilityConstraints));
         }
         // Online when the node grows filesystems too (backends that attach storage to nodes,
         // which export `publish`, are staged and expanded by the node); offline otherwise.
-        let backend = &self.0.backend;
+        let backend = &self.backend;
         if backend.offers(Optional::Expand) {
             let kind = if backend.offers(Optional::Publish) {
                 plugin_capability::volume_expansion::Type::Online
@@ -67,11 +73,10 @@ impl Identity for IdentityService {
         request: Request<ProbeRequest>,
     ) -> Result<Response<ProbeResponse>, Status> {
         let timeout = deadline::of(&request);
-        self.0
-            .backend
+        self.backend
             .probe(timeout)
             .await
-            .map_err(|source| CsiError::Backend {
+            .map_err(|source| Error::Backend {
                 subject: "probe".into(),
                 source,
             })?;

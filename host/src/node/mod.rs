@@ -1,9 +1,11 @@
 //! OS work on the node, and the only place that calls mount(2), umount(2), mkdir or statvfs.
-//! Pure parsing (mountinfo) is kept apart from the syscalls so it can be tested on fixtures.
+//! [`Host`] is the facade the layers above use; the modules under it do one thing each. Pure
+//! parsing (mountinfo) is kept apart from the syscalls so it can be tested on fixtures.
 
 pub mod confined;
 pub mod device;
 pub mod format;
+mod host;
 pub mod local_dir;
 pub mod mount;
 pub mod mountinfo;
@@ -15,6 +17,8 @@ pub mod stage;
 pub mod stats;
 
 use std::path::PathBuf;
+
+pub use host::{Host, Source, VolumeStats};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {

@@ -81,7 +81,10 @@ async fn of_200_concurrent_publishes_to_200_nodes_exactly_one_wins() {
         Some(&199),
         "{codes:?}"
     );
-    assert_eq!(host.driver.fencing.nodes(&v.volume_id).unwrap().len(), 1);
+    assert_eq!(
+        host.controller.fencing().nodes(&v.volume_id).unwrap().len(),
+        1
+    );
 }
 
 #[tokio::test]

@@ -90,7 +90,7 @@ async fn of_200_concurrent_publishes_exactly_one_wins_and_the_claim_hears_why() 
         Some(&199),
         "{codes:?}"
     );
-    let holder = host.driver.fencing.nodes(&volume).unwrap();
+    let holder = host.controller.fencing().nodes(&volume).unwrap();
     assert_eq!(holder.len(), 1);
     // The PV names the holder for people (written in the background).
     let pvs = Api::<PersistentVolume>::all(client.clone());
@@ -205,7 +205,7 @@ async fn every_controller_replica_follows_the_attachments_another_made() {
     objects::add_attachment(&client, DRIVER, "pv-replicated", "node-a", true).await;
     let follows = async |nodes: &[&str]| {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while standby.driver.fencing.nodes(&volume).unwrap() != nodes {
+        while standby.controller.fencing().nodes(&volume).unwrap() != nodes {
             assert!(
                 Instant::now() < deadline,
                 "the standby does not see {nodes:?}"
@@ -275,10 +275,10 @@ async fn a_deleted_node_lets_go_of_its_volumes_and_unknown_nodes_are_not_found()
     c.controller_publish_volume(publish(&held, "new"))
         .await
         .unwrap();
-    assert_eq!(host.driver.fencing.nodes(&held).unwrap(), ["new"]);
+    assert_eq!(host.controller.fencing().nodes(&held).unwrap(), ["new"]);
     // In the background: the reconciler clears the other volume without being asked.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !host.driver.fencing.nodes(&swept).unwrap().is_empty() {
+    while !host.controller.fencing().nodes(&swept).unwrap().is_empty() {
         assert!(Instant::now() < deadline, "the reconciler did not clear it");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -307,7 +307,10 @@ async fn with_the_api_server_down_a_publish_is_refused_not_guessed() {
         assert_eq!(err.code(), Code::Unavailable, "{node}: {}", err.message());
         assert!(err.message().contains(&volume), "{}", err.message());
     }
-    assert_eq!(host.driver.fencing.nodes(&volume).unwrap(), ["node-a"]);
+    assert_eq!(
+        host.controller.fencing().nodes(&volume).unwrap(),
+        ["node-a"]
+    );
     api.start_apiserver().await;
     c.controller_publish_volume(publish(&volume, "node-a"))
         .await

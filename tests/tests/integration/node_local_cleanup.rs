@@ -47,7 +47,6 @@ async fn standalone_the_record_lives_in_the_embedded_store_until_the_node_has_cl
         .await
         .unwrap();
     let record = host
-        .driver
         .state
         .get("host/cleanup", &volume.volume_id)
         .unwrap()
@@ -65,7 +64,7 @@ async fn standalone_the_record_lives_in_the_embedded_store_until_the_node_has_cl
         .delete_volume(requests::delete(&volume.volume_id))
         .await
         .unwrap();
-    let state = host.driver.state.clone();
+    let state = host.state.clone();
     let id = volume.volume_id.clone();
     wait_until("the record is gone", async || {
         state.get("host/cleanup", &id).unwrap().is_none()

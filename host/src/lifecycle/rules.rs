@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 
-use super::CsiError;
+use super::Error as CsiError;
 use crate::volume::attachment::{self, RESERVED_PREFIX};
 use crate::volume::types;
 use crate::volume::validate;
@@ -146,6 +146,27 @@ pub fn volume_context(
     Ok(map)
 }
 
+/// Refuses a capability the backend did not declare.
+pub fn supported(cap: &types::Capability, info: &types::BackendInfo) -> Result<(), CsiError> {
+    let (mode_name, offered) = match cap.access_type {
+        types::AccessType::Block => ("block", info.volume_modes.block),
+        types::AccessType::Mount(_) => ("filesystem", info.volume_modes.filesystem),
+    };
+    if !offered {
+        return Err(CsiError::InvalidArgument(format!(
+            "backend {} does not offer {mode_name} volumes",
+            info.name
+        )));
+    }
+    if !info.access_modes.contains(&cap.access_mode) {
+        return Err(CsiError::InvalidArgument(format!(
+            "backend {} does not offer access mode {:?}",
+            info.name, cap.access_mode
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses a CO-supplied map over 4 KiB.
 pub fn map_from_co(what: &'static str, map: &HashMap<String, String>) -> Result<(), CsiError> {
     validate::map_size(what, map).map_err(CsiError::from)
@@ -165,7 +186,7 @@ mod tests {
         assert!(capacity_in_range("b", "s", 20, &range).is_ok());
         for bad in [9, 21] {
             let err = capacity_in_range("b", "create volume x", bad, &range).unwrap_err();
-            assert_eq!(err.code(), tonic::Code::Internal);
+            assert!(matches!(err, CsiError::Internal(_)), "{err}");
             assert!(err.to_string().contains("backend b"), "{err}");
         }
         let open = types::CapacityRange {
