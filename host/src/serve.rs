@@ -252,7 +252,7 @@ impl Server {
             Some(c) => {
                 let fencing = crate::fencing::Fencing::new(
                     Arc::new(crate::state::MemoryStore::default()),
-                    Some(c.clone()),
+                    Arc::new(c.clone()),
                     options.detach_grace,
                 );
                 if config.mode.serves_controller() {
@@ -266,7 +266,11 @@ impl Server {
                 }
                 fencing
             }
-            None => crate::fencing::Fencing::new(state.clone(), None, options.detach_grace),
+            None => crate::fencing::Fencing::new(
+                state.clone(),
+                Arc::new(crate::fencing::Standalone),
+                options.detach_grace,
+            ),
         };
         let book = match &cluster {
             Some(c) => crate::cleanup::Book::Cluster(c.clone()),

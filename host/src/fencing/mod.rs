@@ -25,19 +25,21 @@
 //! Multi-node reader modes and filesystem multi-writers are not fenced: the backend's
 //! declaration governs them.
 
+mod cluster;
+mod decide;
 mod migrations;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
-
+pub use cluster::{Nodes, Standalone};
+pub use decide::{Admitted, Request};
 pub use migrations::Migrations;
 
-use crate::kube::{Cluster, KubeError, Seen};
+use crate::kube::{KubeError, Seen};
 use crate::state::{StateStore, StoreError};
-use crate::volume::types::{AccessMode, AccessType, Capability};
+use decide::{Attached, Record};
 
 const NAMESPACE: &str = "host/attachments";
 /// How long a second node may share a multi-writer block volume (live migration).
@@ -78,66 +80,23 @@ pub enum FenceError {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Attached {
-    node: String,
-    readonly: bool,
-    /// The capability it was published with, as text (compared, never parsed).
-    capability: String,
-    /// Published with a single-node access mode: nobody else may join.
-    exclusive: bool,
-    since_unix_ms: u64,
-    /// Rebuilt from a VolumeAttachment, which does not tell the capability or read-only flag:
-    /// the node's next publish supplies them.
-    #[serde(default)]
-    rebuilt: bool,
-    /// ControllerUnpublishVolume began for this node at this time and has not finished.
-    #[serde(default)]
-    detaching_since_unix_ms: Option<u64>,
-}
-
-impl Attached {
-    /// An attachment the cluster shows, which does not tell the capability or read-only flag.
-    fn seen(s: Seen) -> Self {
-        Self {
-            node: s.node,
-            readonly: false,
-            capability: String::new(),
-            exclusive: s.exclusive,
-            since_unix_ms: s.since_ms,
-            rebuilt: true,
-            detaching_since_unix_ms: s.detaching_since_ms,
-        }
+/// An attachment the cluster shows, which does not tell the capability or read-only flag.
+fn rebuilt(s: Seen) -> Attached {
+    Attached {
+        node: s.node,
+        readonly: false,
+        capability: String::new(),
+        exclusive: s.exclusive,
+        since_unix_ms: s.since_ms,
+        rebuilt: true,
+        detaching_since_unix_ms: s.detaching_since_ms,
     }
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Record {
-    nodes: Vec<Attached>,
-}
-
-/// What a publish is asking for.
-pub struct Request<'a> {
-    pub volume: &'a str,
-    pub node: &'a str,
-    pub capability: &'a Capability,
-    pub readonly: bool,
-    pub migration_window: Duration,
-}
-
-/// What the caller must do after a decision to publish.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Admitted {
-    /// A new attachment, recorded: publish, and call [`Fencing::forget`] if that fails.
-    New,
-    /// Already attached there: publish again (idempotent), nothing to undo.
-    Again,
 }
 
 pub struct Fencing {
     state: Arc<dyn StateStore>,
     turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    cluster: Option<Arc<Cluster>>,
+    nodes: Arc<dyn Nodes>,
     detach_grace: Duration,
     pub migrations: Migrations,
 }
@@ -153,27 +112,13 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn is_single_node(mode: AccessMode) -> bool {
-    matches!(
-        mode,
-        AccessMode::SingleNodeWriter
-            | AccessMode::SingleNodeReaderOnly
-            | AccessMode::SingleNodeSingleWriter
-            | AccessMode::SingleNodeMultiWriter
-    )
-}
-
 impl Fencing {
-    /// Fencing kept in `state`, asking `cluster` (when there is one) about nodes.
-    pub fn new(
-        state: Arc<dyn StateStore>,
-        cluster: Option<Arc<Cluster>>,
-        detach_grace: Duration,
-    ) -> Self {
+    /// Fencing kept in `state`, asking `nodes` whether nodes exist.
+    pub fn new(state: Arc<dyn StateStore>, nodes: Arc<dyn Nodes>, detach_grace: Duration) -> Self {
         Self {
             state,
             turns: Mutex::default(),
-            cluster,
+            nodes,
             detach_grace,
             migrations: Migrations::default(),
         }
@@ -197,7 +142,7 @@ impl Fencing {
                 seen.into_iter().take(1).collect()
             };
             let record = Record {
-                nodes: holders.into_iter().map(Attached::seen).collect(),
+                nodes: holders.into_iter().map(rebuilt).collect(),
             };
             let (_, version) = self.load(&volume)?;
             self.save(&volume, &record, version)?;
@@ -264,13 +209,12 @@ impl Fencing {
     }
 
     /// Decides whether `request.node` may have the volume, and records it if so. Call within
-    /// the volume's [`Turn`].
+    /// the volume's [`Turn`]. A node the cluster does not have is refused; a holder it no
+    /// longer has is cleared first; any question it cannot answer refuses (fail closed).
     pub async fn admit(&self, turn: &Turn, request: &Request<'_>) -> Result<Admitted, FenceError> {
-        let Some(cluster) = &self.cluster else {
-            return self.decide(turn, request);
-        };
-        if !cluster
-            .node_exists(request.node)
+        if !self
+            .nodes
+            .exists(request.node)
             .await
             .map_err(Self::cluster_error(request, request.node))?
         {
@@ -282,8 +226,9 @@ impl Fencing {
         loop {
             match self.decide(turn, request) {
                 Err(FenceError::Held { holder, .. })
-                    if !cluster
-                        .node_exists(&holder)
+                    if !self
+                        .nodes
+                        .exists(&holder)
                         .await
                         .map_err(Self::cluster_error(request, &holder))? =>
                 {
@@ -295,18 +240,8 @@ impl Fencing {
                     self.forget(turn, request.volume, Some(&holder))?;
                 }
                 Err(held @ FenceError::Held { .. }) => {
-                    // In the background: the volume's turn is not held for an Event.
-                    let (cluster, volume, node, message) = (
-                        cluster.clone(),
-                        request.volume.to_owned(),
-                        request.node.to_owned(),
-                        held.to_string(),
-                    );
-                    tokio::spawn(async move {
-                        cluster
-                            .warn_claim(&volume, &node, "AttachmentConflict", &message)
-                            .await
-                    });
+                    self.nodes
+                        .refused(request.volume, request.node, held.to_string());
                     return Err(held);
                 }
                 other => return other,
@@ -335,102 +270,30 @@ impl Fencing {
             return Ok(());
         }
         let volume = seen.volume.clone();
-        record.nodes.push(Attached::seen(seen));
+        record.nodes.push(rebuilt(seen));
         self.save(&volume, &record, version)
     }
 
-    /// The rules, on the record alone.
+    /// The rules (`decide.rs`) on the volume's record, saved when they change it.
     fn decide(&self, _turn: &Turn, request: &Request<'_>) -> Result<Admitted, FenceError> {
         let (mut record, version) = self.load(request.volume)?;
-        let capability = format!("{:?}", request.capability);
-        if let Some(mine) = record.nodes.iter_mut().find(|a| a.node == request.node) {
-            if mine.rebuilt {
-                // The attacher's record, completed by the node's own request.
-                mine.rebuilt = false;
-                mine.capability = capability.clone();
-                mine.readonly = request.readonly;
-                self.save(request.volume, &record, version)?;
-                return self
-                    .check_window(&record, request)
-                    .map(|()| Admitted::Again);
-            }
-            let mine = &*mine;
-            if mine.capability != capability || mine.readonly != request.readonly {
-                return Err(FenceError::Incompatible {
-                    volume: request.volume.to_owned(),
-                    node: request.node.to_owned(),
-                    what: format!(
-                        "another capability or read-only flag (read-only: {})",
-                        mine.readonly
-                    ),
-                });
-            }
-            return self
-                .check_window(&record, request)
-                .map(|()| Admitted::Again);
-        }
-        let held = |holder: &Attached, why| FenceError::Held {
-            volume: request.volume.to_owned(),
-            node: request.node.to_owned(),
-            holder: holder.node.clone(),
-            why,
-        };
-        let mode = request.capability.access_mode;
-        let block = matches!(request.capability.access_type, AccessType::Block);
-        // A holder in the middle of a detach, within the grace period, is handing over.
-        let now = now_ms();
-        let grace = self.detach_grace.as_millis() as u64;
-        let blocking: Vec<&Attached> = record
-            .nodes
-            .iter()
-            .filter(|a| a.detaching_since_unix_ms.is_none_or(|t| now > t + grace))
-            .collect();
-        let migration = mode == AccessMode::MultiNodeMultiWriter && block;
-        if let Some(holder) = blocking.first() {
-            if is_single_node(mode) {
-                return Err(held(holder, "single-node access"));
-            }
-            if migration {
-                if blocking.len() >= 2 {
-                    return Err(held(holder, "a live migration already has its two nodes"));
+        match decide::decide(&mut record, request, now_ms(), self.detach_grace) {
+            Ok(verdict) => {
+                if verdict.migration_started {
+                    self.migrations.started();
                 }
-            } else if blocking.iter().any(|a| a.exclusive) {
-                return Err(held(holder, "held with single-node access"));
+                if verdict.changed {
+                    self.save(request.volume, &record, version)?;
+                }
+                Ok(verdict.admitted)
+            }
+            Err(e) => {
+                if matches!(e, FenceError::Held { why, .. } if why == decide::WINDOW_PASSED) {
+                    self.migrations.timed_out();
+                }
+                Err(e)
             }
         }
-        if migration && !blocking.is_empty() {
-            self.migrations.started();
-        }
-        record.nodes.push(Attached {
-            node: request.node.to_owned(),
-            readonly: request.readonly,
-            capability,
-            exclusive: is_single_node(mode),
-            since_unix_ms: now,
-            rebuilt: false,
-            detaching_since_unix_ms: None,
-        });
-        self.save(request.volume, &record, version)?;
-        Ok(Admitted::New)
-    }
-
-    /// A secondary of a live migration may be confirmed again only within its window.
-    fn check_window(&self, record: &Record, request: &Request<'_>) -> Result<(), FenceError> {
-        if record.nodes.len() < 2 || record.nodes[0].node == request.node {
-            return Ok(());
-        }
-        let second = &record.nodes[1];
-        let open_until = second.since_unix_ms + request.migration_window.as_millis() as u64;
-        if now_ms() > open_until {
-            self.migrations.timed_out();
-            return Err(FenceError::Held {
-                volume: request.volume.to_owned(),
-                node: request.node.to_owned(),
-                holder: record.nodes[0].node.clone(),
-                why: "the live-migration window has passed",
-            });
-        }
-        Ok(())
     }
 
     /// Notes that the volume's detach from `node` (every node when `None`) has begun, so that
@@ -488,9 +351,6 @@ impl Fencing {
     /// Clears attachments older than `older_than` whose node the cluster no longer has. Returns
     /// how many were cleared. Stops at the first API error (the next pass tries again).
     pub async fn reconcile(&self, older_than: Duration) -> Result<usize, FenceError> {
-        let Some(cluster) = &self.cluster else {
-            return Ok(0);
-        };
         let store_err = |source| FenceError::Store {
             volume: "(all)".into(),
             source,
@@ -509,8 +369,8 @@ impl Fencing {
                 let cutoff = now_ms().saturating_sub(older_than.as_millis() as u64);
                 for node in self.nodes_since(&volume, cutoff)? {
                     let exists =
-                        cluster
-                            .node_exists(&node)
+                        self.nodes
+                            .exists(&node)
                             .await
                             .map_err(|source| FenceError::Cluster {
                                 volume: volume.clone(),
@@ -556,9 +416,14 @@ impl Fencing {
 mod tests {
     use super::*;
     use crate::state::MemoryStore;
+    use crate::volume::types::{AccessMode, AccessType, Capability};
 
     fn fencing(grace: Duration) -> Fencing {
-        Fencing::new(Arc::new(MemoryStore::default()), None, grace)
+        Fencing::new(
+            Arc::new(MemoryStore::default()),
+            Arc::new(Standalone),
+            grace,
+        )
     }
 
     fn request<'a>(node: &'a str, capability: &'a Capability) -> Request<'a> {

@@ -451,7 +451,7 @@ async fn state_rebuild(api: &KubeApi) {
         let seen = cluster.attachments().await.unwrap();
         let fencing = Fencing::new(
             std::sync::Arc::new(MemoryStore::default()),
-            None,
+            std::sync::Arc::new(modcsi::fencing::Standalone),
             Duration::ZERO,
         );
         assert_eq!(fencing.rebuild(seen).unwrap(), N);
