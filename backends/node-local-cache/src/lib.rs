@@ -10,21 +10,13 @@
 
 use modcsi_backend_sdk::controller::Guest as Controller;
 use modcsi_backend_sdk::identity::Guest as Identity;
+use modcsi_backend_sdk::locate::Guest as Locate;
 use modcsi_backend_sdk::log_at;
 use modcsi_backend_sdk::types::{
     AccessMode, Attachment, BackendInfo, Capability, ContentSources, CreateRequest, Error,
     KeyValues, LogLevel, Validation, Volume, VolumeModes,
 };
 use uuid::Uuid;
-
-wit_bindgen::generate!({
-    inline: "
-        package modcsi:node-local-cache;
-        world optional { export modcsi:backend/locate@0.2.1; }
-    ",
-    path: "../../wit/0.2.1",
-    generate_all,
-});
 
 /// The public driver's namespace for volume ids (UUID v5 of the request name).
 const ID_NAMESPACE: Uuid = Uuid::from_u128(0x7a3e8f2b_5c41_4d9a_b86f_1e4a9c2d7b5e);
@@ -113,24 +105,18 @@ impl Controller for NodeLocalCache {
     }
 }
 
-impl exports::modcsi::backend::locate::Guest for NodeLocalCache {
+impl Locate for NodeLocalCache {
     /// Every node-local-cache volume, the public driver's included, is a local directory.
-    fn locate(
-        volume_id: String,
-        _context: Vec<(String, String)>,
-    ) -> Result<modcsi::backend::types::Attachment, modcsi::backend::types::Error> {
-        use modcsi::backend::types as t;
+    fn locate(volume_id: String, _context: KeyValues) -> Result<Attachment, Error> {
         if !is_our_id(&volume_id) {
-            return Err(t::Error::NotFound(format!(
-                "{volume_id} is not a node-local-cache volume id"
-            )));
+            return Err(not_ours(&volume_id));
         }
-        Ok(t::Attachment::LocalDir)
+        Ok(Attachment::LocalDir)
     }
 }
 
 modcsi_backend_sdk::export_backend!(NodeLocalCache);
-export!(NodeLocalCache);
+modcsi_backend_sdk::export_locate!(NodeLocalCache);
 
 #[cfg(test)]
 mod tests {

@@ -16,32 +16,13 @@
 mod routeros;
 
 use modcsi_backend_sdk::types::{
-    AccessMode, Attachment, BackendInfo, Capability, ContentSource, ContentSources, CreateRequest,
-    Error, KeyValues, NvmeTarget, ParameterSpec, Portal, Validation, Volume, VolumeModes,
+    AccessMode, AccessType, Attachment, BackendInfo, Capability, Capacity, CapacityRange,
+    ContentSource, ContentSources, CreateRequest, Error, ExpandResult, KeyValues, NvmeTarget,
+    ParameterSpec, Portal, PublishRequest, PublishResult, Snapshot, SnapshotFilter, SnapshotPage,
+    Topology, Validation, Volume, VolumeModes, VolumePage, VolumeStatus,
 };
-use modcsi_backend_sdk::{config, host, lookup, ssh, store};
+use modcsi_backend_sdk::{config, host, lookup, page, ssh, store, unix_seconds};
 use routeros::{Entry, Refusal};
-
-wit_bindgen::generate!({
-    inline: "
-        package modcsi:rds;
-        world optional {
-            export modcsi:backend/publish@0.2.1;
-            export modcsi:backend/expand@0.2.1;
-            export modcsi:backend/list-volumes@0.2.1;
-            export modcsi:backend/capacity@0.2.1;
-            export modcsi:backend/snapshots@0.2.1;
-            export modcsi:backend/get-volume@0.2.1;
-            export modcsi:backend/locate@0.2.1;
-        }
-    ",
-    path: "../../wit/0.2.1",
-    generate_all,
-});
-
-use exports::modcsi::backend as ex;
-/// The optional interfaces' own copy of the contract's types.
-use modcsi::backend::types as t;
 
 const NQN_PREFIX: &str = "nqn.2000-02.com.mikrotik:";
 const MIB: u64 = 1 << 20;
@@ -158,16 +139,7 @@ fn nqn_of(id: &str) -> String {
 /// Runs one RouterOS command; a refusal is returned as such, transport trouble as an error.
 fn run(settings: &Settings, command: &str) -> Result<Result<String, Refusal>, Error> {
     let budget = host::time_left_ms().min(30_000) as u32;
-    let out = ssh::run(&settings.target, command, budget).map_err(|e| {
-        use ssh::SshError as E;
-        match e {
-            E::Unavailable(m) | E::Timeout(m) => Error::Unavailable(format!("router: {m}")),
-            E::HostKey(m) | E::Denied(m) | E::UnknownTarget(m) => {
-                Error::FailedPrecondition(format!("router: {m}"))
-            }
-            E::TooLarge(m) => Error::Internal(format!("router: {m}")),
-        }
-    })?;
+    let out = ssh::run(&settings.target, command, budget)?;
     Ok(match routeros::refusal(&out.stdout) {
         Some(r) => Err(r),
         None => Ok(out.stdout),
@@ -411,122 +383,70 @@ fn remove_disk(id: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn to_t(e: Error) -> t::Error {
-    match e {
-        Error::InvalidArgument(m) => t::Error::InvalidArgument(m),
-        Error::NotFound(m) => t::Error::NotFound(m),
-        Error::AlreadyExists(m) => t::Error::AlreadyExists(m),
-        Error::FailedPrecondition(m) => t::Error::FailedPrecondition(m),
-        Error::ResourceExhausted(m) => t::Error::ResourceExhausted(m),
-        Error::OutOfRange(m) => t::Error::OutOfRange(m),
-        Error::Unavailable(m) => t::Error::Unavailable(m),
-        Error::Aborted(m) => t::Error::Aborted(m),
-        Error::Internal(m) => t::Error::Internal(m),
-        Error::Unimplemented(m) => t::Error::Unimplemented(m),
-    }
-}
-
-fn to_t_attachment(a: Attachment) -> t::Attachment {
-    match a {
-        Attachment::NvmeTcp(n) => t::Attachment::NvmeTcp(t::NvmeTarget {
-            portals: n
-                .portals
-                .into_iter()
-                .map(|p| t::Portal {
-                    address: p.address,
-                    port: p.port,
-                })
-                .collect(),
-            nqn: n.nqn,
-            namespace_id: n.namespace_id,
-            ctrl_loss_tmo_seconds: n.ctrl_loss_tmo_seconds,
-            reconnect_delay_seconds: n.reconnect_delay_seconds,
-            keep_alive_tmo_seconds: n.keep_alive_tmo_seconds,
-        }),
-        Attachment::Disk(_) | Attachment::LocalDir => t::Attachment::LocalDir,
-    }
-}
-
-fn to_t_volume(v: Volume) -> t::Volume {
-    t::Volume {
-        id: v.id,
-        capacity_bytes: v.capacity_bytes,
-        context: v.context,
-        topology: v.topology,
-        attachment: v.attachment.map(to_t_attachment),
-    }
-}
-
-impl ex::publish::Guest for Rds {
-    fn controller_publish(request: t::PublishRequest) -> Result<t::PublishResult, t::Error> {
-        check_id(&request.volume_id).map_err(to_t)?;
-        let settings = Settings::load(&request.context).map_err(to_t)?;
-        find_ours(&settings, &request.volume_id)
-            .map_err(to_t)?
-            .ok_or_else(|| t::Error::NotFound(format!("volume {}", request.volume_id)))?;
-        let attachment = settings
-            .attachment(nqn_of(&request.volume_id))
-            .map_err(to_t)?;
-        Ok(t::PublishResult {
+impl modcsi_backend_sdk::publish::Guest for Rds {
+    fn controller_publish(request: PublishRequest) -> Result<PublishResult, Error> {
+        check_id(&request.volume_id)?;
+        let settings = Settings::load(&request.context)?;
+        find_ours(&settings, &request.volume_id)?
+            .ok_or_else(|| Error::NotFound(format!("volume {}", request.volume_id)))?;
+        let attachment = settings.attachment(nqn_of(&request.volume_id))?;
+        Ok(PublishResult {
             context: vec![],
-            attachment: Some(to_t_attachment(attachment)),
+            attachment: Some(attachment),
         })
     }
 
-    fn controller_unpublish(_: String, _: String, _: KeyValues) -> Result<(), t::Error> {
+    fn controller_unpublish(_: String, _: String, _: KeyValues) -> Result<(), Error> {
         // Every node may connect (allow-host-name is empty); nothing to revoke.
         Ok(())
     }
 }
 
-impl ex::expand::Guest for Rds {
+impl modcsi_backend_sdk::expand::Guest for Rds {
     fn expand_volume(
         id: String,
-        capacity: t::CapacityRange,
-        capability: Option<t::Capability>,
+        capacity: CapacityRange,
+        capability: Option<Capability>,
         _: KeyValues,
-    ) -> Result<t::ExpandResult, t::Error> {
-        check_id(&id).map_err(to_t)?;
-        let settings = Settings::load(&[]).map_err(to_t)?;
-        let current = find_ours(&settings, &id)
-            .map_err(to_t)?
-            .ok_or_else(|| t::Error::NotFound(format!("volume {id}")))?;
+    ) -> Result<ExpandResult, Error> {
+        check_id(&id)?;
+        let settings = Settings::load(&[])?;
+        let current =
+            find_ours(&settings, &id)?.ok_or_else(|| Error::NotFound(format!("volume {id}")))?;
         let now = size_of(&current);
-        let wanted = rounded_size(capacity.required_bytes, capacity.limit_bytes).map_err(to_t)?;
+        let wanted = rounded_size(capacity.required_bytes, capacity.limit_bytes)?;
         if wanted > now {
             must(
                 &settings,
                 &format!("/disk set [find slot={id}] file-size={}M", wanted / MIB),
-            )
-            .map_err(to_t)?;
+            )?;
         }
-        let block = capability.is_some_and(|c| matches!(c.access_type, t::AccessType::Block));
-        Ok(t::ExpandResult {
+        let block = capability.is_some_and(|c| matches!(c.access_type, AccessType::Block));
+        Ok(ExpandResult {
             capacity_bytes: wanted.max(now),
             node_expansion_required: !block,
         })
     }
 }
 
-impl ex::capacity::Guest for Rds {
+impl modcsi_backend_sdk::capacity::Guest for Rds {
     fn get_capacity(
         parameters: KeyValues,
-        _: Vec<t::Capability>,
-        _: Option<Vec<(String, String)>>,
-    ) -> Result<t::Capacity, t::Error> {
-        let settings = Settings::load(&parameters).map_err(to_t)?;
+        _: Vec<Capability>,
+        _: Option<Topology>,
+    ) -> Result<Capacity, Error> {
+        let settings = Settings::load(&parameters)?;
         let out = must(
             &settings,
             &format!("/disk print detail where mount-point=\"{}\"", settings.pool),
-        )
-        .map_err(to_t)?;
+        )?;
         let free = routeros::parse_detail(&out)
             .iter()
             .find_map(|e| e.get("free").and_then(|f| routeros::number(f)))
             .ok_or_else(|| {
-                t::Error::Internal(format!("pool {} shows no free space", settings.pool))
+                Error::Internal(format!("pool {} shows no free space", settings.pool))
             })?;
-        Ok(t::Capacity {
+        Ok(Capacity {
             available_bytes: free,
             maximum_volume_bytes: Some(MAX_BYTES.min(free)),
             minimum_volume_bytes: Some(MIN_BYTES),
@@ -548,23 +468,10 @@ fn volumes(settings: &Settings) -> Result<Vec<Entry>, Error> {
     Ok(found)
 }
 
-/// A page of `items` after `token` (the last id of the previous page).
-fn page<T>(items: Vec<T>, id: impl Fn(&T) -> &str, max: u32, token: &str) -> (Vec<T>, String) {
-    let max = if max == 0 { usize::MAX } else { max as usize };
-    let mut rest: Vec<T> = items.into_iter().filter(|i| id(i) > token).collect();
-    let next = if rest.len() > max {
-        rest.truncate(max);
-        rest.last().map(|i| id(i).to_owned()).unwrap_or_default()
-    } else {
-        String::new()
-    };
-    (rest, next)
-}
-
-impl ex::list_volumes::Guest for Rds {
-    fn list_volumes(max_entries: u32, starting_token: String) -> Result<t::VolumePage, t::Error> {
-        let settings = Settings::load(&[]).map_err(to_t)?;
-        let all = volumes(&settings).map_err(to_t)?;
+impl modcsi_backend_sdk::list_volumes::Guest for Rds {
+    fn list_volumes(max_entries: u32, starting_token: String) -> Result<VolumePage, Error> {
+        let settings = Settings::load(&[])?;
+        let all = volumes(&settings)?;
         let (entries, next_token) = page(
             all,
             |e| e.get("slot").map_or("", String::as_str),
@@ -575,24 +482,23 @@ impl ex::list_volumes::Guest for Rds {
             .iter()
             .filter_map(|e| {
                 let slot = e.get("slot")?;
-                volume_of(&settings, slot, size_of(e)).ok().map(to_t_volume)
+                volume_of(&settings, slot, size_of(e)).ok()
             })
             .collect();
-        Ok(t::VolumePage {
+        Ok(VolumePage {
             volumes,
             next_token,
         })
     }
 }
 
-impl ex::get_volume::Guest for Rds {
-    fn get_volume(id: String) -> Result<t::VolumeStatus, t::Error> {
-        check_id(&id).map_err(to_t)?;
-        let settings = Settings::load(&[]).map_err(to_t)?;
-        let entry = find_ours(&settings, &id)
-            .map_err(to_t)?
-            .ok_or_else(|| t::Error::NotFound(format!("volume {id}")))?;
-        Ok(t::VolumeStatus {
+impl modcsi_backend_sdk::get_volume::Guest for Rds {
+    fn get_volume(id: String) -> Result<VolumeStatus, Error> {
+        check_id(&id)?;
+        let settings = Settings::load(&[])?;
+        let entry =
+            find_ours(&settings, &id)?.ok_or_else(|| Error::NotFound(format!("volume {id}")))?;
+        Ok(VolumeStatus {
             capacity_bytes: size_of(&entry),
             condition: None,
             published_nodes: vec![],
@@ -602,8 +508,7 @@ impl ex::get_volume::Guest for Rds {
 
 /// What the backend keeps about a snapshot (RouterOS does not record the source).
 fn snapshot_record(id: &str) -> Result<Option<(String, i64)>, Error> {
-    let entry = store::get(&format!("snapshot/{id}"))
-        .map_err(|e| Error::Unavailable(format!("store: {e:?}")))?;
+    let entry = store::get(&format!("snapshot/{id}"))?;
     Ok(entry.and_then(|e| {
         let text = String::from_utf8(e.value).ok()?;
         let (source, at) = text.split_once(' ')?;
@@ -611,9 +516,9 @@ fn snapshot_record(id: &str) -> Result<Option<(String, i64)>, Error> {
     }))
 }
 
-fn snapshot_of(id: &str, entry: &Entry) -> Result<t::Snapshot, Error> {
+fn snapshot_of(id: &str, entry: &Entry) -> Result<Snapshot, Error> {
     let (source, created) = snapshot_record(id)?.unwrap_or_default();
-    Ok(t::Snapshot {
+    Ok(Snapshot {
         id: id.to_owned(),
         source_volume_id: source,
         size_bytes: size_of(entry),
@@ -622,28 +527,27 @@ fn snapshot_of(id: &str, entry: &Entry) -> Result<t::Snapshot, Error> {
     })
 }
 
-impl ex::snapshots::Guest for Rds {
+impl modcsi_backend_sdk::snapshots::Guest for Rds {
     fn create_snapshot(
         source: String,
         name: String,
         parameters: KeyValues,
         _: KeyValues,
-    ) -> Result<t::Snapshot, t::Error> {
-        check_id(&source).map_err(to_t)?;
-        check_id(&name).map_err(to_t)?;
+    ) -> Result<Snapshot, Error> {
+        check_id(&source)?;
+        check_id(&name)?;
         let id = format!("{SNAPSHOT_PREFIX}{}", name.to_ascii_lowercase());
-        let settings = Settings::load(&parameters).map_err(to_t)?;
-        if let Some(existing) = find_ours(&settings, &id).map_err(to_t)? {
-            return match snapshot_record(&id).map_err(to_t)? {
-                Some((of, _)) if of != source => Err(t::Error::AlreadyExists(format!(
+        let settings = Settings::load(&parameters)?;
+        if let Some(existing) = find_ours(&settings, &id)? {
+            return match snapshot_record(&id)? {
+                Some((of, _)) if of != source => Err(Error::AlreadyExists(format!(
                     "snapshot {id} exists of volume {of}, not {source}"
                 ))),
-                _ => snapshot_of(&id, &existing).map_err(to_t),
+                _ => snapshot_of(&id, &existing),
             };
         }
-        find_ours(&settings, &source)
-            .map_err(to_t)?
-            .ok_or_else(|| t::Error::NotFound(format!("volume {source}")))?;
+        find_ours(&settings, &source)?
+            .ok_or_else(|| Error::NotFound(format!("volume {source}")))?;
         // A copy-on-write copy of the source's file, not exported.
         must(
             &settings,
@@ -651,55 +555,49 @@ impl ex::snapshots::Guest for Rds {
                 "/disk add type=file copy-from=[find slot={source}] file-path={} slot={id}",
                 file_path(&settings, &id)
             ),
-        )
-        .map_err(to_t)?;
-        let now = unix_now();
+        )?;
+        let now = unix_seconds();
         store::put(
             &format!("snapshot/{id}"),
             format!("{source} {now}").as_bytes(),
             None,
         )
         .or_else(|e| match e {
+            // A retry of this very create: the record is already there.
             store::StoreError::Conflict(_) => Ok(0),
             other => Err(other),
-        })
-        .map_err(|e| t::Error::Unavailable(format!("store: {e:?}")))?;
-        let entry = find_ours(&settings, &id).map_err(to_t)?.ok_or_else(|| {
-            t::Error::Internal(format!("snapshot {id} is not shown after its copy"))
         })?;
-        snapshot_of(&id, &entry).map_err(to_t)
+        let entry = find_ours(&settings, &id)?
+            .ok_or_else(|| Error::Internal(format!("snapshot {id} is not shown after its copy")))?;
+        snapshot_of(&id, &entry)
     }
 
-    fn delete_snapshot(id: String, _: KeyValues) -> Result<(), t::Error> {
-        check_id(&id).map_err(to_t)?;
+    fn delete_snapshot(id: String, _: KeyValues) -> Result<(), Error> {
+        check_id(&id)?;
         if !id.starts_with(SNAPSHOT_PREFIX) {
-            return Err(t::Error::InvalidArgument(format!(
-                "{id} is not a snapshot id"
-            )));
+            return Err(Error::InvalidArgument(format!("{id} is not a snapshot id")));
         }
-        remove_disk(&id).map_err(to_t)?;
-        store::delete(&format!("snapshot/{id}"), None)
-            .map_err(|e| t::Error::Unavailable(format!("store: {e:?}")))
+        remove_disk(&id)?;
+        Ok(store::delete(&format!("snapshot/{id}"), None)?)
     }
 
     fn list_snapshots(
         max_entries: u32,
         starting_token: String,
-        filter: t::SnapshotFilter,
+        filter: SnapshotFilter,
         _: KeyValues,
-    ) -> Result<t::SnapshotPage, t::Error> {
-        let settings = Settings::load(&[]).map_err(to_t)?;
+    ) -> Result<SnapshotPage, Error> {
+        let settings = Settings::load(&[])?;
         let out = must(
             &settings,
             &format!("/disk print detail where slot~\"{SNAPSHOT_PREFIX}\""),
-        )
-        .map_err(to_t)?;
+        )?;
         let mut all = vec![];
         for entry in routeros::parse_detail(&out) {
             let Some(id) = entry.get("slot").filter(|s| s.starts_with(SNAPSHOT_PREFIX)) else {
                 continue;
             };
-            let snapshot = snapshot_of(id, &entry).map_err(to_t)?;
+            let snapshot = snapshot_of(id, &entry)?;
             let wanted = (filter.snapshot_id.is_empty() || filter.snapshot_id == snapshot.id)
                 && (filter.source_volume_id.is_empty()
                     || filter.source_volume_id == snapshot.source_volume_id);
@@ -709,43 +607,43 @@ impl ex::snapshots::Guest for Rds {
         }
         all.sort_by(|a, b| a.id.cmp(&b.id));
         let (snapshots, next_token) = page(all, |s| s.id.as_str(), max_entries, &starting_token);
-        Ok(t::SnapshotPage {
+        Ok(SnapshotPage {
             snapshots,
             next_token,
         })
     }
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-impl ex::locate::Guest for Rds {
+impl modcsi_backend_sdk::locate::Guest for Rds {
     /// A public-driver PV: its volume context names the portal and the NQN.
-    fn locate(id: String, context: KeyValues) -> Result<t::Attachment, t::Error> {
-        check_id(&id).map_err(to_t)?;
-        let mut settings = Settings::load(&[]).map_err(to_t)?;
+    fn locate(id: String, context: KeyValues) -> Result<Attachment, Error> {
+        check_id(&id)?;
+        let mut settings = Settings::load(&[])?;
         if let Some(a) = lookup(&context, "nvmeAddress").or_else(|| lookup(&context, "rdsAddress"))
         {
-            safe("nvmeAddress", a).map_err(to_t)?;
+            safe("nvmeAddress", a)?;
             settings.nvme_address = Some(a.to_owned());
         }
         if let Some(p) = lookup(&context, "nvmePort") {
-            settings.nvme_port = p.parse().map_err(|_| to_t(invalid("nvmePort", p)))?;
+            settings.nvme_port = p.parse().map_err(|_| invalid("nvmePort", p))?;
         }
         let nqn = lookup(&context, "nqn")
             .map(str::to_owned)
             .unwrap_or_else(|| nqn_of(&id));
         if !nqn.starts_with(NQN_PREFIX) || !routeros::is_safe(&nqn) {
-            return Err(t::Error::InvalidArgument(format!(
+            return Err(Error::InvalidArgument(format!(
                 "volume {id}: NQN {nqn:?} is not one of this driver's ({NQN_PREFIX}…)"
             )));
         }
-        settings.attachment(nqn).map(to_t_attachment).map_err(to_t)
+        settings.attachment(nqn)
     }
 }
 
 modcsi_backend_sdk::export_backend!(Rds);
-export!(Rds);
+modcsi_backend_sdk::export_publish!(Rds);
+modcsi_backend_sdk::export_expand!(Rds);
+modcsi_backend_sdk::export_list_volumes!(Rds);
+modcsi_backend_sdk::export_capacity!(Rds);
+modcsi_backend_sdk::export_snapshots!(Rds);
+modcsi_backend_sdk::export_get_volume!(Rds);
+modcsi_backend_sdk::export_locate!(Rds);

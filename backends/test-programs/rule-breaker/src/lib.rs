@@ -12,28 +12,6 @@
 use modcsi_backend_sdk::types::*;
 use modcsi_backend_sdk::{config, log_at, lookup, store};
 
-wit_bindgen::generate!({
-    inline: "
-        package modcsi:rule-breaker;
-        world optional {
-            export modcsi:backend/publish@0.2.1;
-            export modcsi:backend/expand@0.2.1;
-            export modcsi:backend/list-volumes@0.2.1;
-            export modcsi:backend/capacity@0.2.1;
-            export modcsi:backend/snapshots@0.2.1;
-            export modcsi:backend/node-identity@0.2.1;
-            export modcsi:backend/get-volume@0.2.1;
-            export modcsi:backend/locate@0.2.1;
-        }
-    ",
-    path: "../../../wit/0.2.1",
-    generate_all,
-});
-
-use exports::modcsi::backend as ex;
-/// The optional interfaces' own copy of the contract's types.
-use modcsi::backend::types as t;
-
 struct RuleBreaker;
 
 fn volume(id: String, capacity_bytes: u64) -> Volume {
@@ -166,7 +144,7 @@ impl modcsi_backend_sdk::controller::Guest for RuleBreaker {
             }
             Some("store") => {
                 let count = loop {
-                    let current = store::get("creates").map_err(store_error)?;
+                    let current = store::get("creates")?;
                     let (n, version) = match &current {
                         Some(e) => (
                             u64::from_le_bytes(e.value.clone().try_into().unwrap_or([0; 8])),
@@ -177,7 +155,7 @@ impl modcsi_backend_sdk::controller::Guest for RuleBreaker {
                     match store::put("creates", &(n + 1).to_le_bytes(), version) {
                         Ok(_) => break n + 1,
                         Err(store::StoreError::Conflict(_)) => continue,
-                        Err(e) => return Err(store_error(e)),
+                        Err(e) => return Err(e.into()),
                     }
                 };
                 v.context.push(("creates".into(), count.to_string()));
@@ -207,54 +185,50 @@ impl modcsi_backend_sdk::controller::Guest for RuleBreaker {
     }
 }
 
-fn store_error(e: store::StoreError) -> Error {
-    Error::Unavailable(format!("store: {e:?}"))
-}
-
-impl ex::publish::Guest for RuleBreaker {
-    fn controller_publish(request: t::PublishRequest) -> Result<t::PublishResult, t::Error> {
-        Ok(t::PublishResult {
+impl modcsi_backend_sdk::publish::Guest for RuleBreaker {
+    fn controller_publish(request: PublishRequest) -> Result<PublishResult, Error> {
+        Ok(PublishResult {
             context: request.node_attributes,
             attachment: None,
         })
     }
-    fn controller_unpublish(_: String, _: String, _: t::KeyValues) -> Result<(), t::Error> {
+    fn controller_unpublish(_: String, _: String, _: KeyValues) -> Result<(), Error> {
         Ok(())
     }
 }
 
-impl ex::expand::Guest for RuleBreaker {
+impl modcsi_backend_sdk::expand::Guest for RuleBreaker {
     /// Grows to the requested size, except for volumes named `rb-shrinks`, which answer less.
     fn expand_volume(
         volume_id: String,
-        capacity: t::CapacityRange,
-        _: Option<t::Capability>,
-        _: t::KeyValues,
-    ) -> Result<t::ExpandResult, t::Error> {
+        capacity: CapacityRange,
+        _: Option<Capability>,
+        _: KeyValues,
+    ) -> Result<ExpandResult, Error> {
         let bytes = if volume_id == "rb-shrinks" {
             1
         } else {
             capacity.required_bytes
         };
-        Ok(t::ExpandResult {
+        Ok(ExpandResult {
             capacity_bytes: bytes,
             node_expansion_required: false,
         })
     }
 }
 
-impl ex::list_volumes::Guest for RuleBreaker {
+impl modcsi_backend_sdk::list_volumes::Guest for RuleBreaker {
     /// Pages of one volume more than asked for; a first page ends with token `next`.
-    fn list_volumes(max_entries: u32, starting_token: String) -> Result<t::VolumePage, t::Error> {
+    fn list_volumes(max_entries: u32, starting_token: String) -> Result<VolumePage, Error> {
         let n = if max_entries == 0 { 3 } else { max_entries + 1 };
-        Ok(t::VolumePage {
+        Ok(VolumePage {
             volumes: (0..n)
-                .map(|i| t::Volume {
+                .map(|i| Volume {
                     id: format!("rb-listed-{i}"),
                     capacity_bytes: 1,
                     context: vec![],
                     topology: vec![],
-                    attachment: Some(t::Attachment::LocalDir),
+                    attachment: Some(Attachment::LocalDir),
                 })
                 .collect(),
             next_token: if starting_token.is_empty() {
@@ -266,13 +240,13 @@ impl ex::list_volumes::Guest for RuleBreaker {
     }
 }
 
-impl ex::capacity::Guest for RuleBreaker {
+impl modcsi_backend_sdk::capacity::Guest for RuleBreaker {
     fn get_capacity(
-        _: t::KeyValues,
-        _: Vec<t::Capability>,
-        _: Option<t::Topology>,
-    ) -> Result<t::Capacity, t::Error> {
-        Ok(t::Capacity {
+        _: KeyValues,
+        _: Vec<Capability>,
+        _: Option<Topology>,
+    ) -> Result<Capacity, Error> {
+        Ok(Capacity {
             available_bytes: 7 << 30,
             maximum_volume_bytes: Some(1 << 40),
             minimum_volume_bytes: Some(1 << 20),
@@ -280,14 +254,14 @@ impl ex::capacity::Guest for RuleBreaker {
     }
 }
 
-impl ex::snapshots::Guest for RuleBreaker {
+impl modcsi_backend_sdk::snapshots::Guest for RuleBreaker {
     fn create_snapshot(
         source: String,
         name: String,
-        _: t::KeyValues,
-        _: t::KeyValues,
-    ) -> Result<t::Snapshot, t::Error> {
-        Ok(t::Snapshot {
+        _: KeyValues,
+        _: KeyValues,
+    ) -> Result<Snapshot, Error> {
+        Ok(Snapshot {
             id: format!("snap-{name}"),
             source_volume_id: source,
             size_bytes: 1,
@@ -295,23 +269,23 @@ impl ex::snapshots::Guest for RuleBreaker {
             ready: true,
         })
     }
-    fn delete_snapshot(snapshot_id: String, _: t::KeyValues) -> Result<(), t::Error> {
-        Err(t::Error::NotFound(format!("{snapshot_id} is gone")))
+    fn delete_snapshot(snapshot_id: String, _: KeyValues) -> Result<(), Error> {
+        Err(Error::NotFound(format!("{snapshot_id} is gone")))
     }
     /// With a snapshot-id filter of `bad`, answers with an unusable id.
     fn list_snapshots(
         _: u32,
         _: String,
-        filter: t::SnapshotFilter,
-        _: t::KeyValues,
-    ) -> Result<t::SnapshotPage, t::Error> {
+        filter: SnapshotFilter,
+        _: KeyValues,
+    ) -> Result<SnapshotPage, Error> {
         let id = if filter.snapshot_id == "bad" {
             "bad id/..".to_owned()
         } else {
             "snap-1".to_owned()
         };
-        Ok(t::SnapshotPage {
-            snapshots: vec![t::Snapshot {
+        Ok(SnapshotPage {
+            snapshots: vec![Snapshot {
                 id,
                 source_volume_id: "rb-1".into(),
                 size_bytes: 1,
@@ -323,9 +297,9 @@ impl ex::snapshots::Guest for RuleBreaker {
     }
 }
 
-impl ex::node_identity::Guest for RuleBreaker {
-    fn node_identity() -> Result<t::NodeInfo, t::Error> {
-        Ok(t::NodeInfo {
+impl modcsi_backend_sdk::node_identity::Guest for RuleBreaker {
+    fn node_identity() -> Result<NodeInfo, Error> {
+        Ok(NodeInfo {
             node_id: None,
             topology: vec![],
             max_volumes: 7,
@@ -337,33 +311,38 @@ impl ex::node_identity::Guest for RuleBreaker {
     }
 }
 
-impl ex::get_volume::Guest for RuleBreaker {
+impl modcsi_backend_sdk::get_volume::Guest for RuleBreaker {
     /// Knows only volumes whose id starts with `rb-known`.
-    fn get_volume(volume_id: String) -> Result<t::VolumeStatus, t::Error> {
+    fn get_volume(volume_id: String) -> Result<VolumeStatus, Error> {
         if volume_id.starts_with("rb-known") {
-            Ok(t::VolumeStatus {
+            Ok(VolumeStatus {
                 capacity_bytes: 1,
                 condition: None,
                 published_nodes: vec![],
             })
         } else {
-            Err(t::Error::NotFound(format!("no volume {volume_id}")))
+            Err(Error::NotFound(format!("no volume {volume_id}")))
         }
     }
 }
 
-impl ex::locate::Guest for RuleBreaker {
+impl modcsi_backend_sdk::locate::Guest for RuleBreaker {
     /// Volumes named `legacy-*` live on a disk found by its by-id name; `legacy-escape` names a
     /// path outside /dev/disk/by-id.
-    fn locate(volume_id: String, _: t::KeyValues) -> Result<t::Attachment, t::Error> {
+    fn locate(volume_id: String, _: KeyValues) -> Result<Attachment, Error> {
         match volume_id.as_str() {
-            "legacy-escape" => Ok(t::Attachment::Disk(t::DiskLocator::ById(
-                "../../sda".into(),
-            ))),
-            _ => Ok(t::Attachment::LocalDir),
+            "legacy-escape" => Ok(Attachment::Disk(DiskLocator::ById("../../sda".into()))),
+            _ => Ok(Attachment::LocalDir),
         }
     }
 }
 
 modcsi_backend_sdk::export_backend!(RuleBreaker);
-export!(RuleBreaker);
+modcsi_backend_sdk::export_publish!(RuleBreaker);
+modcsi_backend_sdk::export_expand!(RuleBreaker);
+modcsi_backend_sdk::export_list_volumes!(RuleBreaker);
+modcsi_backend_sdk::export_capacity!(RuleBreaker);
+modcsi_backend_sdk::export_snapshots!(RuleBreaker);
+modcsi_backend_sdk::export_node_identity!(RuleBreaker);
+modcsi_backend_sdk::export_get_volume!(RuleBreaker);
+modcsi_backend_sdk::export_locate!(RuleBreaker);
