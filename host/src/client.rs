@@ -7,12 +7,29 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use crate::proto::{
     controller_client::ControllerClient, identity_client::IdentityClient, node_client::NodeClient,
 };
-use crate::serve::{ServeError, socket_path};
+
+/// An endpoint that is not a unix socket address.
+#[derive(Debug, thiserror::Error)]
+#[error("endpoint {0:?} is not a unix socket address (unix:///path/to/csi.sock)")]
+pub struct BadEndpoint(pub String);
+
+/// The path of a `unix://` endpoint (`unix:///abs/path`, `unix:/abs/path` or `/abs/path`).
+pub fn socket_path(endpoint: &str) -> Result<std::path::PathBuf, BadEndpoint> {
+    let path = endpoint
+        .strip_prefix("unix://")
+        .or_else(|| endpoint.strip_prefix("unix:"))
+        .unwrap_or(endpoint);
+    if path.starts_with('/') && path.len() > 1 {
+        Ok(std::path::PathBuf::from(path))
+    } else {
+        Err(BadEndpoint(endpoint.to_owned()))
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(transparent)]
-    Endpoint(#[from] ServeError),
+    Endpoint(#[from] BadEndpoint),
     #[error("cannot connect to {endpoint}: {}", with_causes(cause))]
     Connect {
         endpoint: String,
@@ -64,5 +81,30 @@ impl CsiClient {
             controller: ControllerClient::new(channel.clone()),
             node: NodeClient::new(channel),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            socket_path("unix:///csi/csi.sock").unwrap(),
+            Path::new("/csi/csi.sock")
+        );
+        assert_eq!(
+            socket_path("unix:/csi/csi.sock").unwrap(),
+            Path::new("/csi/csi.sock")
+        );
+        assert_eq!(
+            socket_path("/tmp/x.sock").unwrap(),
+            Path::new("/tmp/x.sock")
+        );
+        for bad in ["tcp://127.0.0.1:1", "unix://relative.sock", "", "unix://"] {
+            assert!(socket_path(bad).is_err(), "{bad}");
+        }
     }
 }

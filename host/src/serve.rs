@@ -11,6 +11,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::authority::AuthorityFix;
+use crate::client::{BadEndpoint, socket_path};
 
 use crate::cleanup::Cleanup;
 use crate::csi::{ControllerService, IdentityService, Mode, NodeService};
@@ -80,8 +81,8 @@ impl Default for ClusterOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("endpoint {0:?} is not a unix socket address (unix:///path/to/csi.sock)")]
-    Endpoint(String),
+    #[error(transparent)]
+    Endpoint(#[from] BadEndpoint),
     #[error(
         "driver name {0:?} must be 1-63 characters of [a-zA-Z0-9.-], beginning and ending with a letter or digit"
     )]
@@ -121,19 +122,6 @@ pub enum ServeError {
     Rebuild(#[from] crate::fencing::FenceError),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
-}
-
-/// The path of a `unix://` endpoint (`unix:///abs/path`, `unix:/abs/path` or `/abs/path`).
-pub fn socket_path(endpoint: &str) -> Result<PathBuf, ServeError> {
-    let path = endpoint
-        .strip_prefix("unix://")
-        .or_else(|| endpoint.strip_prefix("unix:"))
-        .unwrap_or(endpoint);
-    if path.starts_with('/') && path.len() > 1 {
-        Ok(PathBuf::from(path))
-    } else {
-        Err(ServeError::Endpoint(endpoint.to_owned()))
-    }
 }
 
 fn check_driver_name(name: &str) -> Result<(), ServeError> {
@@ -460,25 +448,6 @@ async fn bind(path: &Path) -> Result<UnixListener, ServeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn endpoints() {
-        assert_eq!(
-            socket_path("unix:///csi/csi.sock").unwrap(),
-            Path::new("/csi/csi.sock")
-        );
-        assert_eq!(
-            socket_path("unix:/csi/csi.sock").unwrap(),
-            Path::new("/csi/csi.sock")
-        );
-        assert_eq!(
-            socket_path("/tmp/x.sock").unwrap(),
-            Path::new("/tmp/x.sock")
-        );
-        for bad in ["tcp://127.0.0.1:1", "unix://relative.sock", "", "unix://"] {
-            assert!(socket_path(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn driver_names() {

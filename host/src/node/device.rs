@@ -127,17 +127,6 @@ impl DeviceDirs {
     }
 }
 
-/// A device node's number as `major:minor`, the form mountinfo and sysfs's `dev` use.
-pub(crate) fn number(meta: &std::fs::Metadata) -> String {
-    use std::os::unix::fs::MetadataExt;
-    let rdev = meta.rdev();
-    format!(
-        "{}:{}",
-        nix::sys::stat::major(rdev),
-        nix::sys::stat::minor(rdev)
-    )
-}
-
 /// A block device node under /dev, nothing else.
 fn check_block_device(device: &Path) -> Result<PathBuf, NodeError> {
     let meta = std::fs::metadata(device).map_err(super::io_error("inspect", device))?;

@@ -97,3 +97,14 @@ pub(crate) fn io_error(
     let path = path.to_owned();
     move |source| NodeError::Io { op, path, source }
 }
+
+/// A device node's number as `major:minor`, the form mountinfo and sysfs's `dev` use.
+pub(crate) fn device_number(meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let rdev = meta.rdev();
+    format!(
+        "{}:{}",
+        nix::sys::stat::major(rdev),
+        nix::sys::stat::minor(rdev)
+    )
+}

@@ -297,7 +297,7 @@ pub fn find_namespace(
     let expected = read_trimmed(&dir.join("dev")).unwrap_or_default();
     match std::fs::metadata(&device) {
         Ok(meta) if meta.file_type().is_block_device() => {
-            if super::device::number(&meta) != expected {
+            if super::device_number(&meta) != expected {
                 return Err(NodeError::NotABlockDevice { path: device });
             }
             Ok(Some(device))

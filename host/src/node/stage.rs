@@ -40,7 +40,7 @@ fn mount_options(flags: &[String]) -> Result<(MsFlags, String), NodeError> {
 /// `major:minor` of a block device, as /proc/self/mountinfo shows it.
 fn device_number(device: &Path) -> Result<String, NodeError> {
     std::fs::metadata(device)
-        .map(|meta| super::device::number(&meta))
+        .map(|meta| super::device_number(&meta))
         .map_err(io_error("inspect", device))
 }
 

@@ -9,19 +9,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
-use wasmtime::component::{Instance, Linker, ResourceTable};
+use wasmtime::component::{Instance, Linker};
 use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::artifact_cache::{ArtifactCache, CacheError, Origin};
-use super::capabilities::{BackendConfig, LogBudget, Scrubber, SharedCache};
+use super::call_state::CallState;
+use super::capabilities::{BackendConfig, Scrubber, SharedCache};
 use super::engine;
 use super::limits::CallLimits;
-use super::operations::{Calls, Optional};
+use super::operations::{Calls, Optional, for_each_operation};
 use super::{v0_1, v0_2};
 use crate::state::StateStore;
-use crate::volume::types::{BackendError, BackendInfo};
+use crate::volume::types::*;
 
 /// How much of a failing call's stderr (a panic message, say) is kept for the error.
 const STDERR_CAPTURE: usize = 16 * 1024;
@@ -125,31 +126,6 @@ pub enum CallError {
 #[error("deadline exceeded")]
 struct DeadlineExceeded;
 
-/// The store data of one call.
-pub(crate) struct CallState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    limits: CallLimits,
-    pub(crate) backend: Arc<str>,
-    pub(crate) cache: Arc<SharedCache>,
-    pub(crate) config: Arc<BackendConfig>,
-    pub(crate) store: Option<Arc<dyn StateStore>>,
-    /// The backend's namespace in the state store.
-    pub(crate) namespace: Arc<str>,
-    pub(crate) deadline: Instant,
-    pub(crate) scrubber: Scrubber,
-    pub(crate) log_budget: LogBudget,
-}
-
-impl WasiView for CallState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
 /// Mean cost of a backend call, split into instantiation (store, WASI context and instance)
 /// and the call into the component itself.
 #[derive(Debug, Clone, Copy, Default)]
@@ -167,12 +143,59 @@ struct TimingCounters {
 }
 
 /// The exports of a loaded component, by the WIT version it was built for.
-pub(super) enum Versions {
+enum Versions {
     V0_1(v0_1::Exports),
     V0_2(v0_2::Exports),
 }
 
 type CallFuture<'a, R> = Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>;
+
+fn no_secrets() -> std::iter::Empty<String> {
+    std::iter::empty()
+}
+
+fn values(pairs: &KeyValues) -> impl Iterator<Item = String> + '_ {
+    pairs.iter().map(|(_, v)| v.clone())
+}
+
+/// One public method per operation of the table: it runs the operation through
+/// [`Backend::invoke`] on whichever contract version the component speaks and turns the
+/// backend's error value into [`CallError::Refused`]. The row's secrets are scrubbed from
+/// everything the backend writes during the call.
+macro_rules! backend_methods {
+    ($(
+        $name:ident $op:literal ($($arg:ident: $ty:ty),*) -> $ret:ty,
+            secrets: $secrets:expr,
+            v0_2: $kind:tt $iface:ident . $call:ident($($warg:expr),*);
+    )*) => {
+        impl Backend {
+            $(
+                #[doc = concat!("Calls the backend's `", $op, "`.")]
+                #[allow(clippy::too_many_arguments)]
+                pub async fn $name(
+                    &self,
+                    $($arg: $ty,)*
+                    timeout: Option<Duration>,
+                ) -> Result<$ret, CallError> {
+                    let scrubber = self.scrubber($secrets);
+                    let result = self
+                        .invoke($op, timeout, scrubber.clone(), move |store, instance, versions| {
+                            Box::pin(async move {
+                                match versions {
+                                    Versions::V0_1(e) => e.$name(store, instance, $($arg),*).await,
+                                    Versions::V0_2(e) => e.$name(store, instance, $($arg),*).await,
+                                }
+                            })
+                        })
+                        .await?;
+                    result.map_err(|error| self.refused($op, error, &scrubber))
+                }
+            )*
+        }
+    };
+}
+
+for_each_operation!(backend_methods);
 
 pub struct Backend {
     name: Arc<str>,
@@ -217,7 +240,7 @@ impl Backend {
         let mut linker = Linker::<CallState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_err)?;
         v0_1::add_to_linker(&mut linker).map_err(link_err)?;
-        v0_2::add_to_linker(&mut linker).map_err(link_err)?;
+        super::capabilities::add_v0_2_to_linker(&mut linker).map_err(link_err)?;
         let pre = linker.instantiate_pre(&component).map_err(link_err)?;
         let versions = if wit_version == "0.1.0" {
             Versions::V0_1(v0_1::Exports::new(&pre).map_err(link_err)?)
@@ -307,12 +330,12 @@ impl Backend {
     }
 
     /// This call's secret values plus the configuration's.
-    pub(super) fn scrubber(&self, secrets: impl Iterator<Item = String>) -> Scrubber {
+    fn scrubber(&self, secrets: impl Iterator<Item = String>) -> Scrubber {
         Scrubber::new(secrets.chain(self.options.config.secrets().iter().cloned()))
     }
 
     /// The backend's error value as a [`CallError`], its message scrubbed, escaped and bounded.
-    pub(super) fn refused(
+    fn refused(
         &self,
         operation: &'static str,
         error: BackendError,
@@ -327,7 +350,7 @@ impl Backend {
 
     /// Runs `call` on a fresh instance within the call's deadline and memory cap. The deadline
     /// counts from the call's start, waiting for an instance slot included.
-    pub(super) async fn invoke<R, F>(
+    async fn invoke<R, F>(
         &self,
         operation: &'static str,
         timeout: Option<Duration>,
@@ -362,19 +385,16 @@ impl Backend {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
         let mut store = Store::new(
             &self.engine,
-            CallState {
-                wasi: WasiCtxBuilder::new().stderr(stderr.clone()).build(),
-                table: ResourceTable::new(),
-                limits: CallLimits::new(self.options.memory_limit),
-                backend: self.name.clone(),
-                cache: self.cache.clone(),
-                config: self.options.config.clone(),
-                store: self.options.store.clone(),
-                namespace: Arc::from(format!("backend/{}", self.name)),
+            CallState::new(
+                WasiCtxBuilder::new().stderr(stderr.clone()).build(),
+                CallLimits::new(self.options.memory_limit),
+                self.name.clone(),
+                self.cache.clone(),
+                self.options.config.clone(),
+                self.options.store.clone(),
                 deadline,
-                scrubber: scrubber.clone(),
-                log_budget: LogBudget::default(),
-            },
+                scrubber.clone(),
+            ),
         );
         store.limiter(|state| &mut state.limits);
         // Deadline set before instantiating: with epochs on, the start function runs under it.

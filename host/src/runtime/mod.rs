@@ -9,6 +9,7 @@
 
 mod artifact_cache;
 mod backend;
+mod call_state;
 pub mod capabilities;
 mod convert;
 mod engine;

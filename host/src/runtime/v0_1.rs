@@ -11,9 +11,8 @@ use std::sync::OnceLock;
 use wasmtime::Store;
 use wasmtime::component::{HasSelf, Instance, InstancePre, Linker};
 
-use super::backend::CallState;
+use super::call_state::{CallState, LogLevel};
 use super::operations::{Calls, Optional, R};
-use super::v0_2::types::LogLevel;
 use crate::volume::types as v2;
 
 mod bindings {

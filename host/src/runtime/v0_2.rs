@@ -2,12 +2,15 @@
 //! whichever optional interfaces it has) and the conversion of its types to and from the host's
 //! own (`volume::types`). The calls themselves come from the table in `operations.rs`.
 
-use wasmtime::component::{InstancePre, Linker};
+use wasmtime::Store;
+use wasmtime::component::{Instance, InstancePre};
 
-use super::backend::CallState;
+use super::call_state::CallState;
 use super::convert::{Convert, records, variants};
-use super::operations::Optional;
+use super::operations::{Calls, Optional, R, for_each_operation};
 use crate::volume::types as host;
+use crate::volume::types::*;
+use types as wit;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -39,16 +42,16 @@ pub(crate) use bindings::modcsi::backend::{config, host as host_info, ssh, store
 
 /// Export indices of a 0.2 component, resolved once at load.
 pub struct Exports {
-    pub(super) identity: ex::identity::GuestIndices,
-    pub(super) controller: ex::controller::GuestIndices,
-    pub(super) publish: Option<ex::publish::GuestIndices>,
-    pub(super) expand: Option<ex::expand::GuestIndices>,
-    pub(super) list_volumes: Option<ex::list_volumes::GuestIndices>,
-    pub(super) capacity: Option<ex::capacity::GuestIndices>,
-    pub(super) snapshots: Option<ex::snapshots::GuestIndices>,
-    pub(super) node_identity: Option<ex::node_identity::GuestIndices>,
-    pub(super) get_volume: Option<ex::get_volume::GuestIndices>,
-    pub(super) locate: Option<ex::locate::GuestIndices>,
+    identity: ex::identity::GuestIndices,
+    controller: ex::controller::GuestIndices,
+    publish: Option<ex::publish::GuestIndices>,
+    expand: Option<ex::expand::GuestIndices>,
+    list_volumes: Option<ex::list_volumes::GuestIndices>,
+    capacity: Option<ex::capacity::GuestIndices>,
+    snapshots: Option<ex::snapshots::GuestIndices>,
+    node_identity: Option<ex::node_identity::GuestIndices>,
+    get_volume: Option<ex::get_volume::GuestIndices>,
+    locate: Option<ex::locate::GuestIndices>,
 }
 
 /// Looks an optional interface up: absent is `None`, present but malformed is an error.
@@ -94,10 +97,60 @@ impl Exports {
     }
 }
 
-/// Links the 0.2 imports (the capabilities in `capabilities/`) for `CallState`.
-pub fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
-    super::capabilities::add_v0_2_to_linker(linker)
+/// A host value as a 0.2 one (the target named where inference cannot see it).
+fn to_wit<T>(value: impl Convert<T>) -> T {
+    value.convert()
 }
+
+/// The 0.2 adapter: each operation of the table called on the component's export, its
+/// arguments and answer converted at this edge; an optional interface the component does not
+/// export answers UNIMPLEMENTED.
+macro_rules! v0_2_calls {
+    ($(
+        $name:ident $op:literal ($($arg:ident: $ty:ty),*) -> $ret:ty,
+            secrets: $secrets:expr,
+            v0_2: $kind:tt $iface:ident . $call:ident($($warg:expr),*);
+    )*) => {
+        impl Calls for Exports {
+            async fn info(
+                &self,
+                store: &mut Store<CallState>,
+                instance: &Instance,
+            ) -> wasmtime::Result<BackendInfo> {
+                let info = self.identity.load(&mut *store, instance)?.call_info(&mut *store).await?;
+                Ok(info.convert())
+            }
+            $(
+                async fn $name(
+                    &self,
+                    store: &mut Store<CallState>,
+                    instance: &Instance,
+                    $($arg: $ty),*
+                ) -> R<$ret> {
+                    v0_2_calls!(@call $kind self store instance $iface $call ($($warg),*))
+                }
+            )*
+        }
+    };
+    (@call core $self:ident $store:ident $instance:ident $iface:ident $call:ident ($($warg:expr),*)) => {{
+        let answer = $self.$iface.load(&mut *$store, $instance)?.$call(&mut *$store, $($warg),*).await?;
+        Ok(answer.convert())
+    }};
+    (@call ($optional:ident) $self:ident $store:ident $instance:ident $iface:ident $call:ident ($($warg:expr),*)) => {{
+        match &$self.$iface {
+            Some(indices) => {
+                let answer = indices.load(&mut *$store, $instance)?.$call(&mut *$store, $($warg),*).await?;
+                Ok(answer.convert())
+            }
+            None => Ok(Err(BackendError::Unimplemented(format!(
+                "the backend does not export {}",
+                Optional::$optional.name()
+            )))),
+        }
+    }};
+}
+
+for_each_operation!(v0_2_calls);
 
 records!(types, host:
     MountVolume { fs_type, mount_flags, volume_mount_group },

@@ -16,9 +16,6 @@ pub use config::{BackendConfig, ConfigError};
 pub(crate) use hygiene::{LogBudget, Scrubber};
 pub(crate) use v0_2::add_to_linker as add_v0_2_to_linker;
 
-use super::backend::CallState;
-use super::v0_2::types::LogLevel;
-
 /// Bounds on the shared cache, so a backend cannot grow the host without limit.
 pub(crate) const CACHE_MAX_ENTRIES: usize = 1024;
 pub(crate) const CACHE_MAX_VALUE: usize = 64 * 1024;
@@ -102,34 +99,6 @@ impl SharedCache {
         }
         entries.insert(key, (value, now + ttl));
         true
-    }
-}
-
-impl CallState {
-    /// Emits one backend log line: size-capped per call, control characters escaped, this
-    /// call's secrets scrubbed, secret-looking fields redacted.
-    pub(crate) fn emit_log(&mut self, level: LogLevel, message: &str, fields: &[(String, String)]) {
-        let enabled = match level {
-            LogLevel::Trace => tracing::enabled!(tracing::Level::TRACE),
-            LogLevel::Debug => tracing::enabled!(tracing::Level::DEBUG),
-            LogLevel::Info => tracing::enabled!(tracing::Level::INFO),
-            LogLevel::Warn => tracing::enabled!(tracing::Level::WARN),
-            LogLevel::Error => tracing::enabled!(tracing::Level::ERROR),
-        };
-        if !enabled {
-            return;
-        }
-        let Some((message, fields)) = self.log_budget.admit(message, fields, &self.scrubber) else {
-            return;
-        };
-        let backend = &*self.backend;
-        match level {
-            LogLevel::Trace => tracing::trace!(backend, fields = %fields, "{message}"),
-            LogLevel::Debug => tracing::debug!(backend, fields = %fields, "{message}"),
-            LogLevel::Info => tracing::info!(backend, fields = %fields, "{message}"),
-            LogLevel::Warn => tracing::warn!(backend, fields = %fields, "{message}"),
-            LogLevel::Error => tracing::error!(backend, fields = %fields, "{message}"),
-        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use wasmtime::StoreContextMut;
 use wasmtime::component::{HasSelf, Linker, WasmList, WasmStr};
 
-use super::super::backend::CallState;
+use super::super::call_state::{CallState, LogLevel};
 use super::super::v0_2::{config, host_info as host, ssh, store, types};
 use super::{CACHE_MAX_KEY, CACHE_MAX_VALUE};
 use crate::state::{self, StoreError};
@@ -120,6 +120,13 @@ pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<
             for (k, v) in &handles {
                 copied.push((bounded(&store, k, LOG_MAX_COPY)?, bounded(&store, v, LOG_MAX_COPY)?));
             }
+            let level = match level {
+                types::LogLevel::Trace => LogLevel::Trace,
+                types::LogLevel::Debug => LogLevel::Debug,
+                types::LogLevel::Info => LogLevel::Info,
+                types::LogLevel::Warn => LogLevel::Warn,
+                types::LogLevel::Error => LogLevel::Error,
+            };
             store.data_mut().emit_log(level, &message, &copied);
             Ok(())
         },
