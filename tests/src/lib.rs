@@ -168,6 +168,33 @@ impl Drop for TestHost {
     }
 }
 
+/// CreateVolume with the default request for `name` (1 MiB, single-node writer), which must
+/// succeed: the start of most tests.
+#[allow(async_fn_in_trait)] // used by the tests only, never as a dyn or Send bound
+pub trait CreateVolume {
+    async fn create(&mut self, name: &str) -> modcsi::proto::Volume;
+}
+
+impl CreateVolume
+    for modcsi::proto::controller_client::ControllerClient<tonic::transport::Channel>
+{
+    async fn create(&mut self, name: &str) -> modcsi::proto::Volume {
+        self.create_volume(requests::create(name))
+            .await
+            .unwrap_or_else(|e| panic!("create volume {name:?}: {e}"))
+            .into_inner()
+            .volume
+            .expect("CreateVolume answers a volume")
+    }
+}
+
+impl TestHost {
+    /// Creates volume `name` with the default request (see [`CreateVolume`]).
+    pub async fn create(&self, name: &str) -> modcsi::proto::Volume {
+        self.client.controller.clone().create(name).await
+    }
+}
+
 /// Captures every log line of this test process (nextest runs each test in its own process).
 pub fn capture_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
     use std::sync::{Arc, Mutex};

@@ -19,7 +19,7 @@ use modcsi::state::MemoryStore;
 use modcsi_tests::kube_api::{KubeApi, objects};
 use modcsi_tests::loop_disk::LoopDisk;
 use modcsi_tests::process::ServeProcess;
-use modcsi_tests::{NODE_LOCAL_CACHE, RULE_BREAKER, TestHost, component, requests};
+use modcsi_tests::{CreateVolume, NODE_LOCAL_CACHE, RULE_BREAKER, TestHost, component, requests};
 
 const RUN_FOR: Duration = Duration::from_secs(3);
 const CALLS: [&str; 4] = [
@@ -141,14 +141,7 @@ async fn block_lifecycles() {
     })
     .await;
     let mut csi = host.client.clone();
-    let volume = csi
-        .controller
-        .create_volume(requests::create("disk-bench"))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let volume = csi.controller.create("disk-bench").await;
     let (staging, target) = (host.target("staging"), host.target("published"));
     let capability = VolumeCapability {
         access_type: Some(AccessType::Mount(MountVolume {
@@ -372,16 +365,7 @@ async fn fencing_decisions(api: Option<&KubeApi>) {
         c.cluster.kubeconfig = kubeconfig;
     })
     .await;
-    let volume = host
-        .client
-        .controller
-        .clone()
-        .create_volume(requests::create("contended"))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let volume = host.create("contended").await;
     let until = Instant::now() + RUN_FOR;
     let tasks: Vec<_> = (0..16)
         .map(|client| {

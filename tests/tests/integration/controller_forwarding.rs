@@ -7,7 +7,7 @@
 use modcsi::proto::volume_capability::access_mode::Mode;
 use modcsi::proto::*;
 use modcsi_tests::requests::{self, mount_capability};
-use modcsi_tests::{FULL_FEATURED, NODE_LOCAL_CACHE, TestHost};
+use modcsi_tests::{CreateVolume, FULL_FEATURED, NODE_LOCAL_CACHE, TestHost};
 use tonic::Code;
 
 fn publish(volume_id: &str, node_id: &str) -> ControllerPublishVolumeRequest {
@@ -104,15 +104,7 @@ async fn declared_capabilities_are_advertised() {
 #[tokio::test]
 async fn controller_publish_carries_the_attachment_to_the_node() {
     let mut host = TestHost::start(FULL_FEATURED).await;
-    let volume = host
-        .client
-        .controller
-        .create_volume(requests::create("pv1"))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let volume = host.client.controller.create("pv1").await;
     assert_eq!(
         volume.volume_context.get("origin").map(String::as_str),
         Some("full-featured")
@@ -172,13 +164,7 @@ async fn controller_publish_carries_the_attachment_to_the_node() {
 async fn controller_publish_status_codes() {
     let mut host = TestHost::start(FULL_FEATURED).await;
     let c = &mut host.client.controller;
-    let volume = c
-        .create_volume(requests::create("pv2"))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let volume = c.create("pv2").await;
     assert_eq!(
         c.controller_publish_volume(publish(&volume.volume_id, ""))
             .await
@@ -225,13 +211,7 @@ async fn controller_publish_status_codes() {
 async fn backend_state_lives_in_the_host_cache_across_instances() {
     let mut host = TestHost::start(FULL_FEATURED).await;
     let c = &mut host.client.controller;
-    let volume = c
-        .create_volume(requests::create("pv3"))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let volume = c.create("pv3").await;
     let validate = |id: &str| ValidateVolumeCapabilitiesRequest {
         volume_id: id.into(),
         volume_capabilities: vec![mount_capability(Mode::SingleNodeWriter)],
@@ -261,13 +241,7 @@ async fn backend_state_lives_in_the_host_cache_across_instances() {
 async fn expansion_capacity_and_node_identity() {
     let mut host = TestHost::start(FULL_FEATURED).await;
     let c = &mut host.client.controller;
-    let volume = c
-        .create_volume(requests::create("pv4"))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let volume = c.create("pv4").await;
     let expand = |required_bytes| ControllerExpandVolumeRequest {
         volume_id: volume.volume_id.clone(),
         capacity_range: Some(CapacityRange {
@@ -335,15 +309,7 @@ async fn list_volumes_pages_through_everything() {
     let c = &mut host.client.controller;
     let mut created = Vec::new();
     for name in ["l1", "l2", "l3"] {
-        created.push(
-            c.create_volume(requests::create(name))
-                .await
-                .unwrap()
-                .into_inner()
-                .volume
-                .unwrap()
-                .volume_id,
-        );
+        created.push(c.create(name).await.volume_id);
     }
     let first = c
         .list_volumes(ListVolumesRequest {
@@ -400,13 +366,7 @@ async fn list_volumes_pages_through_everything() {
 async fn snapshots_are_idempotent_and_listed() {
     let mut host = TestHost::start(FULL_FEATURED).await;
     let c = &mut host.client.controller;
-    let volume = c
-        .create_volume(requests::create("s1"))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let volume = c.create("s1").await;
     let create = |name: &str, source: &str| CreateSnapshotRequest {
         name: name.into(),
         source_volume_id: source.into(),
@@ -487,13 +447,7 @@ async fn snapshots_are_idempotent_and_listed() {
 async fn a_refused_delete_keeps_the_node_directory() {
     let mut host = TestHost::start(FULL_FEATURED).await;
     let c = &mut host.client.controller;
-    let volume = c
-        .create_volume(requests::create("d1"))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let volume = c.create("d1").await;
     c.create_snapshot(CreateSnapshotRequest {
         name: "keep".into(),
         source_volume_id: volume.volume_id.clone(),

@@ -7,19 +7,8 @@ use std::path::Path;
 use modcsi::proto::volume_capability::access_mode::Mode;
 use modcsi::proto::*;
 use modcsi_tests::requests::{self, block_capability, mount_capability};
-use modcsi_tests::{NODE_LOCAL_CACHE, TestHost};
+use modcsi_tests::{CreateVolume, NODE_LOCAL_CACHE, TestHost};
 use tonic::Code;
-
-async fn create(host: &mut TestHost, name: &str) -> Volume {
-    host.client
-        .controller
-        .create_volume(requests::create(name))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap()
-}
 
 fn code<T>(result: Result<T, tonic::Status>) -> Code {
     match result {
@@ -31,7 +20,7 @@ fn code<T>(result: Result<T, tonic::Status>) -> Code {
 #[tokio::test]
 async fn full_lifecycle_with_real_mounts() {
     let mut host = TestHost::start(NODE_LOCAL_CACHE).await;
-    let volume = create(&mut host, "pvc-lifecycle").await;
+    let volume = host.create("pvc-lifecycle").await;
     assert!(volume.volume_id.starts_with("nlc-"), "{}", volume.volume_id);
     assert!(
         volume.accessible_topology.is_empty(),
@@ -130,13 +119,10 @@ async fn full_lifecycle_with_real_mounts() {
 #[tokio::test]
 async fn every_call_is_idempotent() {
     let mut host = TestHost::start(NODE_LOCAL_CACHE).await;
-    let first = create(&mut host, "pvc-twice").await;
-    let second = create(&mut host, "pvc-twice").await;
+    let first = host.create("pvc-twice").await;
+    let second = host.create("pvc-twice").await;
     assert_eq!(first, second, "same name, same volume");
-    assert_ne!(
-        create(&mut host, "pvc-other").await.volume_id,
-        first.volume_id
-    );
+    assert_ne!(host.create("pvc-other").await.volume_id, first.volume_id);
 
     let target = host.target("t");
     for readonly in [false, false] {
@@ -320,13 +306,7 @@ async fn controller_status_codes() {
         volume_capabilities: caps,
         ..Default::default()
     };
-    let volume = c
-        .create_volume(requests::create("pvc-validate"))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let volume = c.create("pvc-validate").await;
     let id = volume.volume_id.as_str();
     assert_eq!(
         code(
@@ -378,7 +358,7 @@ async fn controller_status_codes() {
 #[tokio::test]
 async fn node_status_codes() {
     let mut host = TestHost::start(NODE_LOCAL_CACHE).await;
-    let volume = create(&mut host, "pvc-node-codes").await;
+    let volume = host.create("pvc-node-codes").await;
     let target = host.target("t");
     let n = &mut host.client.node;
 
@@ -516,7 +496,7 @@ async fn node_status_codes() {
 #[tokio::test]
 async fn bad_ids_and_paths_change_nothing() {
     let mut host = TestHost::start(NODE_LOCAL_CACHE).await;
-    let volume = create(&mut host, "pvc-safety").await;
+    let volume = host.create("pvc-safety").await;
     let outside = host.root().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::create_dir_all(host.root().join("targets")).unwrap();

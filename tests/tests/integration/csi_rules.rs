@@ -10,7 +10,7 @@ use modcsi::proto::plugin_capability::{Type as PType, volume_expansion::Type as 
 use modcsi::proto::volume_capability::access_mode::Mode;
 use modcsi::proto::*;
 use modcsi_tests::requests::{self, mount_capability};
-use modcsi_tests::{NODE_LOCAL_CACHE, RULE_BREAKER, TestHost, capture_logs};
+use modcsi_tests::{CreateVolume, NODE_LOCAL_CACHE, RULE_BREAKER, TestHost, capture_logs};
 use tonic::Code;
 
 fn breaking(name: &str, rule: &str) -> CreateVolumeRequest {
@@ -171,13 +171,7 @@ async fn co_input_limits_node_ids_maps_and_content_sources() {
         Code::InvalidArgument
     );
 
-    let volume = c
-        .create_volume(requests::create("pv-n"))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let volume = c.create("pv-n").await;
     let publish = |node: String| ControllerPublishVolumeRequest {
         volume_id: volume.volume_id.clone(),
         node_id: node,
@@ -197,13 +191,7 @@ async fn co_input_limits_node_ids_maps_and_content_sources() {
 async fn not_found_on_delete_is_success() {
     let host = TestHost::start(RULE_BREAKER).await;
     let mut c = host.client.controller.clone();
-    let volume = c
-        .create_volume(requests::create("pv-d"))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let volume = c.create("pv-d").await;
     // The rule-breaker answers NOT_FOUND to every deletion.
     c.delete_volume(requests::delete(&volume.volume_id))
         .await
@@ -245,13 +233,7 @@ async fn validate_refuses_an_unknown_volume_before_confirming() {
         .into_inner();
     assert!(known.confirmed.is_some());
     // Recorded volumes are known without asking.
-    let volume = c
-        .create_volume(requests::create("pv-v"))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let volume = c.create("pv-v").await;
     let ok = c
         .validate_volume_capabilities(validate(&volume.volume_id))
         .await
@@ -387,13 +369,7 @@ async fn node_attributes_reach_controller_publish() {
         .into_inner();
     assert_eq!(info.max_volumes_per_node, 7);
     let mut c = host.client.controller.clone();
-    let volume = c
-        .create_volume(requests::create("pv-attr"))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let volume = c.create("pv-attr").await;
     let context = c
         .controller_publish_volume(ControllerPublishVolumeRequest {
             volume_id: volume.volume_id,

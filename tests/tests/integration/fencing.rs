@@ -10,20 +10,8 @@ use std::time::Duration;
 use modcsi::proto::volume_capability::access_mode::Mode;
 use modcsi::proto::*;
 use modcsi_tests::process::{ServeProcess, modcsi_binary};
-use modcsi_tests::{RULE_BREAKER, TestHost, requests};
+use modcsi_tests::{CreateVolume, RULE_BREAKER, TestHost, requests};
 use tonic::Code;
-
-async fn volume(host: &TestHost, name: &str) -> Volume {
-    host.client
-        .controller
-        .clone()
-        .create_volume(requests::create(name))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap()
-}
 
 fn publish(v: &Volume, node: &str, capability: VolumeCapability) -> ControllerPublishVolumeRequest {
     ControllerPublishVolumeRequest {
@@ -50,7 +38,7 @@ fn rwo() -> VolumeCapability {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn of_200_concurrent_publishes_to_200_nodes_exactly_one_wins() {
     let host = TestHost::start(RULE_BREAKER).await;
-    let v = volume(&host, "contended").await;
+    let v = host.create("contended").await;
     let calls: Vec<_> = (0..200)
         .map(|i| {
             let mut c = host.client.controller.clone();
@@ -90,7 +78,7 @@ async fn of_200_concurrent_publishes_to_200_nodes_exactly_one_wins() {
 #[tokio::test]
 async fn the_same_node_is_idempotent_and_another_waits_for_unpublish() {
     let host = TestHost::start(RULE_BREAKER).await;
-    let v = volume(&host, "rwo").await;
+    let v = host.create("rwo").await;
     let mut c = host.client.controller.clone();
     for _ in 0..2 {
         c.controller_publish_volume(publish(&v, "node-a", rwo()))
@@ -131,7 +119,7 @@ async fn the_same_node_is_idempotent_and_another_waits_for_unpublish() {
 #[tokio::test]
 async fn a_live_migration_gets_two_nodes_for_its_window_and_no_third() {
     let host = TestHost::start(RULE_BREAKER).await;
-    let mut v = volume(&host, "vm-disk").await;
+    let mut v = host.create("vm-disk").await;
     v.volume_context
         .insert("migrationTimeoutSeconds".into(), "1".into());
     let mut c = host.client.controller.clone();
@@ -172,13 +160,7 @@ async fn a_host_killed_and_restarted_fences_as_before() {
     let root = tempfile::tempdir().unwrap();
     let mut first = ServeProcess::start(&modcsi_binary(), RULE_BREAKER, root.path()).await;
     let mut c = first.client.controller.clone();
-    let v = c
-        .create_volume(requests::create("kept"))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let v = c.create("kept").await;
     c.controller_publish_volume(publish(&v, "node-a", rwo()))
         .await
         .unwrap();

@@ -17,7 +17,7 @@ use modcsi::proto::*;
 use modcsi_tests::kube_api::KubeApi;
 use modcsi_tests::kube_api::objects::{self, DRIVER};
 use modcsi_tests::process::{ServeProcess, modcsi_binary};
-use modcsi_tests::{RULE_BREAKER, TestHost, requests};
+use modcsi_tests::{CreateVolume, RULE_BREAKER, TestHost, requests};
 use tokio::task::JoinSet;
 use tonic::Code;
 
@@ -42,19 +42,6 @@ async fn host(api: &KubeApi, adjust: impl FnOnce(&mut modcsi::serve::ServeConfig
     .await
 }
 
-async fn create(host: &TestHost, name: &str) -> String {
-    host.client
-        .controller
-        .clone()
-        .create_volume(requests::create(name))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap()
-        .volume_id
-}
-
 async fn add_nodes(client: &kube::Client, names: impl IntoIterator<Item = String>) {
     let mut set = JoinSet::new();
     for name in names {
@@ -70,7 +57,7 @@ async fn of_200_concurrent_publishes_exactly_one_wins_and_the_claim_hears_why() 
     let client = api.client().await;
     add_nodes(&client, (0..200).map(|i| format!("node-{i:03}"))).await;
     let host = host(&api, |_| {}).await;
-    let volume = create(&host, "contended").await;
+    let volume = host.create("contended").await.volume_id;
     objects::add_pv(&client, "pv-contended", &volume, "ReadWriteOnce", "data").await;
     let mut calls = JoinSet::new();
     for i in 0..200 {
@@ -145,14 +132,7 @@ async fn a_restarted_host_rebuilds_attachments_from_volume_attachments() {
     let mut first =
         ServeProcess::start_with(&modcsi_binary(), RULE_BREAKER, root.path(), &flags).await;
     let mut c = first.client.controller.clone();
-    let volume = c
-        .create_volume(requests::create("kept"))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap()
-        .volume_id;
+    let volume = c.create("kept").await.volume_id;
     objects::add_pv(&client, "pv-kept", &volume, "ReadWriteOnce", "kept").await;
     c.controller_publish_volume(publish(&volume, "node-a"))
         .await
@@ -186,7 +166,7 @@ async fn every_controller_replica_follows_the_attachments_another_made() {
     add_nodes(&client, ["node-a".into(), "node-b".into()]).await;
     // Two replicas, both started before anything was attached; the attacher talks to one.
     let (leader, standby) = (host(&api, |_| {}).await, host(&api, |_| {}).await);
-    let volume = create(&leader, "replicated").await;
+    let volume = leader.create("replicated").await.volume_id;
     objects::add_pv(
         &client,
         "pv-replicated",
@@ -258,8 +238,8 @@ async fn a_deleted_node_lets_go_of_its_volumes_and_unknown_nodes_are_not_found()
     assert_eq!(err.code(), Code::NotFound, "{}", err.message());
     assert!(err.message().contains("nowhere"), "{}", err.message());
 
-    let held = create(&host, "held").await;
-    let swept = create(&host, "swept").await;
+    let held = host.create("held").await.volume_id;
+    let swept = host.create("swept").await.volume_id;
     for volume in [&held, &swept] {
         c.controller_publish_volume(publish(volume, "gone"))
             .await
@@ -293,7 +273,7 @@ async fn with_the_api_server_down_a_publish_is_refused_not_guessed() {
     let client = api.client().await;
     add_nodes(&client, ["node-a".into(), "node-b".into()]).await;
     let host = host(&api, |_| {}).await;
-    let volume = create(&host, "outage").await;
+    let volume = host.create("outage").await.volume_id;
     let mut c = host.client.controller.clone();
     c.controller_publish_volume(publish(&volume, "node-a"))
         .await

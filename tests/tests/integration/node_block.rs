@@ -76,18 +76,6 @@ fn has_capability(bit: u32) -> bool {
         .is_some_and(|caps| caps & (1 << bit) != 0)
 }
 
-async fn create(host: &TestHost, name: &str) -> Volume {
-    host.client
-        .controller
-        .clone()
-        .create_volume(requests::create(name))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap()
-}
-
 fn stage_request(v: &Volume, staging: &str, fs_type: &str) -> NodeStageVolumeRequest {
     NodeStageVolumeRequest {
         volume_id: v.volume_id.clone(),
@@ -124,7 +112,7 @@ async fn lifecycle(fs_type: &str, mib: u64) {
     let by_id = tempfile::tempdir().unwrap();
     let host = host(by_id.path().to_owned()).await;
     let disk = LoopDisk::new(by_id.path(), &format!("{fs_type}-disk"), mib);
-    let v = create(&host, &format!("disk-{fs_type}-disk")).await;
+    let v = host.create(&format!("disk-{fs_type}-disk")).await;
     let mut node = host.client.node.clone();
     let staging = host.target("staging");
     let (rw, ro) = (host.target("rw"), host.target("ro"));
@@ -239,7 +227,7 @@ async fn a_disk_holding_another_filesystem_or_already_mounted_is_refused() {
     let by_id = tempfile::tempdir().unwrap();
     let host = host(by_id.path().to_owned()).await;
     let disk = LoopDisk::new(by_id.path(), "used", 64);
-    let v = create(&host, "disk-used").await;
+    let v = host.create("disk-used").await;
     let mut node = host.client.node.clone();
     let (a, b) = (host.target("a"), host.target("b"));
 
@@ -272,7 +260,7 @@ async fn a_disk_holding_another_filesystem_or_already_mounted_is_refused() {
     assert!(!mounted(&a));
 
     // A by-id name that is not there: NOT_FOUND naming what was looked for.
-    let ghost = create(&host, "disk-ghost").await;
+    let ghost = host.create("disk-ghost").await;
     let err = node
         .node_stage_volume(stage_request(&ghost, &a, "ext4"))
         .await
@@ -286,7 +274,7 @@ async fn a_block_volume_is_the_device_at_a_target_file() {
     let by_id = tempfile::tempdir().unwrap();
     let host = host(by_id.path().to_owned()).await;
     let disk = LoopDisk::new(by_id.path(), "raw", 16);
-    let v = create(&host, "disk-raw").await;
+    let v = host.create("disk-raw").await;
     let mut node = host.client.node.clone();
     let staging = host.target("staging-raw");
     let target = host.target("raw");
@@ -348,7 +336,7 @@ async fn a_device_gone_under_a_staged_mount_is_reported_abnormal() {
     let by_id = tempfile::tempdir().unwrap();
     let host = host(by_id.path().to_owned()).await;
     let disk = LoopDisk::new(by_id.path(), "fragile", 64);
-    let v = create(&host, "disk-fragile").await;
+    let v = host.create("disk-fragile").await;
     let mut node = host.client.node.clone();
     let staging = host.target("staging-f");
     let target = host.target("f");
@@ -398,7 +386,7 @@ async fn the_next_stage_recovers_a_renumbered_disk_and_applies_the_mount_group()
     let by_id = tempfile::tempdir().unwrap();
     let host = host(by_id.path().to_owned()).await;
     let first = LoopDisk::new(by_id.path(), "moving", 64);
-    let v = create(&host, "disk-moving").await;
+    let v = host.create("disk-moving").await;
     let mut node = host.client.node.clone();
     let staging = host.target("staging-m");
     let mut stage = stage_request(&v, &staging, "ext4");
@@ -476,8 +464,8 @@ async fn an_nvme_tcp_volume_is_connected_staged_and_disconnected_with_its_last_u
     let host = nvme_host(&fabric, "nqn.2000-02.com.mikrotik:").await;
     // Two volumes, two namespaces of one subsystem.
     let (v1, v2) = (
-        create(&host, "nvme-shared-1").await,
-        create(&host, "nvme-shared-2").await,
+        host.create("nvme-shared-1").await,
+        host.create("nvme-shared-2").await,
     );
     let mut node = host.client.node.clone();
     let (s1, s2, target) = (host.target("s1"), host.target("s2"), host.target("t1"));
@@ -596,7 +584,7 @@ async fn an_nvme_subsystem_outside_the_managed_prefix_is_never_connected() {
     let staging = host.target("s");
 
     // The node's own disk (outside the prefix): refused before anything is written.
-    let root = create(&host, "nvme-node-root-1").await;
+    let root = host.create("nvme-node-root-1").await;
     let err = node
         .node_stage_volume(stage_request(&root, &staging, "ext4"))
         .await
@@ -611,7 +599,7 @@ async fn an_nvme_subsystem_outside_the_managed_prefix_is_never_connected() {
     assert_eq!(disk.blkid("TYPE"), "", "nothing formatted");
 
     // A managed subsystem no portal serves: UNAVAILABLE naming both portals.
-    let unserved = create(&host, "nvme-pvc-unserved-1").await;
+    let unserved = host.create("nvme-pvc-unserved-1").await;
     let err = node
         .node_stage_volume(stage_request(&unserved, &staging, "ext4"))
         .await

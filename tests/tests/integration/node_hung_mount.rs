@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use modcsi::proto::{NodeGetVolumeStatsRequest, ProbeRequest};
-use modcsi_tests::{NODE_LOCAL_CACHE, TestHost, requests};
+use modcsi_tests::{CreateVolume, NODE_LOCAL_CACHE, TestHost, requests};
 use nix::mount::{MntFlags, MsFlags};
 use tonic::Code;
 
@@ -71,13 +71,7 @@ async fn a_stats_call_hung_on_a_mount_holds_up_neither_probe_nor_other_volumes()
     let mut node = host.client.node.clone();
     let mut volumes = vec![];
     for name in ["hung", "healthy"] {
-        let v = controller
-            .create_volume(requests::create(name))
-            .await
-            .unwrap()
-            .into_inner()
-            .volume
-            .unwrap();
+        let v = controller.create(name).await;
         let target = host.target(name);
         node.node_publish_volume(requests::publish(&v, &target, false))
             .await

@@ -16,7 +16,7 @@ use modcsi::client::CsiClient;
 use modcsi::proto::Volume;
 use modcsi_tests::kube_api::{KubeApi, objects};
 use modcsi_tests::process::{ServeProcess, modcsi_binary};
-use modcsi_tests::{NODE_LOCAL_CACHE, TestHost, requests};
+use modcsi_tests::{CreateVolume, NODE_LOCAL_CACHE, TestHost, requests};
 use tonic::Code;
 
 const LABEL: &str = "node-local-cache.csi.io/volume";
@@ -33,14 +33,7 @@ async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
 async fn standalone_the_record_lives_in_the_embedded_store_until_the_node_has_cleaned_up() {
     let host = TestHost::start(NODE_LOCAL_CACHE).await;
     let mut c = host.client.clone();
-    let volume = c
-        .controller
-        .create_volume(requests::create("standalone"))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let volume = c.controller.create("standalone").await;
     let target = host.target("t");
     c.node
         .node_publish_volume(requests::publish(&volume, &target, false))

@@ -9,19 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use modcsi::node::mountinfo::MountTable;
 use modcsi::proto::Volume;
-use modcsi_tests::{NODE_LOCAL_CACHE, TestHost, requests};
+use modcsi_tests::{CreateVolume, NODE_LOCAL_CACHE, TestHost, requests};
 use tonic::Code;
 
 async fn volume(host: &TestHost, name: &str) -> Volume {
-    host.client
-        .controller
-        .clone()
-        .create_volume(requests::create(name))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap()
+    host.client.controller.clone().create(name).await
 }
 
 fn mounted_at_or_below(path: &Path) -> Vec<PathBuf> {
