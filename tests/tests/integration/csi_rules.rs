@@ -1,4 +1,4 @@
-//! The CSI rules the host enforces for every backend (host/src/csi/rules.rs), each against a
+//! The CSI rules the host enforces for every backend (host/src/lifecycle/rules.rs), each against a
 //! backend that breaks it: the rule-breaker test component (0.2, every optional interface), and
 //! node-local-cache where a stateless backend matters.
 
