@@ -70,7 +70,9 @@ pub fn shared_cache_dir() -> PathBuf {
 
 pub struct TestHost {
     pub client: CsiClient,
+    /// The lifecycle's two sides, for tests that call them without gRPC.
     pub controller: std::sync::Arc<modcsi::lifecycle::Controller>,
+    pub node: std::sync::Arc<modcsi::lifecycle::Node>,
     /// This host's own state store (what it staged, standalone cleanup records).
     pub state: std::sync::Arc<dyn modcsi::state::StateStore>,
     pub endpoint: String,
@@ -110,7 +112,11 @@ impl TestHost {
         std::fs::create_dir_all(root.join("targets")).unwrap();
         adjust(&mut config);
         let server = Server::prepare(config).await.expect("host starts");
-        let (controller, state) = (server.controller().clone(), server.state().clone());
+        let (controller, node, state) = (
+            server.controller().clone(),
+            server.node().clone(),
+            server.state().clone(),
+        );
         let (tx, rx) = oneshot::channel();
         tokio::spawn(server.run(async {
             let _ = rx.await;
@@ -121,6 +127,7 @@ impl TestHost {
         Self {
             client,
             controller,
+            node,
             state,
             endpoint,
             dir,

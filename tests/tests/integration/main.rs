@@ -10,6 +10,7 @@ mod csi_rules;
 mod fencing;
 mod kube_fencing;
 mod kube_store;
+mod lifecycle;
 mod node_block;
 mod node_hung_mount;
 mod node_local_cleanup;

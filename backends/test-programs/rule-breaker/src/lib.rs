@@ -7,7 +7,8 @@
 //! `bad-id` (an id with `/`), `big-context` (a context over 4 KiB), `log-secret` (logs its
 //! secrets, control characters and a flood), `error-secret` (fails naming its secret),
 //! `panic-secret` (panics naming its secret), `config` (puts configuration values in the
-//! context), `store` (counts creates in the durable store, count in the context).
+//! context), `store` (counts creates in the durable store, count in the context). Volume
+//! `rb-unpublishable` cannot be published.
 
 use modcsi_backend_sdk::types::*;
 use modcsi_backend_sdk::{config, log_at, lookup, store};
@@ -186,7 +187,11 @@ impl modcsi_backend_sdk::controller::Guest for RuleBreaker {
 }
 
 impl modcsi_backend_sdk::publish::Guest for RuleBreaker {
+    /// Publishes anything, except volume `rb-unpublishable`, which the storage refuses.
     fn controller_publish(request: PublishRequest) -> Result<PublishResult, Error> {
+        if request.volume_id == "rb-unpublishable" {
+            return Err(Error::Unavailable("the storage refused the export".into()));
+        }
         Ok(PublishResult {
             context: request.node_attributes,
             attachment: None,
