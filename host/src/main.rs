@@ -74,6 +74,15 @@ struct ServeArgs {
     /// node's own NVMe-oF disks out of reach.
     #[arg(long, env = "MODCSI_MANAGED_NQN_PREFIX")]
     managed_nqn_prefix: Option<String>,
+    /// A prefix of /dev/disk/by-id names that backends' `disk` attachments may name
+    /// (repeatable, or comma-separated); without it or --allow-disk-serial, disks are refused.
+    /// Keeps the node's own disks and other drivers' volumes out of reach.
+    #[arg(long, env = "MODCSI_ALLOW_DISK_BY_ID", value_delimiter = ',')]
+    allow_disk_by_id: Vec<String>,
+    /// A disk serial number backends' `disk` attachments may name, `*` matching any run of
+    /// characters (repeatable, or comma-separated), e.g. `pvc-*`.
+    #[arg(long, env = "MODCSI_ALLOW_DISK_SERIAL", value_delimiter = ',')]
+    allow_disk_serial: Vec<String>,
     /// Where node-local volume directories live (default <state-dir>/local; the public
     /// node-local-cache driver uses /var/node-local-cache).
     #[arg(long)]
@@ -91,8 +100,10 @@ struct ServeArgs {
     /// Attachments younger than this are never cleared by the reconciler.
     #[arg(long, default_value = "30s", value_parser = cli::parse_duration)]
     attachment_grace: Duration,
-    /// A node whose detach began less than this ago (and failed) does not block another.
-    #[arg(long, default_value = "30s", value_parser = cli::parse_duration)]
+    /// A node whose detach began less than this ago (and failed) does not block another. 0
+    /// (the default): a holder gives the volume up only once its unpublish succeeded. Set it
+    /// only for storage that fences writers itself.
+    #[arg(long, default_value = "0s", value_parser = cli::parse_duration)]
     detach_grace: Duration,
 }
 
@@ -135,6 +146,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let mut devices = modcsi::node::device::DeviceDirs::default();
     devices.nvme.managed_prefix = args.managed_nqn_prefix;
+    devices.allowed_disks = modcsi::node::device::AllowedDisks {
+        by_id_prefixes: args.allow_disk_by_id,
+        serials: args.allow_disk_serial,
+    };
     devices.nvme.host_nqn = match std::fs::read_to_string(HOST_NQN_FILE) {
         Ok(text) => Some(text.trim().to_owned()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,

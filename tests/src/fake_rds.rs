@@ -60,6 +60,7 @@ impl FakeRds {
                     managed_prefix: Some("nqn.2000-02.com.mikrotik:pvc-".into()),
                     host_nqn: None,
                 },
+                allowed_disks: Default::default(),
             };
         })
         .await;

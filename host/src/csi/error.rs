@@ -23,9 +23,10 @@ pub fn code(error: &Error) -> Code {
             NodeError::TimedOut { .. } => Code::DeadlineExceeded,
             NodeError::StillRunning { .. } => Code::Unavailable,
             NodeError::NoDevice { .. } => Code::NotFound,
-            NodeError::DeviceInUse { .. } | NodeError::NotABlockDevice { .. } => {
-                Code::FailedPrecondition
-            }
+            NodeError::DeviceInUse { .. }
+            | NodeError::DeviceTaken { .. }
+            | NodeError::DiskNotAllowed { .. }
+            | NodeError::NotABlockDevice { .. } => Code::FailedPrecondition,
             NodeError::Unsupported { .. } => Code::InvalidArgument,
             NodeError::Unmanaged { .. } => Code::FailedPrecondition,
             NodeError::Unreachable { .. } => Code::Unavailable,

@@ -10,8 +10,9 @@
 //!   is refused.
 //! - Unpublish is always idempotent; an empty node id detaches every node.
 //!
-//! - A holder whose detach began (ControllerUnpublishVolume was called for it) less than the
-//!   detach grace period ago does not block another node: a handoff whose detach failed.
+//! - A holder keeps the volume until its unpublish succeeded. Only an operator's non-zero
+//!   `--detach-grace` (storage that fences writers itself) lets a holder whose detach began
+//!   less than that ago be passed over.
 //! - With Kubernetes: a node the cluster does not have is NOT_FOUND; a holder the cluster no
 //!   longer has is cleared (self-healing) and the publish proceeds; a refusal is also a Warning
 //!   Event on the volume's claim; when the API cannot answer, the publish is refused (fail
@@ -46,8 +47,10 @@ const NAMESPACE: &str = "host/attachments";
 pub const DEFAULT_MIGRATION_WINDOW: Duration = Duration::from_secs(300);
 /// The volume context key (the public RDS driver's) that sets the window, in seconds.
 pub const MIGRATION_KEY: &str = "migrationTimeoutSeconds";
-/// How long a holder whose detach has begun may be passed over by another node.
-pub const DEFAULT_DETACH_GRACE: Duration = Duration::from_secs(30);
+/// How long a holder whose detach has begun may be passed over by another node: not at all,
+/// by default (a failed or unfinished unpublish keeps the holder), since nothing else stops a
+/// second writer where no attach-detach controller runs (Nomad, standalone).
+pub const DEFAULT_DETACH_GRACE: Duration = Duration::ZERO;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FenceError {

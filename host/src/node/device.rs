@@ -24,6 +24,56 @@ pub struct DeviceDirs {
     /// How long to wait for a device to appear.
     pub wait: Duration,
     pub nvme: Nvme,
+    /// Which disks `disk` attachments may name (none unless the operator says).
+    pub allowed_disks: AllowedDisks,
+}
+
+/// The operator's allow-list of disks a backend's `disk` attachments may name, so that no
+/// backend can hand a pod the node's system disk or another driver's volume. Empty (no disk
+/// at all) unless configured.
+#[derive(Debug, Clone, Default)]
+pub struct AllowedDisks {
+    /// Prefixes of `/dev/disk/by-id` names, e.g. `scsi-0QEMU_QEMU_HARDDISK_pvc-`.
+    pub by_id_prefixes: Vec<String>,
+    /// Serial numbers, where `*` matches any run of characters, e.g. `pvc-*`.
+    pub serials: Vec<String>,
+}
+
+impl AllowedDisks {
+    pub fn check(&self, locator: &DiskLocator) -> Result<(), NodeError> {
+        let (allowed, what) = match locator {
+            DiskLocator::ById(name) => (
+                self.by_id_prefixes
+                    .iter()
+                    .any(|p| name.starts_with(p.as_str())),
+                format!("by-id name {name:?}"),
+            ),
+            DiskLocator::Serial(serial) => (
+                self.serials.iter().any(|p| glob(p, serial)),
+                format!("serial {serial:?}"),
+            ),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(NodeError::DiskNotAllowed { what })
+        }
+    }
+}
+
+/// Whether `text` matches `pattern`, where `*` matches any run of characters.
+fn glob(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, rest)) => {
+            let Some(tail) = text.strip_prefix(head) else {
+                return false;
+            };
+            (0..=tail.len())
+                .filter(|&i| tail.is_char_boundary(i))
+                .any(|i| glob(rest, &tail[i..]))
+        }
+    }
 }
 
 impl Default for DeviceDirs {
@@ -34,6 +84,7 @@ impl Default for DeviceDirs {
             nvme: Nvme::kernel(&sysfs),
             sysfs,
             wait: Duration::from_secs(10),
+            allowed_disks: AllowedDisks::default(),
         }
     }
 }
@@ -96,7 +147,16 @@ impl DeviceDirs {
                 what: "a local-dir volume has no block device".into(),
             }),
             Attachment::NvmeTcp(t) => nvme::find_namespace(&self.sysfs, &t.nqn, t.namespace_id),
-            Attachment::Disk(DiskLocator::ById(name)) => {
+            Attachment::Disk(locator) => {
+                self.allowed_disks.check(locator)?;
+                self.find_disk(locator)
+            }
+        }
+    }
+
+    fn find_disk(&self, locator: &DiskLocator) -> Result<Option<PathBuf>, NodeError> {
+        match locator {
+            DiskLocator::ById(name) => {
                 let link = self.by_id.join(name);
                 match std::fs::canonicalize(&link) {
                     Ok(device) => check_block_device(&device).map(Some),
@@ -104,7 +164,7 @@ impl DeviceDirs {
                     Err(e) => Err(super::io_error("resolve", &link)(e)),
                 }
             }
-            Attachment::Disk(DiskLocator::Serial(serial)) => {
+            DiskLocator::Serial(serial) => {
                 let class = self.sysfs.join("class/block");
                 let Ok(entries) = std::fs::read_dir(&class) else {
                     return Ok(None);
@@ -148,6 +208,10 @@ mod tests {
             sysfs: root.join("sys"),
             wait: Duration::from_millis(300),
             nvme: Nvme::kernel(&root.join("sys")),
+            allowed_disks: AllowedDisks {
+                by_id_prefixes: vec![String::new()],
+                serials: vec!["*".into()],
+            },
         }
     }
 

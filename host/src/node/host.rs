@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::claim;
 use super::confined::{ConfinedError, KubeletRoot};
 use super::device::DeviceDirs;
 use super::local_dir::LocalDirs;
+use super::mountinfo::MountTable;
 use super::pool::NodeOps;
 use super::publish::{self, Shows};
 use super::{NodeError, stage, stats};
@@ -110,7 +112,11 @@ impl Host {
                     Source::Device(attachment) => {
                         let device = match staged_device {
                             Some(device) => device,
-                            None => devices.resolve(&attachment)?,
+                            None => {
+                                let device = devices.resolve(&attachment)?;
+                                claim::claim(&device, &MountTable::read()?)?;
+                                device
+                            }
                         };
                         publish::bind_device(&root, &device, &target, read_only)
                     }
@@ -147,9 +153,16 @@ impl Host {
     ) -> Result<bool, NodeError> {
         let (root, devices, state) = (self.root.clone(), self.devices.clone(), self.state.clone());
         let (volume, staging) = (id.to_owned(), staging.to_owned());
+        let staged_device = self.staged(id).filter(Staged::is_block).map(|r| r.source);
         self.ops
             .run(move || {
                 let device = devices.attach(&attachment)?;
+                // A block volume is handed to pods as it is: it must be nobody else's. (A
+                // filesystem's device is checked, and held while probed, by `stage`.) Staging
+                // again what this node staged is idempotent.
+                if mount.is_none() && staged_device.as_deref() != Some(device.as_path()) {
+                    claim::claim(&device, &MountTable::read()?)?;
+                }
                 let (mounted, source) = match mount {
                     Some(mount) => {
                         let mounted = stage::stage(

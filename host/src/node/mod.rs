@@ -2,6 +2,7 @@
 //! [`Host`] is the facade the layers above use; the modules under it do one thing each. Pure
 //! parsing (mountinfo) is kept apart from the syscalls so it can be tested on fixtures.
 
+pub mod claim;
 pub mod confined;
 pub mod device;
 pub mod format;
@@ -75,6 +76,12 @@ pub enum NodeError {
     NotABlockDevice { path: PathBuf },
     #[error("{device} is already mounted at {at}; refusing to mount it again")]
     DeviceInUse { device: PathBuf, at: PathBuf },
+    #[error("{device} is not free ({why}); refusing to format, mount or publish it")]
+    DeviceTaken { device: PathBuf, why: String },
+    #[error(
+        "disk {what} is not in this node's allow-list (--allow-disk-by-id, --allow-disk-serial); refusing it"
+    )]
+    DiskNotAllowed { what: String },
     #[error("{tool} on {device} failed ({status}): {stderr}")]
     Tool {
         tool: &'static str,
@@ -84,6 +91,10 @@ pub enum NodeError {
     },
     #[error("NVMe/TCP subsystem {nqn}: {why}")]
     Unmanaged { nqn: String, why: String },
+    #[error(
+        "NVMe/TCP subsystem {nqn}: this node cannot connect NVMe/TCP targets: /dev/nvme-fabrics is missing (load the nvme-tcp kernel module)"
+    )]
+    NoFabrics { nqn: String },
     #[error("NVMe/TCP subsystem {nqn}: no portal could be connected ({})", failures.join("; "))]
     Unreachable { nqn: String, failures: Vec<String> },
     #[error("unsupported: {what}")]

@@ -95,6 +95,7 @@ impl Nvme {
         self.check_managed(&target.nqn)?;
         let existing = controllers(sysfs, &target.nqn);
         let mut failures = vec![];
+        let mut missing = false;
         for portal in &target.portals {
             let address = resolve(&portal.address);
             let connected = existing.iter().any(|c| {
@@ -108,7 +109,13 @@ impl Nvme {
             let attempt = address.and_then(|address| {
                 let options =
                     connect_options(target, address, portal.port, self.host_nqn.as_deref());
-                let answer = self.fabric.connect(&options).map_err(|e| e.to_string())?;
+                let answer = self.fabric.connect(&options).map_err(|e| {
+                    // No fabrics device at all: a host problem no retry mends.
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        missing = true;
+                    }
+                    e.to_string()
+                })?;
                 controller_of(&answer).ok_or_else(|| format!("unexpected answer {answer:?}"))
             });
             match attempt {
@@ -123,6 +130,11 @@ impl Nvme {
             }
         }
         if controllers(sysfs, &target.nqn).is_empty() {
+            if missing {
+                return Err(NodeError::NoFabrics {
+                    nqn: target.nqn.clone(),
+                });
+            }
             return Err(NodeError::Unreachable {
                 nqn: target.nqn.clone(),
                 failures,
@@ -592,6 +604,33 @@ mod tests {
             controllers(sys.root(), "nqn.2000-02.com.mikrotik:node-root").len(),
             1
         );
+    }
+
+    /// A node without the nvme-tcp module: no `/dev/nvme-fabrics` to write to.
+    #[derive(Debug)]
+    struct NoModule;
+
+    impl Fabric for NoModule {
+        fn connect(&self, _: &str) -> std::io::Result<String> {
+            Err(std::io::ErrorKind::NotFound.into())
+        }
+
+        fn delete_controller(&self, _: &str) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_node_without_the_fabrics_device_says_so_and_is_not_retried_as_a_network_fault() {
+        let sys = Sysfs::new();
+        let nvme = Nvme {
+            fabric: Arc::new(NoModule),
+            managed_prefix: Some("nqn.2000-02.com.mikrotik:pvc-".into()),
+            host_nqn: None,
+        };
+        let err = nvme.connect(sys.root(), &target(MANAGED)).unwrap_err();
+        assert!(matches!(err, NodeError::NoFabrics { .. }), "{err}");
+        assert!(err.to_string().contains("/dev/nvme-fabrics"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Staging a block device: find it, format it only when blank, mount it at the staging path
-//! (through a confined handle), and take it away again. A device already mounted anywhere is
-//! refused (mount storms), and unstage unmounts only a device filesystem at that path.
+//! (through a confined handle), and take it away again. A device that is not free (mounted
+//! anywhere, partitioned, held, open exclusively: `claim.rs`) is refused, and unstage unmounts
+//! only a device filesystem at that path, once no pod's bind holds it.
 
 use std::path::Path;
 
@@ -44,6 +45,27 @@ fn device_number(device: &Path) -> Result<String, NodeError> {
         .map_err(io_error("inspect", device))
 }
 
+/// Where else the filesystem of mount `m` is mounted (binds of it, or the same device mounted
+/// again).
+fn others_of(table: &MountTable, m: &super::mountinfo::MountEntry) -> Vec<std::path::PathBuf> {
+    table
+        .entries()
+        .iter()
+        .filter(|e| e.device == m.device && e.id != m.id)
+        .map(|e| e.mount_point.clone())
+        .collect()
+}
+
+/// Whether the block device `major:minor` is gone: no longer in the kernel, or without a size
+/// (a detached or disconnected disk keeps its mounts but has no capacity).
+fn device_gone(number: &str) -> bool {
+    let size = Path::new("/sys/dev/block").join(number).join("size");
+    std::fs::read_to_string(size)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .is_none_or(|sectors| sectors == 0)
+}
+
 /// Mounts `device` at `staging` with `fs_type` (empty: ext4), formatting it first (with the
 /// allow-listed `mkfs_args`) only when it is blank. Returns false when it was already staged
 /// there.
@@ -73,13 +95,29 @@ pub fn stage(
             return Ok(false);
         }
         // A device filesystem from another device: the volume's disk came back under another
-        // device (a reconnect renumbered it) or the old one is gone. Recover: unmount the stale
-        // mount and mount what the attachment resolves to now. Anything else is not ours.
+        // device (a reconnect renumbered it). Recover (unmount the stale mount and mount what
+        // the attachment resolves to now) only when the old device is gone and nothing else
+        // holds its filesystem: otherwise the new device may be the same disk by another path
+        // (a multipath map over it), and mounting it too would give one filesystem two live
+        // superblocks. Anything else is not ours.
         let stale = m.source.starts_with("/dev/") && FILESYSTEMS.contains(&m.fs_type.as_str());
         if !stale {
             return Err(NodeError::OtherMount {
                 target: staging.to_owned(),
                 what: format!("{} from {}", m.fs_type, m.source),
+            });
+        }
+        if !device_gone(&m.device) {
+            return Err(NodeError::DeviceInUse {
+                device: m.source.clone().into(),
+                at: staging.to_owned(),
+            });
+        }
+        let holders = others_of(&table, m);
+        if !holders.is_empty() {
+            return Err(NodeError::InUse {
+                path: staging.to_owned(),
+                targets: holders,
             });
         }
         tracing::warn!(
@@ -95,13 +133,12 @@ pub fn stage(
         table = MountTable::read()?;
         existing = target.open()?;
     }
-    if let Some(other) = table.entries().iter().find(|e| e.device == number) {
-        return Err(NodeError::DeviceInUse {
-            device: device.to_owned(),
-            at: other.mount_point.clone(),
-        });
-    }
-    match format::probe(device)? {
+    // Nobody else's (not mounted, no partitions or holders, not open exclusively), and held
+    // so while it is probed.
+    let claim = super::claim::claim(device, &table)?;
+    let probe = format::probe(device)?;
+    drop(claim);
+    match probe {
         Probe::Blank => format::format(device, fs_type, mkfs_args)?,
         Probe::Filesystem(found) if found == fs_type => {}
         Probe::Filesystem(found) => {
@@ -192,6 +229,14 @@ pub fn unstage(root: &KubeletRoot, staging: &Path) -> Result<bool, NodeError> {
             return Err(NodeError::NotOurs {
                 target: staging.to_owned(),
                 what: format!("{} from {}", m.fs_type, m.source),
+            });
+        }
+        // Pods' binds of the staged filesystem still in place: unpublish comes first.
+        let binds = others_of(&table, &m);
+        if !binds.is_empty() {
+            return Err(NodeError::InUse {
+                path: staging.to_owned(),
+                targets: binds,
             });
         }
         target.unmount(m.id)?;

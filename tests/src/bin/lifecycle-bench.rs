@@ -138,6 +138,7 @@ async fn block_lifecycles() {
     let dirs = by_id.path().to_owned();
     let host = TestHost::start_with(RULE_BREAKER, move |c| {
         c.devices.by_id = dirs;
+        c.devices.allowed_disks.by_id_prefixes = vec!["bench".into()];
     })
     .await;
     let mut csi = host.client.clone();

@@ -35,6 +35,32 @@ fn rwo() -> VolumeCapability {
     requests::mount_capability(Mode::SingleNodeWriter)
 }
 
+#[tokio::test]
+async fn a_failed_unpublish_keeps_the_holder() {
+    let host = TestHost::start(RULE_BREAKER).await;
+    let v = host.create("stuck").await;
+    let mut c = host.client.controller.clone();
+    c.controller_publish_volume(publish(&v, "node-a", rwo()))
+        .await
+        .unwrap();
+    let err = c
+        .controller_unpublish_volume(ControllerUnpublishVolumeRequest {
+            volume_id: v.volume_id.clone(),
+            node_id: "node-a".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+    // node-a may still be writing: node-b must wait for a detach that succeeds.
+    let err = c
+        .controller_publish_volume(publish(&v, "node-b", rwo()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(err.message().contains("node-a"), "{}", err.message());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn of_200_concurrent_publishes_to_200_nodes_exactly_one_wins() {
     let host = TestHost::start(RULE_BREAKER).await;

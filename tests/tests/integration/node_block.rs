@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use modcsi::node::device::DeviceDirs;
+use modcsi::node::device::{AllowedDisks, DeviceDirs};
 use modcsi::node::mountinfo::MountTable;
 use modcsi::node::nvme::Nvme;
 use modcsi::proto::volume_capability::{
@@ -22,12 +22,22 @@ use modcsi_tests::{RULE_BREAKER, TestHost, requests};
 use tonic::Code;
 
 async fn host(by_id: PathBuf) -> TestHost {
+    host_allowing(by_id, "").await
+}
+
+/// A host whose disk allow-list admits by-id names beginning with `prefix`.
+async fn host_allowing(by_id: PathBuf, prefix: &str) -> TestHost {
+    let prefix = prefix.to_owned();
     TestHost::start_with(RULE_BREAKER, |c| {
         c.devices = DeviceDirs {
             by_id,
             sysfs: PathBuf::from("/sys"),
             wait: Duration::from_millis(500),
             nvme: Nvme::kernel(Path::new("/sys")),
+            allowed_disks: AllowedDisks {
+                by_id_prefixes: vec![prefix],
+                serials: vec![],
+            },
         }
     })
     .await
@@ -49,6 +59,7 @@ async fn nvme_host(fabric: &Arc<TestFabric>, prefix: &str) -> TestHost {
                 managed_prefix: Some(prefix),
                 host_nqn: Some(HOST_NQN.into()),
             },
+            allowed_disks: Default::default(),
         }
     })
     .await
@@ -269,6 +280,89 @@ async fn a_disk_holding_another_filesystem_or_already_mounted_is_refused() {
     assert!(err.message().contains("ghost"), "{}", err.message());
 }
 
+fn block_capability() -> VolumeCapability {
+    VolumeCapability {
+        access_type: Some(AccessType::Block(BlockVolume {})),
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
+    }
+}
+
+#[tokio::test]
+async fn a_disk_not_allowed_or_not_free_is_refused_and_nothing_is_formatted() {
+    let by_id = tempfile::tempdir().unwrap();
+    let host = host_allowing(by_id.path().to_owned(), "pvc-").await;
+    let mut node = host.client.node.clone();
+    let staging = host.target("staging");
+    // Asks the node to stage (a filesystem, then a block volume) and expects a refusal
+    // naming `reason`, with nothing mounted.
+    let refused =
+        async |node: &mut modcsi::proto::node_client::NodeClient<_>, name: &str, reason: &str| {
+            let v = host.create(&format!("disk-{name}")).await;
+            let mut block = stage_request(&v, &staging, "");
+            block.volume_capability = Some(block_capability());
+            for request in [stage_request(&v, &staging, "ext4"), block] {
+                let err = node.node_stage_volume(request).await.unwrap_err();
+                assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+                assert!(err.message().contains(reason), "{}", err.message());
+                assert!(!mounted(&staging));
+            }
+        };
+
+    // Outside the operator's allow-list (a node's own disk, say).
+    let system = LoopDisk::new(by_id.path(), "system-disk", 64);
+    refused(&mut node, "system-disk", "allow-list").await;
+    assert_eq!(system.blkid("TYPE"), "");
+
+    let partitioned = LoopDisk::partitioned(by_id.path(), "pvc-partitioned", 64);
+    refused(&mut node, "pvc-partitioned", "partitions").await;
+    assert_eq!(partitioned.blkid("TYPE"), "");
+
+    // Mounted elsewhere, by someone else.
+    let mounted_disk = LoopDisk::new(by_id.path(), "pvc-mounted", 64);
+    assert!(
+        Command::new("mkfs.ext4")
+            .args(["-q", &mounted_disk.device])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    nix::mount::mount(
+        Some(mounted_disk.device.as_str()),
+        elsewhere.path(),
+        Some("ext4"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    refused(&mut node, "pvc-mounted", "already mounted").await;
+    nix::mount::umount(elsewhere.path()).unwrap();
+
+    // Held open exclusively by another user; once let go, it is staged (and formatted).
+    let held = LoopDisk::new(by_id.path(), "pvc-held", 64);
+    let holder = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_EXCL)
+            .open(&held.device)
+            .unwrap()
+    };
+    refused(&mut node, "pvc-held", "open exclusively").await;
+    assert_eq!(held.blkid("TYPE"), "");
+    drop(holder);
+    let v = host.create("disk-pvc-held").await;
+    node.node_stage_volume(stage_request(&v, &staging, "ext4"))
+        .await
+        .unwrap();
+    assert_eq!(held.blkid("TYPE"), "ext4");
+    node.node_unstage_volume(unstage_request(&v, &staging))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_block_volume_is_the_device_at_a_target_file() {
     let by_id = tempfile::tempdir().unwrap();
@@ -430,9 +524,32 @@ async fn the_next_stage_recovers_a_renumbered_disk_and_applies_the_mount_group()
         "{}",
         condition.message
     );
+    // The pod's bind still holds the staged filesystem: unstage waits for its unpublish.
+    let err = node
+        .node_unstage_volume(unstage_request(&v, &staging))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(err.message().contains(&target), "{}", err.message());
     node.node_unpublish_volume(requests::unpublish(&v.volume_id, &target))
         .await
         .unwrap();
+
+    // The old device is still alive (the new one may be the same disk by another path):
+    // mounting the new one too could give the filesystem two live superblocks.
+    let err = node.node_stage_volume(stage.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    let mounted_from = |staging: &str| {
+        MountTable::read()
+            .unwrap()
+            .at(Path::new(staging))
+            .map(|m| m.source.clone())
+    };
+    assert_eq!(
+        mounted_from(&staging).as_deref(),
+        Some(first.device.as_str())
+    );
+    first.vanish();
 
     node.node_stage_volume(stage).await.unwrap();
     let mounted_from = MountTable::read()

@@ -8,7 +8,7 @@
 //! secrets, control characters and a flood), `error-secret` (fails naming its secret),
 //! `panic-secret` (panics naming its secret), `config` (puts configuration values in the
 //! context), `store` (counts creates in the durable store, count in the context). Volume
-//! `rb-unpublishable` cannot be published.
+//! `rb-unpublishable` cannot be published; `rb-stuck` cannot be unpublished.
 
 use modcsi_backend_sdk::types::*;
 use modcsi_backend_sdk::{config, log_at, lookup, store};
@@ -197,7 +197,11 @@ impl modcsi_backend_sdk::publish::Guest for RuleBreaker {
             attachment: None,
         })
     }
-    fn controller_unpublish(_: String, _: String, _: KeyValues) -> Result<(), Error> {
+    /// Unpublishes anything, except volume `rb-stuck`, whose detach always fails.
+    fn controller_unpublish(volume_id: String, _: String, _: KeyValues) -> Result<(), Error> {
+        if volume_id == "rb-stuck" {
+            return Err(Error::Unavailable("the storage did not answer the detach".into()));
+        }
         Ok(())
     }
 }
