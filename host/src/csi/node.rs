@@ -159,7 +159,6 @@ impl NodeRpc for NodeService {
     ) -> Result<Response<NodeExpandVolumeResponse>, Status> {
         let r = request.into_inner();
         let id = volume_id(&r.volume_id)?;
-        let volume_path = path("volume path", &r.volume_path)?;
         let staging = if r.staging_target_path.is_empty() {
             None
         } else {
@@ -172,7 +171,7 @@ impl NodeRpc for NodeService {
             .map(convert::capability)
             .transpose()?
             .is_some_and(|c| c.is_block());
-        let bytes = self.0.expand(id, volume_path, staging, block).await?;
+        let bytes = self.0.expand(id, &r.volume_path, staging, block).await?;
         Ok(Response::new(NodeExpandVolumeResponse {
             capacity_bytes: bytes_to_csi(bytes),
         }))

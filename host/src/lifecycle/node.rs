@@ -178,26 +178,32 @@ impl Node {
         deadline: Option<Duration>,
     ) -> Result<NodeStats, Error> {
         let timeout = deadline.map_or(STATS_TIMEOUT, |d| (d * 9 / 10).min(STATS_TIMEOUT));
-        let not_published = || {
-            Error::NotFound(format!(
-                "volume {id} is not published at {volume_path:?} on node {}",
-                self.node_id
-            ))
-        };
+        let path = self.published_path(id, volume_path)?;
+        self.host
+            .stats(id, path, timeout)
+            .await
+            .map_err(node_err(id))?
+            .ok_or_else(|| self.not_published(id, volume_path))
+    }
+
+    fn not_published(&self, id: &str, volume_path: &str) -> Error {
+        Error::NotFound(format!(
+            "volume {id} is not published at {volume_path:?} on node {}",
+            self.node_id
+        ))
+    }
+
+    /// The path a published volume is asked about: required, and NOT_FOUND when it is not an
+    /// absolute, normal path (the volume cannot be published there).
+    fn published_path<'a>(&self, id: &str, volume_path: &'a str) -> Result<&'a Path, Error> {
         if volume_path.is_empty() {
             return Err(validate::InvalidInput::Missing {
                 what: "volume path",
             }
             .into());
         }
-        let Ok(path) = validate::target_path("volume path", volume_path) else {
-            return Err(not_published());
-        };
-        self.host
-            .stats(id, path, timeout)
-            .await
-            .map_err(node_err(id))?
-            .ok_or_else(not_published)
+        validate::target_path("volume path", volume_path)
+            .map_err(|_| self.not_published(id, volume_path))
     }
 
     /// Stages the volume at `staging`: nothing for a node-local directory (bound at publish);
@@ -247,10 +253,11 @@ impl Node {
     pub async fn expand(
         &self,
         id: &str,
-        path: &Path,
+        volume_path: &str,
         staging: Option<&Path>,
         block: bool,
     ) -> Result<u64, Error> {
+        let path = self.published_path(id, volume_path)?;
         if block {
             return Ok(0);
         }

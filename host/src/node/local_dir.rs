@@ -6,6 +6,7 @@
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Once};
 
 use super::mountinfo::MountTable;
 use super::{NodeError, io_error};
@@ -13,13 +14,15 @@ use super::{NodeError, io_error};
 #[derive(Debug, Clone)]
 pub struct LocalDirs {
     root: PathBuf,
-    /// Whether sizes are enforced (project quotas on the root's filesystem).
-    quota: bool,
+    /// Why sizes are not enforced (no project quotas on the root's filesystem), if they are not.
+    unenforced: Option<String>,
+    /// Says so in the log once, with the first volume: a process that never holds a node-local
+    /// volume (a controller, a backend that attaches storage) has nothing to warn about.
+    warned: Arc<Once>,
 }
 
 impl LocalDirs {
-    /// Creates the root directory and learns whether volume sizes can be enforced there; says
-    /// in the log when they cannot.
+    /// Creates the root directory and learns whether volume sizes can be enforced there.
     pub fn open(root: &Path) -> Result<Self, NodeError> {
         let root = root.to_owned();
         fs::DirBuilder::new()
@@ -27,20 +30,12 @@ impl LocalDirs {
             .mode(0o755)
             .create(&root)
             .map_err(io_error("create", &root))?;
-        let quota = match super::quota::supported(&root) {
-            Ok(()) => {
-                tracing::info!(dir = %root.display(), "node-local volume sizes are enforced with project quotas");
-                true
-            }
-            Err(why) => {
-                tracing::warn!(
-                    dir = %root.display(),
-                    "node-local volume sizes are not enforced: {why}; stats report the filesystem's own figures"
-                );
-                false
-            }
-        };
-        Ok(Self { root, quota })
+        let unenforced = super::quota::supported(&root).err();
+        Ok(Self {
+            root,
+            unenforced,
+            warned: Arc::new(Once::new()),
+        })
     }
 
     pub fn path(&self, volume_id: &str) -> PathBuf {
@@ -62,8 +57,17 @@ impl LocalDirs {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io_error("create", &path)(e)),
         }
-        if let (true, Some(bytes)) = (self.quota, size) {
-            super::quota::limit(&path, bytes)?;
+        match (&self.unenforced, size) {
+            (None, Some(bytes)) => {
+                super::quota::limit(&path, bytes)?;
+            }
+            (Some(why), _) => self.warned.call_once(|| {
+                tracing::warn!(
+                    dir = %self.root.display(),
+                    "node-local volume sizes are not enforced: {why}; stats report the filesystem's own figures"
+                )
+            }),
+            (None, None) => {}
         }
         Ok(path)
     }

@@ -435,6 +435,19 @@ async fn node_status_codes() {
         ),
         Code::InvalidArgument
     );
+    // NodeExpandVolume of a volume that is not on this node: NOT_FOUND, whatever the path.
+    for path in ["relative/path", target.as_str()] {
+        let expand = NodeExpandVolumeRequest {
+            volume_id: "nlc-unknown".into(),
+            volume_path: path.into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            code(n.node_expand_volume(expand).await),
+            Code::NotFound,
+            "{path}"
+        );
+    }
 
     n.node_publish_volume(requests::publish(&volume, &target, false))
         .await
