@@ -26,6 +26,7 @@ pub fn code(error: &Error) -> Code {
             NodeError::DeviceInUse { .. }
             | NodeError::DeviceTaken { .. }
             | NodeError::DiskNotAllowed { .. }
+            | NodeError::Ambiguous { .. }
             | NodeError::NotABlockDevice { .. } => Code::FailedPrecondition,
             NodeError::Unsupported { .. } => Code::InvalidArgument,
             NodeError::Unmanaged { .. } => Code::FailedPrecondition,

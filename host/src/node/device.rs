@@ -169,19 +169,30 @@ impl DeviceDirs {
                 let Ok(entries) = std::fs::read_dir(&class) else {
                     return Ok(None);
                 };
-                for entry in entries.flatten() {
-                    let dir = entry.path();
-                    let found = ["serial", "device/serial"].iter().any(|file| {
-                        std::fs::read_to_string(dir.join(file))
-                            .is_ok_and(|s| s.trim() == serial.as_str())
-                    });
-                    // Whole disks only: a partition has a `partition` file.
-                    if found && !dir.join("partition").exists() {
-                        let device = Path::new("/dev").join(entry.file_name());
-                        return check_block_device(&device).map(Some);
-                    }
+                // Whole disks only (a partition has a `partition` file).
+                let mut matches: Vec<String> = entries
+                    .flatten()
+                    .filter(|entry| {
+                        let dir = entry.path();
+                        !dir.join("partition").exists()
+                            && ["serial", "device/serial"].iter().any(|file| {
+                                std::fs::read_to_string(dir.join(file))
+                                    .is_ok_and(|s| s.trim() == serial.as_str())
+                            })
+                    })
+                    .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                    .collect();
+                matches.sort();
+                match matches.as_slice() {
+                    [] => Ok(None),
+                    [name] => check_block_device(&Path::new("/dev").join(name)).map(Some),
+                    // Namespaces of one NVMe controller, or paths to one disk, share a serial:
+                    // taking the first would be a guess.
+                    several => Err(NodeError::Ambiguous {
+                        what: format!("serial {serial:?}"),
+                        found: several.join(", "),
+                    }),
                 }
-                Ok(None)
             }
         }
     }
@@ -241,6 +252,8 @@ mod tests {
             (disk.as_str(), "serial", "disk-a"),
             (other.as_str(), "device/serial", "disk-b"),
             ("vdz1", "serial", "disk-c"),
+            ("nvme9n1", "device/serial", "shared"),
+            ("nvme9n2", "device/serial", "shared"),
         ] {
             let path = class.join(name).join(file);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -256,6 +269,12 @@ mod tests {
             d.resolve(&serial("disk-b")).unwrap(),
             Path::new("/dev").join(&other),
             "device/serial is read too"
+        );
+        // One serial on two disks (namespaces of one NVMe controller): refused, naming both.
+        let message = d.resolve(&serial("shared")).unwrap_err().to_string();
+        assert!(
+            message.contains("nvme9n1") && message.contains("nvme9n2"),
+            "{message}"
         );
         // A partition is never chosen: nothing matches, and the message says what and where.
         let message = d.resolve(&serial("disk-c")).unwrap_err().to_string();

@@ -153,38 +153,31 @@ impl Host {
     ) -> Result<bool, NodeError> {
         let (root, devices, state) = (self.root.clone(), self.devices.clone(), self.state.clone());
         let (volume, staging) = (id.to_owned(), staging.to_owned());
-        let staged_device = self.staged(id).filter(Staged::is_block).map(|r| r.source);
+        let record = self.staged(id);
+        let first = record.is_none();
+        let staged_device = record.filter(Staged::is_block).map(|r| r.source);
         self.ops
             .run(move || {
                 let device = devices.attach(&attachment)?;
-                // A block volume is handed to pods as it is: it must be nobody else's. (A
-                // filesystem's device is checked, and held while probed, by `stage`.) Staging
-                // again what this node staged is idempotent.
-                if mount.is_none() && staged_device.as_deref() != Some(device.as_path()) {
-                    claim::claim(&device, &MountTable::read()?)?;
+                let staged =
+                    stage_device(&root, &staging, &device, mount, &mkfs_args, staged_device)
+                        .and_then(|(mounted, source)| {
+                            // Unpublish, stats and unstage find the staged filesystem (or device)
+                            // and its attachment by volume id.
+                            staged::save(
+                                state.as_ref(),
+                                &volume,
+                                &Staged::new(source, &attachment),
+                            )
+                            .map_err(record_err)?;
+                            Ok(mounted)
+                        });
+                // A first stage that failed after connecting must not leave the subsystem
+                // connected: kubelet does not unstage what never staged.
+                if staged.is_err() && first {
+                    release(&devices, state.as_ref(), &volume, &attachment);
                 }
-                let (mounted, source) = match mount {
-                    Some(mount) => {
-                        let mounted = stage::stage(
-                            &root,
-                            &staging,
-                            &device,
-                            &mount.fs_type,
-                            &mount.mount_flags,
-                            &mkfs_args,
-                        )?;
-                        if !mount.volume_mount_group.is_empty() {
-                            stage::apply_mount_group(&root, &staging, &mount.volume_mount_group)?;
-                        }
-                        (mounted, staging)
-                    }
-                    None => (false, device),
-                };
-                // Unpublish, stats and unstage find the staged filesystem (or device) and its
-                // attachment by volume id.
-                staged::save(state.as_ref(), &volume, &Staged::new(source, &attachment))
-                    .map_err(record_err)?;
-                Ok(mounted)
+                staged
             })
             .await
     }
@@ -293,6 +286,57 @@ impl Host {
     pub async fn remove_local_dir(&self, id: &str) -> Result<bool, NodeError> {
         let (dirs, volume) = (self.dirs.clone(), id.to_owned());
         self.ops.run(move || dirs.remove(&volume)).await
+    }
+}
+
+/// Formats when blank and mounts `device` at `staging` (a filesystem), or checks that a block
+/// volume's device is free; returns whether it mounted and what the volume is published from.
+fn stage_device(
+    root: &KubeletRoot,
+    staging: &Path,
+    device: &Path,
+    mount: Option<MountVolume>,
+    mkfs_args: &[String],
+    staged_device: Option<PathBuf>,
+) -> Result<(bool, PathBuf), NodeError> {
+    let Some(mount) = mount else {
+        // A block volume is handed to pods as it is: it must be nobody else's. (A filesystem's
+        // device is checked, and held while probed, by `stage`.) Staging again what this node
+        // staged is idempotent.
+        if staged_device.as_deref() != Some(device) {
+            claim::claim(device, &MountTable::read()?)?;
+        }
+        return Ok((false, device.to_owned()));
+    };
+    let mounted = stage::stage(
+        root,
+        staging,
+        device,
+        &mount.fs_type,
+        &mount.mount_flags,
+        mkfs_args,
+    )?;
+    if !mount.volume_mount_group.is_empty() {
+        stage::apply_mount_group(root, staging, &mount.volume_mount_group)?;
+    }
+    Ok((mounted, staging.to_owned()))
+}
+
+/// Disconnects what attaching the volume connected when no staged volume uses it.
+fn release(devices: &DeviceDirs, state: &dyn StateStore, volume: &str, attachment: &Attachment) {
+    let Attachment::NvmeTcp(target) = attachment else {
+        return;
+    };
+    match staged::nvme_users(state, &target.nqn, volume) {
+        Ok(users) if users.is_empty() => {
+            if let Err(e) = devices.detach(attachment) {
+                tracing::warn!(volume, nqn = %target.nqn, "cannot disconnect after a failed stage: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(volume, nqn = %target.nqn, "not disconnecting after a failed stage: {e}")
+        }
     }
 }
 

@@ -72,6 +72,8 @@ pub enum NodeError {
         place: PathBuf,
         waited: std::time::Duration,
     },
+    #[error("{what} names several disks ({found}); name the disk by its by-id name")]
+    Ambiguous { what: String, found: String },
     #[error("{path} is not a block device under /dev")]
     NotABlockDevice { path: PathBuf },
     #[error("{device} is already mounted at {at}; refusing to mount it again")]

@@ -568,6 +568,39 @@ async fn the_next_stage_recovers_a_renumbered_disk_and_applies_the_mount_group()
 }
 
 #[tokio::test]
+async fn a_first_stage_that_fails_after_connecting_disconnects() {
+    let by_id = tempfile::tempdir().unwrap();
+    let disk = LoopDisk::new(by_id.path(), "ns1", 320);
+    assert!(
+        Command::new("mkfs.xfs")
+            .args(["-q", &disk.device])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let fabric = Arc::new(TestFabric::default());
+    let nqn = "nqn.2000-02.com.mikrotik:foreign";
+    fabric.export(nqn, 1, &disk.device);
+    let host = nvme_host(&fabric, "nqn.2000-02.com.mikrotik:").await;
+    let v = host.create("nvme-foreign-1").await;
+    let mut node = host.client.node.clone();
+    let staging = host.target("s");
+    // The namespace holds xfs; ext4 was asked for: a final error kubelet never unstages.
+    let err = node
+        .node_stage_volume(stage_request(&v, &staging, "ext4"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    let written = fabric.written();
+    assert_eq!(written.len(), 4, "{written:?}");
+    assert!(
+        written[2..].iter().all(|w| w.starts_with("delete ")),
+        "both controllers disconnected: {written:?}"
+    );
+    assert_eq!(disk.blkid("TYPE"), "xfs", "nothing formatted");
+}
+
+#[tokio::test]
 async fn an_nvme_tcp_volume_is_connected_staged_and_disconnected_with_its_last_user() {
     let by_id = tempfile::tempdir().unwrap();
     let (one, two) = (
