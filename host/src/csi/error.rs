@@ -19,7 +19,9 @@ pub fn code(error: &Error) -> Code {
             NodeError::InUse { .. } => Code::FailedPrecondition,
             NodeError::OtherMount { .. } => Code::AlreadyExists,
             NodeError::Missing { .. } => Code::NotFound,
-            NodeError::NotOurs { .. } | NodeError::Busy { .. } => Code::FailedPrecondition,
+            NodeError::NotOurs { .. } | NodeError::Busy { .. } | NodeError::NotStaged { .. } => {
+                Code::FailedPrecondition
+            }
             NodeError::TimedOut { .. } => Code::DeadlineExceeded,
             NodeError::StillRunning { .. } => Code::Unavailable,
             NodeError::NoDevice { .. } => Code::NotFound,

@@ -107,7 +107,7 @@ impl Host {
                         publish::bind_dir(&root, &dir, &target, read_only)
                     }
                     Source::Staged(staging) => {
-                        publish::bind_dir(&root, &staging, &target, read_only)
+                        publish::bind_staged(&root, &staging, &target, read_only)
                     }
                     Source::Device(attachment) => {
                         let device = match staged_device {

@@ -46,6 +46,8 @@ pub enum NodeError {
     OtherMount { target: PathBuf, what: String },
     #[error("{path} does not exist")]
     Missing { path: PathBuf },
+    #[error("{path} holds no staged volume (NodeStageVolume comes first)")]
+    NotStaged { path: PathBuf },
     #[error("{target} holds a mount that is not this volume's ({what}); leaving it alone")]
     NotOurs { target: PathBuf, what: String },
     #[error("{target} is still in use; not detaching it lazily")]

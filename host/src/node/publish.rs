@@ -108,18 +108,16 @@ pub fn bind_device(
     Ok(true)
 }
 
-/// Bind-mounts the directory `source` at `target` (created inside its existing parent if
-/// missing), read-only when asked. Returns false when it was already published there exactly
-/// so; a different mount at `target` is an error.
+/// Bind-mounts this host's own directory `dir` (a node-local volume) at `target` (created
+/// inside its existing parent if missing), read-only when asked. Returns false when it was
+/// already published there exactly so; a different mount at `target` is an error.
 pub fn bind_dir(
     root: &KubeletRoot,
-    source: &Path,
+    dir: &Path,
     target: &Path,
     read_only: bool,
 ) -> Result<bool, NodeError> {
-    let source_path = canonical(source)?;
-    // A staging path lies beneath the kubelet root and is opened like a target; a local
-    // directory is the host's own.
+    let source_path = canonical(dir)?;
     let source = if source_path.starts_with(root.path()) {
         root.open_path(&source_path)?
             .ok_or_else(|| NodeError::Missing {
@@ -128,12 +126,47 @@ pub fn bind_dir(
     } else {
         Handle::open_own_dir(&source_path)?
     };
+    bind(root, source, &source_path, target, read_only)
+}
+
+/// Bind-mounts the filesystem staged at `staging` at `target`. The staging path is resolved
+/// beneath the kubelet root like a target (no links, no way out), and must hold a staged
+/// device filesystem: the CO's word for where the volume was staged is checked, not trusted.
+pub fn bind_staged(
+    root: &KubeletRoot,
+    staging: &Path,
+    target: &Path,
+    read_only: bool,
+) -> Result<bool, NodeError> {
+    let staged = Target::resolve(root, staging)?;
+    let not_staged = || NodeError::NotStaged {
+        path: staging.to_owned(),
+    };
+    let handle = staged.open()?.ok_or_else(not_staged)?;
+    let table = MountTable::read()?;
+    match staged.mount(&table, &handle)? {
+        Some(m)
+            if m.source.starts_with("/dev/")
+                && super::format::FILESYSTEMS.contains(&m.fs_type.as_str()) => {}
+        _ => return Err(not_staged()),
+    }
+    bind(root, handle, staging, target, read_only)
+}
+
+/// Bind-mounts the opened `source` (known as `source_path`) at `target`.
+fn bind(
+    root: &KubeletRoot,
+    source: Handle,
+    source_path: &Path,
+    target: &Path,
+    read_only: bool,
+) -> Result<bool, NodeError> {
     let target = Target::resolve(root, target)?;
     let handle = match target.open()? {
         Some(existing) => {
             let table = MountTable::read()?;
             if let Some(m) = target.mount(&table, &existing)? {
-                let ours = table.is_bind_of(m, &source_path);
+                let ours = table.is_bind_of(m, source_path);
                 if ours && m.is_read_only() == read_only {
                     return Ok(false);
                 }
@@ -167,7 +200,7 @@ pub fn bind_dir(
         let mounted = target.mount(&table, &top)?;
         let id = mounted.map(|m| m.id);
         let done = match mounted {
-            Some(m) if table.is_bind_of(m, &source_path) => mount::remount_read_only(&top),
+            Some(m) if table.is_bind_of(m, source_path) => mount::remount_read_only(&top),
             _ => Err(NodeError::OtherMount {
                 target: target.path.to_owned(),
                 what: "a mount that appeared while publishing".into(),

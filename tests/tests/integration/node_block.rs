@@ -280,6 +280,48 @@ async fn a_disk_holding_another_filesystem_or_already_mounted_is_refused() {
     assert!(err.message().contains("ghost"), "{}", err.message());
 }
 
+#[tokio::test]
+async fn publish_checks_the_staging_path_it_is_given() {
+    let by_id = tempfile::tempdir().unwrap();
+    let host = host(by_id.path().to_owned()).await;
+    let _disk = LoopDisk::new(by_id.path(), "checked", 64);
+    let v = host.create("disk-checked").await;
+    let mut node = host.client.node.clone();
+    let (staging, target) = (host.target("staging-c"), host.target("c"));
+    node.node_stage_volume(stage_request(&v, &staging, "ext4"))
+        .await
+        .unwrap();
+    // A directory outside the kubelet root: a pod must never get the host's own files.
+    let outside = tempfile::tempdir().unwrap();
+    let plain = host.target("plain");
+    std::fs::create_dir(&plain).unwrap();
+    let link = host.target("link");
+    std::os::unix::fs::symlink(&staging, &link).unwrap();
+    for (given, code) in [
+        (outside.path().to_str().unwrap(), Code::InvalidArgument),
+        // Inside the root but nothing staged there.
+        (plain.as_str(), Code::FailedPrecondition),
+        // The staged mount, but through a link.
+        (link.as_str(), Code::InvalidArgument),
+    ] {
+        let err = node
+            .node_publish_volume(publish_request(&v, given, &target, false))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "{given}: {}", err.message());
+        assert!(!mounted(&target), "{given}");
+    }
+    node.node_publish_volume(publish_request(&v, &staging, &target, false))
+        .await
+        .unwrap();
+    node.node_unpublish_volume(requests::unpublish(&v.volume_id, &target))
+        .await
+        .unwrap();
+    node.node_unstage_volume(unstage_request(&v, &staging))
+        .await
+        .unwrap();
+}
+
 fn block_capability() -> VolumeCapability {
     VolumeCapability {
         access_type: Some(AccessType::Block(BlockVolume {})),
