@@ -31,7 +31,7 @@ pub fn code(error: &Error) -> Code {
             | NodeError::Ambiguous { .. }
             | NodeError::NotABlockDevice { .. } => Code::FailedPrecondition,
             NodeError::Unsupported { .. } => Code::InvalidArgument,
-            NodeError::Unmanaged { .. } => Code::FailedPrecondition,
+            NodeError::Unmanaged { .. } | NodeError::NoFabrics { .. } => Code::FailedPrecondition,
             NodeError::Unreachable { .. } => Code::Unavailable,
             NodeError::Confined(c) => match c {
                 ConfinedError::Outside { .. } | ConfinedError::Symlink { .. } => {
@@ -108,6 +108,27 @@ impl From<Error> for Status {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn a_host_problem_no_retry_mends_is_not_unavailable() {
+        let node = |source| Error::Node {
+            volume: "v1".into(),
+            source,
+        };
+        let no_fabrics = node(NodeError::NoFabrics {
+            nqn: "nqn.2000-02.com.mikrotik:pvc-1".into(),
+        });
+        assert_eq!(code(&no_fabrics), Code::FailedPrecondition);
+        let unreachable = node(NodeError::Unreachable {
+            nqn: "nqn.2000-02.com.mikrotik:pvc-1".into(),
+            failures: vec![],
+        });
+        assert_eq!(
+            code(&unreachable),
+            Code::Unavailable,
+            "a network fault is retried"
+        );
+    }
 
     #[test]
     fn backend_errors_keep_their_code_and_name_the_backend() {
