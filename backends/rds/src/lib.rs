@@ -4,8 +4,9 @@
 //! mounts and fences; this component only talks to the router.
 //!
 //! A drop-in for the public rds-csi driver: volume ids are the provisioner's names
-//! (`pvc-<uuid>`), the NQN is `nqn.2000-02.com.mikrotik:<id>`, and its existing PVs (volume
-//! context `nvmeAddress`/`rdsAddress`, `nvmePort`, `nqn`) are found with `locate`.
+//! (`pvc-<uuid>`; any other name maps to a `pvc-<uuid>` of its own), the NQN is
+//! `nqn.2000-02.com.mikrotik:<id>`, and its existing PVs (volume context
+//! `nvmeAddress`/`rdsAddress`, `nvmePort`, `nqn`) are found with `locate`.
 //!
 //! Configuration (`--backend-config`): `rds.target` (the ssh target, default `rds`),
 //! `rds.nvme-address` (the portal the nodes connect to; default the parameter `nvmeAddress`),
@@ -136,25 +137,57 @@ fn nqn_of(id: &str) -> String {
     format!("{NQN_PREFIX}{}", id.to_ascii_lowercase())
 }
 
-/// Runs one RouterOS command; a refusal is returned as such, transport trouble as an error.
+/// Runs one RouterOS command; a refusal is returned as such, transport trouble as an error. A
+/// non-zero exit status or anything on stderr is a refusal too, whatever stdout says.
 fn run(settings: &Settings, command: &str) -> Result<Result<String, Refusal>, Error> {
     let budget = host::time_left_ms().min(30_000) as u32;
     let out = ssh::run(&settings.target, command, budget)?;
-    Ok(match routeros::refusal(&out.stdout) {
-        Some(r) => Err(r),
-        None => Ok(out.stdout),
-    })
+    if let Some(r) = routeros::refusal(&out.stdout) {
+        return Ok(Err(r));
+    }
+    if out.exit_status.is_some_and(|s| s != 0) || !out.stderr.trim().is_empty() {
+        let said = [out.stderr.trim(), out.stdout.trim()]
+            .into_iter()
+            .find(|s| !s.is_empty())
+            .unwrap_or("nothing");
+        return Ok(Err(Refusal::Failure(format!(
+            "exit status {}: {said}",
+            out.exit_status.map_or("unknown".into(), |s| s.to_string())
+        ))));
+    }
+    Ok(Ok(out.stdout))
 }
 
-/// Runs a command that must succeed.
-fn must(settings: &Settings, command: &str) -> Result<String, Error> {
-    run(settings, command)?.map_err(|r| match r {
+/// Runs a command that answers nothing when it succeeds (`add`, `set`, `remove`): any answer
+/// at all is a refusal, even in words this backend has never seen.
+fn run_silent(settings: &Settings, command: &str) -> Result<Result<(), Refusal>, Error> {
+    Ok(run(settings, command)?.and_then(|out| match out.trim() {
+        "" => Ok(()),
+        said => Err(Refusal::Failure(
+            said.lines().next().unwrap_or(said).to_owned(),
+        )),
+    }))
+}
+
+/// A refusal of a command that had to succeed, as the call's error.
+fn refused(command: &str) -> impl FnOnce(Refusal) -> Error + '_ {
+    move |r| match r {
         Refusal::NoSuchItem => Error::NotFound(format!("router: no such item ({command})")),
         Refusal::Failure(m) if m.contains("not enough space") => {
             Error::ResourceExhausted(format!("router: {m}"))
         }
         Refusal::Failure(m) => Error::Internal(format!("router refused {command:?}: {m}")),
-    })
+    }
+}
+
+/// Runs a command that must succeed.
+fn must(settings: &Settings, command: &str) -> Result<String, Error> {
+    run(settings, command)?.map_err(refused(command))
+}
+
+/// Runs a command that must succeed and answer nothing.
+fn must_silent(settings: &Settings, command: &str) -> Result<(), Error> {
+    run_silent(settings, command)?.map_err(refused(command))
 }
 
 fn find_disk(settings: &Settings, slot: &str) -> Result<Option<Entry>, Error> {
@@ -248,7 +281,7 @@ impl modcsi_backend_sdk::identity::Guest for Rds {
 
 impl modcsi_backend_sdk::controller::Guest for Rds {
     fn create_volume(request: CreateRequest) -> Result<Volume, Error> {
-        let id = request.name.clone();
+        let id = volume_id_of(&request.name);
         check_id(&id)?;
         if id.starts_with(SNAPSHOT_PREFIX) {
             return Err(Error::InvalidArgument(format!(
@@ -287,11 +320,14 @@ impl modcsi_backend_sdk::controller::Guest for Rds {
         let copy = source
             .map(|s| format!(" copy-from=[find slot={s}]"))
             .unwrap_or_default();
-        must(
+        let file = file_path(&settings, &id);
+        // Kept for DeleteVolume, which is told only the id: the StorageClass's volume path
+        // may not be the configuration's.
+        keep_file(&id, &file)?;
+        must_silent(
             &settings,
             &format!(
-                "/disk add type=file{copy} file-path={} file-size={}M slot={id} nvme-tcp-export=yes nvme-tcp-server-port={} nvme-tcp-server-nqn={}",
-                file_path(&settings, &id),
+                "/disk add type=file{copy} file-path={file} file-size={}M slot={id} nvme-tcp-export=yes nvme-tcp-server-port={} nvme-tcp-server-nqn={}",
                 bytes / MIB,
                 settings.nvme_port,
                 nqn_of(&id)
@@ -307,7 +343,11 @@ impl modcsi_backend_sdk::controller::Guest for Rds {
     }
 
     fn delete_volume(id: String, _secrets: KeyValues) -> Result<(), Error> {
-        check_id(&id)?;
+        if check_id(&id).is_err() {
+            return Err(Error::NotFound(format!(
+                "{id} is not an id this driver makes"
+            )));
+        }
         remove_disk(&id)
     }
 
@@ -359,28 +399,83 @@ fn find_ours(settings: &Settings, id: &str) -> Result<Option<Entry>, Error> {
     }
 }
 
-/// Removes a disk and then its file (RouterOS keeps the file after `/disk remove`); what is
-/// already gone is success.
+/// Removes a disk and then its file (RouterOS keeps the file after `/disk remove`). A disk
+/// already gone whose file was removed too is NOT_FOUND (a repeated delete sends the router
+/// nothing); a disk gone whose file remains (a delete cut short) has its file removed.
 fn remove_disk(id: &str) -> Result<(), Error> {
     let settings = Settings::load(&[])?;
+    let kept = kept_file(id)?;
     let path = match find_ours(&settings, id)? {
-        Some(entry) => entry
-            .get("file-path")
-            .cloned()
-            .unwrap_or_else(|| file_path(&settings, id)),
-        None => file_path(&settings, id),
+        Some(entry) => {
+            let path = entry
+                .get("file-path")
+                .cloned()
+                .or(kept)
+                .unwrap_or_else(|| file_path(&settings, id));
+            if let Err(Refusal::Failure(m)) =
+                run_silent(&settings, &format!("/disk remove [find slot={id}]"))?
+            {
+                return Err(Error::Internal(format!("removing disk {id}: {m}")));
+            }
+            path
+        }
+        None => kept.ok_or_else(|| Error::NotFound(format!("volume {id} is not on the router")))?,
     };
     safe("file-path", &path)?;
-    if let Err(Refusal::Failure(m)) = run(&settings, &format!("/disk remove [find slot={id}]"))? {
-        return Err(Error::Internal(format!("removing disk {id}: {m}")));
-    }
     let name = path.trim_start_matches('/');
     if let Err(Refusal::Failure(m)) =
-        run(&settings, &format!("/file remove [find name=\"{name}\"]"))?
+        run_silent(&settings, &format!("/file remove [find name=\"{name}\"]"))?
     {
         return Err(Error::Internal(format!("removing file {name}: {m}")));
     }
-    Ok(())
+    Ok(store::delete(&format!("file/{id}"), None)?)
+}
+
+/// Notes where a disk's file is.
+fn keep_file(id: &str, path: &str) -> Result<(), Error> {
+    match store::put(&format!("file/{id}"), path.as_bytes(), None) {
+        Ok(_) | Err(store::StoreError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Where a disk's file was noted to be, if it was.
+fn kept_file(id: &str) -> Result<Option<String>, Error> {
+    Ok(store::get(&format!("file/{id}"))?.and_then(|e| String::from_utf8(e.value).ok()))
+}
+
+/// The volume id of a CO's volume name: the provisioner's `pvc-<uuid>` as it is (drop-in with
+/// the public driver), any other name (a Nomad volume, say) a `pvc-<uuid>` derived from it
+/// (UUID v5, so the same name always gets the same id), so every NQN stays under
+/// `nqn.2000-02.com.mikrotik:pvc-`.
+fn volume_id_of(name: &str) -> String {
+    let is_pvc = name
+        .strip_prefix("pvc-")
+        .is_some_and(|rest| uuid::Uuid::try_parse(rest).is_ok() && rest.len() == 36);
+    if is_pvc {
+        name.to_owned()
+    } else {
+        let namespace = uuid::Uuid::from_u128(0x6d6f_6463_7369_4000_8000_7264_732d_6964);
+        format!("pvc-{}", uuid::Uuid::new_v5(&namespace, name.as_bytes()))
+    }
+}
+
+/// The snapshot id of a CO's snapshot name: `snap-<name>` when that is a usable id, else a
+/// readable prefix of the name and a digest of all of it, so any name (up to the CSI maximum
+/// of 128 bytes) gets an id that fits, and always the same one.
+fn snapshot_id_of(name: &str) -> String {
+    let plain = format!("{SNAPSHOT_PREFIX}{}", name.to_ascii_lowercase());
+    if check_id(&plain).is_ok() {
+        return plain;
+    }
+    let readable: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .take(64)
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let digest = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes()).simple();
+    format!("{SNAPSHOT_PREFIX}{}-{digest}", readable.trim_matches('-'))
 }
 
 impl modcsi_backend_sdk::publish::Guest for Rds {
@@ -416,7 +511,7 @@ impl modcsi_backend_sdk::expand::Guest for Rds {
         let now = size_of(&current);
         let wanted = rounded_size(capacity.required_bytes, capacity.limit_bytes)?;
         if wanted > now {
-            must(
+            must_silent(
                 &settings,
                 &format!("/disk set [find slot={id}] file-size={}M", wanted / MIB),
             )?;
@@ -535,8 +630,7 @@ impl modcsi_backend_sdk::snapshots::Guest for Rds {
         _: KeyValues,
     ) -> Result<Snapshot, Error> {
         check_id(&source)?;
-        check_id(&name)?;
-        let id = format!("{SNAPSHOT_PREFIX}{}", name.to_ascii_lowercase());
+        let id = snapshot_id_of(&name);
         let settings = Settings::load(&parameters)?;
         if let Some(existing) = find_ours(&settings, &id)? {
             return match snapshot_record(&id)? {
@@ -549,11 +643,12 @@ impl modcsi_backend_sdk::snapshots::Guest for Rds {
         find_ours(&settings, &source)?
             .ok_or_else(|| Error::NotFound(format!("volume {source}")))?;
         // A copy-on-write copy of the source's file, not exported.
-        must(
+        let file = file_path(&settings, &id);
+        keep_file(&id, &file)?;
+        must_silent(
             &settings,
             &format!(
-                "/disk add type=file copy-from=[find slot={source}] file-path={} slot={id}",
-                file_path(&settings, &id)
+                "/disk add type=file copy-from=[find slot={source}] file-path={file} slot={id}"
             ),
         )?;
         let now = unix_seconds();
@@ -573,12 +668,18 @@ impl modcsi_backend_sdk::snapshots::Guest for Rds {
     }
 
     fn delete_snapshot(id: String, _: KeyValues) -> Result<(), Error> {
-        check_id(&id)?;
-        if !id.starts_with(SNAPSHOT_PREFIX) {
-            return Err(Error::InvalidArgument(format!("{id} is not a snapshot id")));
+        if check_id(&id).is_err() || !id.starts_with(SNAPSHOT_PREFIX) {
+            // Nothing this driver made can have that id: there is nothing to delete.
+            return Err(Error::NotFound(format!(
+                "{id} is not a snapshot id of this driver"
+            )));
         }
-        remove_disk(&id)?;
-        Ok(store::delete(&format!("snapshot/{id}"), None)?)
+        // The record goes with the disk, also when an earlier delete removed the disk only.
+        let removed = remove_disk(&id);
+        if matches!(removed, Ok(()) | Err(Error::NotFound(_))) {
+            store::delete(&format!("snapshot/{id}"), None)?;
+        }
+        removed
     }
 
     fn list_snapshots(

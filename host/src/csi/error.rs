@@ -61,6 +61,7 @@ pub fn code(error: &Error) -> Code {
         },
         Error::Pending(_) => Code::Aborted,
         Error::NotFound(_) => Code::NotFound,
+        Error::FailedPrecondition(_) => Code::FailedPrecondition,
         Error::AlreadyExists(_) => Code::AlreadyExists,
         Error::Internal(_) => Code::Internal,
         Error::Unavailable(_) => Code::Unavailable,

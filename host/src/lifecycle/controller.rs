@@ -166,6 +166,14 @@ impl Controller {
         let subject = format!("volume {id}");
         let _guard = lock(&self.locks, id, &subject)?;
         let parts = &self.parts;
+        // Still attached to a node (fencing's record): a node may be writing to it.
+        let nodes = parts.fencing.nodes(id)?;
+        if !nodes.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "{subject} is still published to node(s) {}; unpublish it first",
+                nodes.join(", ")
+            )));
+        }
         let node_err = |source| Error::Node {
             volume: id.to_owned(),
             source,
@@ -175,23 +183,26 @@ impl Controller {
             .check_local_dir_unused(id)
             .await
             .map_err(node_err)?;
-        match parts
+        let deleted = match parts
             .backend
             .delete_volume(id.to_owned(), secrets, timeout)
             .await
         {
-            Ok(()) => {}
-            Err(e) if is_not_found(&e) => {
-                tracing::debug!(volume = id, "backend no longer knows the volume: deleted")
-            }
+            Ok(()) => true,
+            // Deleted already (a repeated DeleteVolume), or never the backend's.
+            Err(e) if is_not_found(&e) => false,
             Err(e) => return Err(backend_error(subject)(e)),
-        }
+        };
         let removed = parts.node.remove_local_dir(id).await.map_err(node_err)?;
         // Every other node that held a directory of it removes its own; this one has (when it
         // serves as a node too).
         parts.cleanup.request(id, parts.serves_node).await?;
         parts.records.remove(id).map_err(store_error(&subject))?;
-        tracing::info!(volume = id, local_dir_removed = removed, "volume deleted");
+        if deleted || removed {
+            tracing::info!(volume = id, local_dir_removed = removed, "volume deleted");
+        } else {
+            tracing::debug!(volume = id, "volume already deleted");
+        }
         Ok(())
     }
 

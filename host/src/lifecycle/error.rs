@@ -30,6 +30,8 @@ pub enum Error {
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
     AlreadyExists(String),
     #[error("{0}")]
     Internal(String),

@@ -15,7 +15,9 @@
 //! it does not understand. Every command received is appended to `<state>/commands.log`.
 //! Faults come from `<state>/faults` (one per line): `slow=<ms>` answers late, `drop=<verb>`
 //! performs the matching command and then ends the session without an answer, `fail=<verb>`
-//! answers `failure: injected` without doing anything.
+//! answers `failure: injected` without doing anything, and `odd=<verb>` answers an error in
+//! words of the kind RouterOS adds over releases (not one of the known prefixes), again without
+//! doing anything.
 //!
 //! Its limits: only these commands and conditions; RouterOS's own quirks beyond the public
 //! driver's fixtures (exact column widths, every property of a disk) are not reproduced.
@@ -234,6 +236,10 @@ impl Router {
         let short = verb.trim_start_matches('/').replace(' ', "-");
         if faults.lines().any(|f| f == format!("fail={short}")) {
             return "failure: injected\n".into();
+        }
+        if faults.lines().any(|f| f == format!("odd={short}")) {
+            return "action timed out - try again, if error continues contact MikroTik support\n"
+                .into();
         }
         let answer = match verb.as_str() {
             "/disk add" => self.disk_add(&words[2..]),

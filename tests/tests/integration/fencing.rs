@@ -36,6 +36,32 @@ fn rwo() -> VolumeCapability {
 }
 
 #[tokio::test]
+async fn a_published_volume_is_not_deleted() {
+    let host = TestHost::start(RULE_BREAKER).await;
+    let v = host.create("in-use").await;
+    let mut c = host.client.controller.clone();
+    c.controller_publish_volume(publish(&v, "node-a", rwo()))
+        .await
+        .unwrap();
+    let err = c
+        .delete_volume(requests::delete(&v.volume_id))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(err.message().contains("node-a"), "{}", err.message());
+    c.controller_unpublish_volume(ControllerUnpublishVolumeRequest {
+        volume_id: v.volume_id.clone(),
+        node_id: "node-a".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    c.delete_volume(requests::delete(&v.volume_id))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn a_failed_unpublish_keeps_the_holder() {
     let host = TestHost::start(RULE_BREAKER).await;
     let v = host.create("stuck").await;

@@ -31,6 +31,15 @@ fn create(name: &str, bytes: i64) -> CreateVolumeRequest {
     r
 }
 
+/// `pvc-` and a UUID, the form of every volume id (and NQN suffix) this backend makes.
+fn is_pvc_uuid(id: &str) -> bool {
+    id.strip_prefix("pvc-").is_some_and(|u| {
+        u.len() == 36
+            && u.split('-').map(str::len).eq([8, 4, 4, 4, 12])
+            && u.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+    })
+}
+
 fn xfs() -> VolumeCapability {
     VolumeCapability {
         access_type: Some(AccessType::Mount(MountVolume {
@@ -296,16 +305,20 @@ async fn names_with_metacharacters_never_reach_the_router() {
         "pvc-[find]",
         "pvc-a b",
     ] {
-        let err = controller
-            .create_volume(create(name, GIB))
-            .await
-            .unwrap_err();
-        assert_eq!(
-            err.code(),
-            Code::InvalidArgument,
-            "{name}: {}",
-            err.message()
-        );
+        // Refused by the host's name rules, or (a name that is not the provisioner's
+        // `pvc-<uuid>`) given an id of its own: either way the name never reaches the router.
+        match controller.create_volume(create(name, GIB)).await {
+            Ok(created) => {
+                let id = created.into_inner().volume.unwrap().volume_id;
+                assert!(is_pvc_uuid(&id), "{name} → {id}");
+            }
+            Err(err) => assert_eq!(
+                err.code(),
+                Code::InvalidArgument,
+                "{name}: {}",
+                err.message()
+            ),
+        }
     }
     let mut bad_path = create("pvc-ok-1", GIB);
     bad_path
@@ -499,4 +512,115 @@ async fn router_errors_and_slow_answers_are_reported_not_hidden() {
         "the backend is named: {}",
         err.message()
     );
+}
+
+#[tokio::test]
+async fn any_name_gets_a_stable_id_under_the_managed_nqn_prefix() {
+    let router = router().await;
+    let mut controller = router.host.client.controller.clone();
+    let first = controller
+        .create_volume(create("nomad-data-1", GIB))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert!(is_pvc_uuid(&first.volume_id), "{}", first.volume_id);
+    assert_eq!(
+        first.volume_context["nqn"],
+        format!("nqn.2000-02.com.mikrotik:{}", first.volume_id)
+    );
+    let again = controller
+        .create_volume(create("nomad-data-1", GIB))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(
+        again.volume_id, first.volume_id,
+        "the same name, the same id"
+    );
+    assert!(!router.commands().contains("nomad-data-1"));
+
+    // A snapshot name at the CSI maximum still gives an id that fits, the same every time.
+    let name = format!("nightly-{}", "x".repeat(120));
+    let snapshot = |name: String| CreateSnapshotRequest {
+        source_volume_id: first.volume_id.clone(),
+        name,
+        ..Default::default()
+    };
+    let taken = controller
+        .create_snapshot(snapshot(name.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert!(taken.snapshot_id.len() <= 128, "{}", taken.snapshot_id);
+    let retaken = controller
+        .create_snapshot(snapshot(name))
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert_eq!(retaken.snapshot_id, taken.snapshot_id);
+    // Deleting what this driver cannot have made: nothing to delete, OK.
+    for id in ["someone-elses", "snap_with_underscore"] {
+        controller
+            .delete_snapshot(DeleteSnapshotRequest {
+                snapshot_id: id.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn deletes_never_lose_data_and_never_repeat_themselves() {
+    let router = router().await;
+    let mut controller = router.host.client.controller.clone();
+    // In the StorageClass's own directory, not the configuration's.
+    let mut elsewhere = create(VOLUME, GIB);
+    elsewhere
+        .parameters
+        .insert("volumePath".into(), "/storage-pool/other".into());
+    controller.create_volume(elsewhere).await.unwrap();
+    let file = router
+        .file(VOLUME)
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join(format!("other/{VOLUME}.img"));
+    assert!(file.exists(), "{}", file.display());
+    let delete = || requests::delete(VOLUME);
+
+    // An answer in words the backend has never seen: the call fails and the file stays.
+    router.fault("odd=disk-remove\n");
+    let err = controller.delete_volume(delete()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Internal, "{}", err.message());
+    assert!(err.message().contains("try again"), "{}", err.message());
+    assert!(file.exists(), "the data is kept");
+
+    // The disk goes, the session drops before the file: the retry removes the file from the
+    // StorageClass's directory.
+    router.fault("drop=disk-remove\n");
+    controller.delete_volume(delete()).await.unwrap_err();
+    router.fault("");
+    controller.delete_volume(delete()).await.unwrap();
+    assert!(!file.exists(), "{}", file.display());
+
+    // Deleted already: the router is asked nothing more than whether it has the disk.
+    let before = router.commands().lines().count();
+    controller.delete_volume(delete()).await.unwrap();
+    let after: Vec<String> = router
+        .commands()
+        .lines()
+        .skip(before)
+        .map(str::to_owned)
+        .collect();
+    assert!(after.iter().all(|c| !c.contains("remove")), "{after:?}");
 }

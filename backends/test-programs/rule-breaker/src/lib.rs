@@ -200,7 +200,9 @@ impl modcsi_backend_sdk::publish::Guest for RuleBreaker {
     /// Unpublishes anything, except volume `rb-stuck`, whose detach always fails.
     fn controller_unpublish(volume_id: String, _: String, _: KeyValues) -> Result<(), Error> {
         if volume_id == "rb-stuck" {
-            return Err(Error::Unavailable("the storage did not answer the detach".into()));
+            return Err(Error::Unavailable(
+                "the storage did not answer the detach".into(),
+            ));
         }
         Ok(())
     }
