@@ -264,7 +264,7 @@ impl Node {
         let _guard = lock_target(&self.locks, id, path)?;
         let bytes = self
             .host
-            .expand(staging.unwrap_or(path))
+            .expand(id, staging.unwrap_or(path))
             .await
             .map_err(node_err(id))?;
         tracing::info!(volume = id, path = %path.display(), bytes, "filesystem expanded");

@@ -98,8 +98,9 @@ impl Host {
         let (volume, target) = (id.to_owned(), target.to_owned());
         // A block volume's device: the one it was staged with, else the attachment's now.
         let staged_device = self.staged(id).filter(Staged::is_block).map(|r| r.source);
+        let key = claim_key(id, &target);
         self.ops
-            .run(move || {
+            .run_claimed("publish", &key, move || {
                 publish::check_target(&root, &target)?;
                 match source {
                     Source::LocalDir(size) => {
@@ -130,9 +131,10 @@ impl Host {
     pub async fn unpublish(&self, id: &str, target: &Path) -> Result<bool, NodeError> {
         let (root, dirs, record) = (self.root.clone(), self.dirs.clone(), self.staged(id));
         let (volume, target) = (id.to_owned(), target.to_owned());
+        let key = claim_key(id, &target);
         let found = self
             .ops
-            .run(move || {
+            .run_claimed("unpublish", &key, move || {
                 let source = source_of(&dirs, record.as_ref(), &volume);
                 publish::unpublish(&root, &source, &target)
             })
@@ -156,8 +158,9 @@ impl Host {
         let record = self.staged(id);
         let first = record.is_none();
         let staged_device = record.filter(Staged::is_block).map(|r| r.source);
+        let key = claim_key(id, &staging);
         self.ops
-            .run(move || {
+            .run_claimed("stage", &key, move || {
                 let device = devices.attach(&attachment)?;
                 let staged =
                     stage_device(&root, &staging, &device, mount, &mkfs_args, staged_device)
@@ -187,8 +190,9 @@ impl Host {
     pub async fn unstage(&self, id: &str, staging: &Path) -> Result<(), NodeError> {
         let (root, devices, state) = (self.root.clone(), self.devices.clone(), self.state.clone());
         let (volume, staging, record) = (id.to_owned(), staging.to_owned(), self.staged(id));
+        let key = claim_key(id, &staging);
         self.ops
-            .run(move || {
+            .run_claimed("unstage", &key, move || {
                 stage::unstage(&root, &staging)?;
                 if let Some(attachment) = record.as_ref().and_then(Staged::attachment)
                     && let Attachment::NvmeTcp(target) = &attachment
@@ -271,9 +275,11 @@ impl Host {
     }
 
     /// Grows the filesystem mounted at `path` to its device; returns its size.
-    pub async fn expand(&self, path: &Path) -> Result<u64, NodeError> {
-        let (root, path) = (self.root.clone(), path.to_owned());
-        self.ops.run(move || stage::expand(&root, &path)).await
+    pub async fn expand(&self, id: &str, path: &Path) -> Result<u64, NodeError> {
+        let (root, key, path) = (self.root.clone(), claim_key(id, path), path.to_owned());
+        self.ops
+            .run_claimed("expand", &key, move || stage::expand(&root, &path))
+            .await
     }
 
     /// Refuses while this node's directory of the volume is still published.
@@ -287,6 +293,11 @@ impl Host {
         let (dirs, volume) = (self.dirs.clone(), id.to_owned());
         self.ops.run(move || dirs.remove(&volume)).await
     }
+}
+
+/// What one operation on a volume at a path claims in the pool while its thread runs.
+fn claim_key(id: &str, path: &Path) -> String {
+    format!("{id}@{}", path.display())
 }
 
 /// Formats when blank and mounts `device` at `staging` (a filesystem), or checks that a block

@@ -61,15 +61,14 @@ impl NodeOps {
         .map_err(|e| NodeError::Pool(e.to_string()))?
     }
 
-    /// Like [`NodeOps::run`], for work that may hang on a stale mount: the caller gives up
-    /// after `timeout` while the thread stays blocked, holding its permit. While work for `key`
-    /// (a volume) is still running, another is refused at once instead of stacking a second
-    /// blocked thread on the same mount.
-    pub async fn run_within<T: Send + 'static>(
+    /// Like [`NodeOps::run`], for the work of one volume at one path (`key`): while earlier
+    /// work for `key` still runs (hung on a stale mount, say, after its caller gave up), more is
+    /// refused at once instead of stacking another blocked thread behind it. The claim belongs
+    /// to the thread doing the work and is let go only when the work returns.
+    pub async fn run_claimed<T: Send + 'static>(
         &self,
         op: &'static str,
         key: &str,
-        timeout: Duration,
         work: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
     ) -> Result<T, NodeError> {
         let claim = {
@@ -85,14 +84,24 @@ impl NodeOps {
                 key: key.to_owned(),
             }
         };
-        tokio::time::timeout(
-            timeout,
-            self.run(move || {
-                let _claim = claim;
-                work()
-            }),
-        )
+        self.run(move || {
+            let _claim = claim;
+            work()
+        })
         .await
-        .map_err(|_| NodeError::TimedOut { op, timeout })?
+    }
+
+    /// [`NodeOps::run_claimed`] for work that may hang on a stale mount, where the caller gives
+    /// up after `timeout` while the thread stays blocked, holding its permit and its claim.
+    pub async fn run_within<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        key: &str,
+        timeout: Duration,
+        work: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
+    ) -> Result<T, NodeError> {
+        tokio::time::timeout(timeout, self.run_claimed(op, key, work))
+            .await
+            .map_err(|_| NodeError::TimedOut { op, timeout })?
     }
 }

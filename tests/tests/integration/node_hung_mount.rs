@@ -9,8 +9,13 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use modcsi::proto::{NodeGetVolumeStatsRequest, ProbeRequest};
-use modcsi_tests::{CreateVolume, NODE_LOCAL_CACHE, TestHost, requests};
+use modcsi::proto::volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode};
+use modcsi::proto::{
+    NodeGetVolumeStatsRequest, NodeStageVolumeRequest, NodeUnstageVolumeRequest, ProbeRequest,
+    VolumeCapability,
+};
+use modcsi_tests::loop_disk::LoopDisk;
+use modcsi_tests::{CreateVolume, NODE_LOCAL_CACHE, RULE_BREAKER, TestHost, requests};
 use nix::mount::{MntFlags, MsFlags};
 use tonic::Code;
 
@@ -132,4 +137,89 @@ async fn a_stats_call_hung_on_a_mount_holds_up_neither_probe_nor_other_volumes()
     }
     let stats = answered.expect("the blocked thread returned").unwrap();
     assert!(!stats.into_inner().volume_condition.unwrap().abnormal);
+}
+
+/// `request` with a deadline the client enforces.
+fn within<T>(message: T, deadline: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(deadline);
+    request
+}
+
+#[tokio::test]
+async fn stage_and_unstage_hung_on_a_mount_do_not_pile_up_behind_retries() {
+    let by_id = tempfile::tempdir().unwrap();
+    let dirs = by_id.path().to_owned();
+    let host = TestHost::start_with(RULE_BREAKER, move |c| {
+        c.devices.by_id = dirs;
+        c.devices.allowed_disks.by_id_prefixes = vec!["hung-".into()];
+    })
+    .await;
+    let _disk = LoopDisk::new(by_id.path(), "hung-disk", 64);
+    let v = host.create("disk-hung-disk").await;
+    let mut node = host.client.node.clone();
+    // The staging paths lie under a mount nobody serves: resolving them hangs.
+    let hung_dir = host.target("hung");
+    std::fs::create_dir(&hung_dir).unwrap();
+    let hang = HungMount::over(Path::new(&hung_dir));
+    let stage = NodeStageVolumeRequest {
+        volume_id: v.volume_id.clone(),
+        staging_target_path: format!("{hung_dir}/staging"),
+        volume_capability: Some(VolumeCapability {
+            access_type: Some(AccessType::Mount(MountVolume::default())),
+            access_mode: Some(AccessMode {
+                mode: Mode::SingleNodeWriter as i32,
+            }),
+        }),
+        volume_context: v.volume_context.clone(),
+        ..Default::default()
+    };
+    let unstage = NodeUnstageVolumeRequest {
+        volume_id: v.volume_id.clone(),
+        staging_target_path: format!("{hung_dir}/other"),
+    };
+    // kubelet's retries, each given up at its deadline: one thread stays blocked per
+    // operation, the others are refused at once (or give up in time).
+    let deadline = Duration::from_millis(300);
+    for attempt in 0..20 {
+        for result in [
+            node.node_stage_volume(within(stage.clone(), deadline))
+                .await
+                .map(drop),
+            node.node_unstage_volume(within(unstage.clone(), deadline))
+                .await
+                .map(drop),
+        ] {
+            let err = result.unwrap_err();
+            assert!(
+                matches!(
+                    err.code(),
+                    Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
+                ),
+                "attempt {attempt}: {:?} {}",
+                err.code(),
+                err.message()
+            );
+        }
+    }
+    // Everything else is served, each within a second: the pool is not full of retries.
+    let second = Duration::from_secs(1);
+    host.client
+        .identity
+        .clone()
+        .probe(within(ProbeRequest {}, second))
+        .await
+        .unwrap();
+    let other = host.create("other").await;
+    let target = host.target("other");
+    node.node_publish_volume(within(requests::publish(&other, &target, false), second))
+        .await
+        .unwrap();
+    let fine = node
+        .node_get_volume_stats(stats(&other.volume_id, &target, second))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!fine.volume_condition.unwrap().abnormal);
+    drop(hang);
 }
