@@ -81,8 +81,8 @@ impl Host {
     }
 
     /// The node's record of staging the volume, if it staged it.
-    fn staged(&self, id: &str) -> Option<Staged> {
-        staged::load(self.state.as_ref(), id).ok().flatten()
+    fn staged(&self, id: &str) -> Result<Option<Staged>, NodeError> {
+        staged::load(self.state.as_ref(), id).map_err(record_err)
     }
 
     /// Makes the volume appear at `target`, bound from `source`; returns whether it mounted
@@ -97,7 +97,7 @@ impl Host {
         let (root, dirs, devices) = (self.root.clone(), self.dirs.clone(), self.devices.clone());
         let (volume, target) = (id.to_owned(), target.to_owned());
         // A block volume's device: the one it was staged with, else the attachment's now.
-        let staged_device = self.staged(id).filter(Staged::is_block).map(|r| r.source);
+        let staged_device = self.staged(id)?.filter(Staged::is_block).map(|r| r.source);
         let key = claim_key(id, &target);
         self.ops
             .run_claimed("publish", &key, move || {
@@ -129,7 +129,7 @@ impl Host {
     /// Takes the volume away from `target`; absent or unmounted is success. Returns whether
     /// something was there.
     pub async fn unpublish(&self, id: &str, target: &Path) -> Result<bool, NodeError> {
-        let (root, dirs, record) = (self.root.clone(), self.dirs.clone(), self.staged(id));
+        let (root, dirs, record) = (self.root.clone(), self.dirs.clone(), self.staged(id)?);
         let (volume, target) = (id.to_owned(), target.to_owned());
         let key = claim_key(id, &target);
         let found = self
@@ -155,7 +155,7 @@ impl Host {
     ) -> Result<bool, NodeError> {
         let (root, devices, state) = (self.root.clone(), self.devices.clone(), self.state.clone());
         let (volume, staging) = (id.to_owned(), staging.to_owned());
-        let record = self.staged(id);
+        let record = self.staged(id)?;
         let first = record.is_none();
         let staged_device = record.filter(Staged::is_block).map(|r| r.source);
         let key = claim_key(id, &staging);
@@ -189,7 +189,7 @@ impl Host {
     /// and forgets the record (last, so a failed disconnect is retried by the next unstage).
     pub async fn unstage(&self, id: &str, staging: &Path) -> Result<(), NodeError> {
         let (root, devices, state) = (self.root.clone(), self.devices.clone(), self.state.clone());
-        let (volume, staging, record) = (id.to_owned(), staging.to_owned(), self.staged(id));
+        let (volume, staging, record) = (id.to_owned(), staging.to_owned(), self.staged(id)?);
         let key = claim_key(id, &staging);
         self.ops
             .run_claimed("unstage", &key, move || {
@@ -220,7 +220,7 @@ impl Host {
         timeout: Duration,
     ) -> Result<Option<VolumeStats>, NodeError> {
         let (root, devices, dirs) = (self.root.clone(), self.devices.clone(), self.dirs.clone());
-        let record = self.staged(id);
+        let record = self.staged(id)?;
         let (volume, path) = (id.to_owned(), path.to_owned());
         let block = record.as_ref().is_some_and(Staged::is_block);
         self.ops

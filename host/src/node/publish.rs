@@ -217,6 +217,20 @@ fn bind(
     Ok(true)
 }
 
+/// Whether a mount at a volume's target looks like a staged volume published there: the
+/// whole of a device filesystem (a bind of a staging mount), or a device node (a block
+/// volume). That is how a target is recognised when the source this node knows for the volume
+/// does not match: a volume another driver staged (no record here), or one whose device has
+/// gone or been renumbered since. A bind of a directory inside a filesystem (another volume's
+/// node-local directory, say) is never taken for one.
+fn staged_look(m: &MountEntry) -> bool {
+    let whole_device_fs = m.source.starts_with("/dev/")
+        && super::format::FILESYSTEMS.contains(&m.fs_type.as_str())
+        && m.root == Path::new("/");
+    let device_node = m.fs_type == "devtmpfs" && m.root != Path::new("/");
+    whole_device_fs || device_node
+}
+
 /// What [`unpublish`] found at the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unpublished {
@@ -224,9 +238,10 @@ pub struct Unpublished {
     pub existed: bool,
 }
 
-/// Unmounts `target` if this volume's directory (`source`) is mounted there, then removes the
-/// (empty) directory. A mount of anything else is refused and left alone, as is a non-empty
-/// directory: it is somebody's data, not our mount point.
+/// Unmounts `target` if this volume's directory (`source`) is mounted there, or a staged
+/// volume's filesystem or device is ([`staged_look`]), then removes the (empty) directory. A
+/// mount of anything else is refused and left alone, as is a non-empty directory: it is
+/// somebody's data, not our mount point.
 pub fn unpublish(
     root: &KubeletRoot,
     source: &Path,
@@ -250,7 +265,8 @@ pub fn unpublish(
     let mounted = target.mount(&table, &handle)?.cloned();
     drop(handle);
     if let Some(m) = &mounted {
-        let ours = fs::canonicalize(source).is_ok_and(|s| table.is_bind_of(m, &s));
+        let ours =
+            fs::canonicalize(source).is_ok_and(|s| table.is_bind_of(m, &s)) || staged_look(m);
         if !ours {
             return Err(NodeError::NotOurs {
                 target: target.path.to_owned(),

@@ -322,6 +322,60 @@ async fn publish_checks_the_staging_path_it_is_given() {
         .unwrap();
 }
 
+#[tokio::test]
+async fn a_volume_another_driver_staged_unpublishes_and_unstages() {
+    let by_id = tempfile::tempdir().unwrap();
+    let host = host(by_id.path().to_owned()).await;
+    let mut node = host.client.node.clone();
+    // Staged and published by hand, as the driver this one replaces left them: this host has
+    // no record of either. The second one's disk has gone since.
+    for (name, gone) in [("foreign-1", false), ("foreign-2", true)] {
+        let disk = LoopDisk::new(by_id.path(), name, 64);
+        assert!(
+            Command::new("mkfs.ext4")
+                .args(["-q", &disk.device])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let (staging, target) = (host.target(&format!("{name}-staging")), host.target(name));
+        std::fs::create_dir(&staging).unwrap();
+        std::fs::create_dir(&target).unwrap();
+        use nix::mount::{MsFlags, mount};
+        mount(
+            Some(disk.device.as_str()),
+            staging.as_str(),
+            Some("ext4"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        mount(
+            Some(staging.as_str()),
+            target.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .unwrap();
+        if gone {
+            disk.vanish();
+        }
+        let id = format!("pvc-{name}");
+        node.node_unpublish_volume(requests::unpublish(&id, &target))
+            .await
+            .unwrap();
+        assert!(!Path::new(&target).exists(), "{name}: unpublished");
+        node.node_unstage_volume(NodeUnstageVolumeRequest {
+            volume_id: id,
+            staging_target_path: staging.clone(),
+        })
+        .await
+        .unwrap();
+        assert!(!mounted(&staging), "{name}: unstaged");
+    }
+}
+
 fn block_capability() -> VolumeCapability {
     VolumeCapability {
         access_type: Some(AccessType::Block(BlockVolume {})),
