@@ -37,13 +37,20 @@ impl ServeProcess {
         Self::start_with(binary, backend, root, &["--node-id", "test-node"]).await
     }
 
-    /// [`ServeProcess::start`] with more flags (`--node-id` among them).
+    /// [`ServeProcess::start`] with more flags (`--node-id` among them; `--driver-name`, when
+    /// given, replaces `test.modcsi.io`).
     pub async fn start_with(binary: &Path, backend: &str, root: &Path, flags: &[&str]) -> Self {
         let root = std::fs::canonicalize(root).unwrap();
         std::fs::create_dir_all(root.join("targets")).unwrap();
         let endpoint = format!("unix://{}/csi.sock", root.display());
+        let driver = if flags.contains(&"--driver-name") {
+            &[][..]
+        } else {
+            &["--driver-name", "test.modcsi.io"][..]
+        };
         let child = Command::new(binary)
-            .args(["serve", "--driver-name", "test.modcsi.io"])
+            .arg("serve")
+            .args(driver)
             .args(flags)
             .arg("--backend")
             .arg(component(backend))

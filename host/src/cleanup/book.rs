@@ -38,7 +38,19 @@ impl Book {
     pub async fn get(&self, volume: &str) -> Result<Option<(Status, String)>, CleanupError> {
         match self {
             Book::Cluster(c) => match c.record(volume).await.map_err(Self::cluster_err(volume))? {
-                Some(s) => Ok(Some((parse(volume, s.text.as_bytes())?, s.version))),
+                Some(s) => {
+                    let status = parse(volume, s.text.as_bytes())?;
+                    if !s.is_of(&status.volume_id) || status.volume_id != volume {
+                        return Err(CleanupError::Malformed {
+                            volume: volume.to_owned(),
+                            why: format!(
+                                "its body names volume {:?}, not the one its name and label do",
+                                status.volume_id
+                            ),
+                        });
+                    }
+                    Ok(Some((status, s.version)))
+                }
                 None => Ok(None),
             },
             Book::Embedded(store) => match store
@@ -92,16 +104,26 @@ impl Book {
         }
     }
 
-    /// Every record (unreadable ones are logged and left alone).
+    /// Every record (unreadable ones, and ones whose name, label and body disagree, are logged
+    /// and left alone).
     pub async fn list(&self) -> Result<Vec<Status>, CleanupError> {
         let texts: Vec<(String, Vec<u8>)> = match self {
-            Book::Cluster(c) => c
-                .records()
-                .await
-                .map_err(Self::cluster_err("(all)"))?
-                .into_iter()
-                .map(|s| ("(a config map)".to_owned(), s.text.into_bytes()))
-                .collect(),
+            Book::Cluster(c) => {
+                let mut out = vec![];
+                for s in c.records().await.map_err(Self::cluster_err("(all)"))? {
+                    match parse("(a config map)", s.text.as_bytes()) {
+                        Ok(status) if s.is_of(&status.volume_id) => {
+                            out.push((status.volume_id, s.text.into_bytes()))
+                        }
+                        Ok(status) => tracing::warn!(
+                            volume = status.volume_id,
+                            "skipping a cleanup record whose name and label name another volume"
+                        ),
+                        Err(e) => tracing::warn!("skipping a cleanup record: {e}"),
+                    }
+                }
+                out
+            }
             Book::Embedded(store) => {
                 let mut out = Vec::new();
                 let mut after = String::new();

@@ -3,6 +3,11 @@
 //! volume, labelled `node-local-cache.csi.io/volume=<volume-id>`, its `data.status` the record's
 //! JSON (the cleanup module owns its meaning; this module stores text). Writes are
 //! compare-and-swap on `resourceVersion`.
+//!
+//! A record belongs to one driver: this host labels its own `modcsi.io/cleanup-driver=<driver>`
+//! and reads only those, so drivers sharing a namespace never act on each other's records; the
+//! public driver's records (no such label) are read by a driver of the public driver's name
+//! only.
 
 use std::collections::BTreeMap;
 
@@ -17,14 +22,29 @@ use super::{Cluster, KubeError, config_maps};
 
 /// The label that marks a cleanup record and names its volume.
 pub const LABEL: &str = "node-local-cache.csi.io/volume";
+/// The label that says which driver a record belongs to.
+const DRIVER_LABEL: &str = "modcsi.io/cleanup-driver";
+/// The public node-local-cache driver's name: its records carry no driver label.
+pub const PUBLIC_DRIVER: &str = "node-local-cache.csi.io";
 const PREFIX: &str = "nlc-vol-";
 const KEY: &str = "status";
 
-/// A record's text and the version to write it back at.
+/// A record's text and the version to write it back at, with the name and volume label it
+/// was stored under (a record whose body names another volume is forged or corrupt).
 #[derive(Debug, Clone)]
 pub struct Stored {
     pub text: String,
     pub version: String,
+    name: String,
+    label: Option<String>,
+}
+
+impl Stored {
+    /// Whether the record's name and label are those of volume `volume` (its body's id).
+    pub fn is_of(&self, volume: &str) -> bool {
+        let (name, label) = names(volume);
+        self.name == name && self.label.as_deref() == Some(label.as_str())
+    }
 }
 
 fn dns_safe(s: &str, max: usize) -> bool {
@@ -48,7 +68,14 @@ fn names(volume: &str) -> (String, String) {
 }
 
 fn stored(cm: ConfigMap) -> Option<Stored> {
+    let label = cm
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL).cloned());
     Some(Stored {
+        name: cm.metadata.name?,
+        label,
         version: cm.metadata.resource_version?,
         text: cm.data?.remove(KEY)?,
     })
@@ -59,12 +86,35 @@ impl Cluster {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
+    /// Whether a record is this driver's to act on.
+    fn owns(&self, cm: &ConfigMap) -> bool {
+        match cm
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(DRIVER_LABEL))
+        {
+            Some(driver) => *driver == self.driver,
+            None => self.driver == PUBLIC_DRIVER,
+        }
+    }
+
+    /// The records this driver lists and watches (the public driver's name also sees
+    /// unlabelled ones, and filters the rest out itself).
+    fn record_selector(&self) -> String {
+        if self.driver == PUBLIC_DRIVER {
+            LABEL.to_owned()
+        } else {
+            format!("{LABEL},{DRIVER_LABEL}={}", self.driver)
+        }
+    }
+
     pub async fn record(&self, volume: &str) -> Result<Option<Stored>, KubeError> {
         let (name, _) = names(volume);
         self.config_maps()
             .get_opt(&name)
             .await
-            .map(|cm| cm.and_then(stored))
+            .map(|cm| cm.filter(|cm| self.owns(cm)).and_then(stored))
             .map_err(KubeError::api(format!("get config map {name}")))
     }
 
@@ -81,7 +131,10 @@ impl Cluster {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
                 namespace: Some(self.namespace.clone()),
-                labels: Some(BTreeMap::from([(LABEL.to_owned(), label)])),
+                labels: Some(BTreeMap::from([
+                    (LABEL.to_owned(), label),
+                    (DRIVER_LABEL.to_owned(), self.driver.clone()),
+                ])),
                 resource_version: version.map(str::to_owned),
                 ..Default::default()
             },
@@ -105,9 +158,15 @@ impl Cluster {
     /// Every record.
     pub async fn records(&self) -> Result<Vec<Stored>, KubeError> {
         self.config_maps()
-            .list(&ListParams::default().labels(LABEL))
+            .list(&ListParams::default().labels(&self.record_selector()))
             .await
-            .map(|list| list.items.into_iter().filter_map(stored).collect())
+            .map(|list| {
+                list.items
+                    .into_iter()
+                    .filter(|cm| self.owns(cm))
+                    .filter_map(stored)
+                    .collect()
+            })
             .map_err(KubeError::api("list cleanup config maps"))
     }
 
@@ -115,18 +174,21 @@ impl Cluster {
     /// a broken watch is re-established with backoff.
     pub fn record_changes(&self) -> impl Stream<Item = ()> + Send + 'static {
         let api: Api<ConfigMap> = Api::namespaced(self.watch_client.clone(), &self.namespace);
-        watcher(api, watcher::Config::default().labels(LABEL))
-            .default_backoff()
-            .filter_map(|event| async move {
-                match event {
-                    Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))
-                    | Ok(watcher::Event::InitDone) => Some(()),
-                    Ok(_) => None,
-                    Err(e) => {
-                        tracing::warn!("watching cleanup records: {e}");
-                        None
-                    }
+        watcher(
+            api,
+            watcher::Config::default().labels(&self.record_selector()),
+        )
+        .default_backoff()
+        .filter_map(|event| async move {
+            match event {
+                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))
+                | Ok(watcher::Event::InitDone) => Some(()),
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::warn!("watching cleanup records: {e}");
+                    None
                 }
-            })
+            }
+        })
     }
 }

@@ -76,6 +76,9 @@ struct NodeHost {
 
 fn flags<'a>(node: &'a str, mode: &'a str, kubeconfig: &'a str) -> Vec<&'a str> {
     vec![
+        // The public driver's name: it takes over that driver's records.
+        "--driver-name",
+        "node-local-cache.csi.io",
         "--node-id",
         node,
         "--mode",
@@ -342,5 +345,76 @@ async fn a_storm_of_creates_and_deletes_of_the_same_names_leaves_nothing_behind(
             .map(|e| e.unwrap().file_name())
             .collect();
         assert!(left.is_empty(), "{} kept {left:?}", node.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_drivers_records_and_forged_records_remove_nothing() {
+    let cluster = Cluster::start().await;
+    let n1 = &cluster.nodes[0];
+    let record = |name: &str, label: &str, body_id: &str, driver: Option<&str>| {
+        let status = serde_json::json!({
+            "volume_id": body_id,
+            "created_at": "2026-11-01T10:00:00Z",
+            "cleanup_requested_at": "2026-11-02T10:00:00Z",
+            "nodes_with_volume": ["n1"],
+        });
+        let mut labels = BTreeMap::from([(LABEL.to_owned(), label.to_owned())]);
+        if let Some(driver) = driver {
+            labels.insert("modcsi.io/cleanup-driver".into(), driver.into());
+        }
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(format!("nlc-vol-{name}")),
+                labels: Some(labels),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([("status".into(), status.to_string())])),
+            ..Default::default()
+        }
+    };
+    let (theirs, victim, forged) = ("nlc-theirs-1", "nlc-victim-1", "nlc-forged-1");
+    for id in [theirs, victim] {
+        std::fs::create_dir_all(n1.dir(id)).unwrap();
+        std::fs::write(n1.dir(id).join("data"), b"keep").unwrap();
+    }
+    for cm in [
+        // Another driver's volume, in the same namespace.
+        record(theirs, theirs, theirs, Some("rds.csi.srvlab.io")),
+        // A record whose name and label say one volume and whose body another.
+        record(forged, forged, victim, None),
+    ] {
+        cluster
+            .config_maps()
+            .create(&PostParams::default(), &cm)
+            .await
+            .unwrap();
+    }
+    // A record n1 does act on, made after them: once it is gone, n1 has had its passes.
+    let mine = cluster.create("mine").await.unwrap();
+    n1.use_volume(&mine).await;
+    cluster.delete(&mine.volume_id).await;
+    wait_until("n1 has cleaned up its own volume", async || {
+        cluster.record(&mine.volume_id).await.is_none()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for id in [theirs, victim] {
+        assert!(n1.dir(id).join("data").is_file(), "{id} was removed");
+    }
+    let untouched = |cm: ConfigMap| -> serde_json::Value {
+        serde_json::from_str(&cm.data.unwrap()["status"]).unwrap()
+    };
+    for name in [theirs, forged] {
+        let cm = cluster
+            .config_maps()
+            .get(&format!("nlc-vol-{name}"))
+            .await
+            .unwrap();
+        let status = untouched(cm);
+        assert!(
+            status.get("nodes_completed").is_none(),
+            "{name} was reported on: {status}"
+        );
     }
 }
