@@ -12,6 +12,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::authority::AuthorityFix;
 use crate::client::{BadEndpoint, socket_path};
+use crate::kube::AttachmentChange;
 
 use crate::cleanup::Cleanup;
 use crate::csi::{ControllerService, IdentityService, Mode, NodeService};
@@ -395,8 +396,28 @@ impl Server {
             let follower = self.controller.clone();
             tasks.push(tokio::spawn(async move {
                 let mut changes = std::pin::pin!(changes);
-                while let Some((seen, deleted)) = changes.next().await {
-                    if let Err(e) = follower.fencing().observe(seen, deleted).await {
+                while let Some(change) = changes.next().await {
+                    let fencing = follower.fencing();
+                    let done = match change {
+                        AttachmentChange::Seen { seen, deleted } => {
+                            fencing.observe(seen, deleted).await
+                        }
+                        AttachmentChange::Relisted {
+                            present,
+                            started_ms,
+                        } => fencing
+                            .observe_relist(&present, started_ms)
+                            .await
+                            .map(|gone| {
+                                if gone > 0 {
+                                    tracing::info!(
+                                        gone,
+                                        "attachments deleted while the watch was away"
+                                    );
+                                }
+                            }),
+                    };
+                    if let Err(e) = done {
                         tracing::warn!("following volume attachments: {e}");
                     }
                 }

@@ -48,6 +48,7 @@ pub fn code(error: &Error) -> Code {
             crate::fencing::FenceError::Held { .. } => Code::FailedPrecondition,
             crate::fencing::FenceError::Incompatible { .. } => Code::AlreadyExists,
             crate::fencing::FenceError::Store { .. } => Code::Unavailable,
+            crate::fencing::FenceError::Unreadable { .. } => Code::Internal,
             crate::fencing::FenceError::UnknownNode { .. } => Code::NotFound,
             crate::fencing::FenceError::Cluster { .. } => Code::Unavailable,
         },

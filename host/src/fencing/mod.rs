@@ -71,6 +71,8 @@ pub enum FenceError {
     },
     #[error("cannot keep the attachment record of volume {volume}: {source}")]
     Store { volume: String, source: StoreError },
+    #[error("the attachment record of volume {volume} is unreadable ({why}); refusing to decide")]
+    Unreadable { volume: String, why: String },
     #[error("volume {volume} cannot be published to node {node}: the cluster has no such node")]
     UnknownNode { volume: String, node: String },
     #[error(
@@ -174,8 +176,12 @@ impl Fencing {
         Ok(
             match self.state.get(NAMESPACE, volume).map_err(store_err)? {
                 None => (Record::default(), None),
+                // An unreadable record is not "no holders": it refuses (fail closed).
                 Some(e) => (
-                    serde_json::from_slice(&e.value).unwrap_or_default(),
+                    serde_json::from_slice(&e.value).map_err(|e| FenceError::Unreadable {
+                        volume: volume.to_owned(),
+                        why: e.to_string(),
+                    })?,
                     Some(e.version),
                 ),
             },
@@ -277,6 +283,42 @@ impl Fencing {
         self.save(&volume, &record, version)
     }
 
+    /// Follows a relist of the driver's VolumeAttachments (the watch started or broke and
+    /// listed again): an attachment older than the relist that the cluster no longer shows was
+    /// deleted while the watch was away, and goes.
+    pub async fn observe_relist(
+        &self,
+        present: &[(String, String)],
+        started_ms: u64,
+    ) -> Result<usize, FenceError> {
+        let store_err = |source| FenceError::Store {
+            volume: "(all)".into(),
+            source,
+        };
+        let mut gone = 0;
+        let mut after = String::new();
+        loop {
+            let volumes = self
+                .state
+                .list(NAMESPACE, "", &after, 500)
+                .map_err(store_err)?;
+            let Some(last) = volumes.last().cloned() else {
+                return Ok(gone);
+            };
+            for volume in volumes {
+                let turn = self.turn(&volume).await;
+                let missing = |a: &Attached| {
+                    a.since_unix_ms <= started_ms
+                        && !present.iter().any(|(v, n)| *v == volume && *n == a.node)
+                };
+                let before = self.nodes(&volume)?.len();
+                self.forget_where(&turn, &volume, missing)?;
+                gone += before - self.nodes(&volume)?.len();
+            }
+            after = last;
+        }
+    }
+
     /// The rules (`decide.rs`) on the volume's record, saved when they change it.
     fn decide(&self, _turn: &Turn, request: &Request<'_>) -> Result<Admitted, FenceError> {
         let (mut record, version) = self.load(request.volume)?;
@@ -370,6 +412,9 @@ impl Fencing {
             };
             for volume in volumes {
                 let cutoff = now_ms().saturating_sub(older_than.as_millis() as u64);
+                // Decided within the volume's turn: a publish cannot slip in between the
+                // cluster's answer and the forgetting.
+                let turn = self.turn(&volume).await;
                 for node in self.nodes_since(&volume, cutoff)? {
                     let exists =
                         self.nodes
@@ -381,7 +426,6 @@ impl Fencing {
                                 source,
                             })?;
                     if !exists {
-                        let turn = self.turn(&volume).await;
                         self.forget(&turn, &volume, Some(&node))?;
                         tracing::warn!(volume, node, "cleared the attachment of a deleted node");
                         cleared += 1;
@@ -539,6 +583,45 @@ mod tests {
         made.detaching_since_ms = None;
         f.observe(made, false).await.unwrap();
         assert_eq!(f.nodes("v").unwrap(), ["a"]);
+    }
+
+    #[tokio::test]
+    async fn a_relist_takes_what_was_deleted_while_the_watch_was_away() {
+        let f = fencing(Duration::ZERO);
+        let cap = rwo();
+        for volume in ["v", "w"] {
+            let turn = f.turn(volume).await;
+            let mut r = request("a", &cap);
+            r.volume = volume;
+            f.admit(&turn, &r).await.unwrap();
+        }
+        let started = now_ms() + 1;
+        // Made after the relist began: kept whatever the list says.
+        std::thread::sleep(Duration::from_millis(3));
+        {
+            let turn = f.turn("x").await;
+            let mut r = request("b", &cap);
+            r.volume = "x";
+            f.admit(&turn, &r).await.unwrap();
+        }
+        let present = [("v".to_owned(), "a".to_owned())];
+        assert_eq!(f.observe_relist(&present, started).await.unwrap(), 1);
+        assert_eq!(f.nodes("v").unwrap(), ["a"]);
+        assert!(f.nodes("w").unwrap().is_empty(), "deleted while away");
+        assert_eq!(f.nodes("x").unwrap(), ["b"]);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_record_refuses() {
+        let state = Arc::new(MemoryStore::default());
+        state.put(NAMESPACE, "v", b"{not json", None).unwrap();
+        let f = Fencing::new(state, Arc::new(Standalone), Duration::ZERO);
+        let turn = f.turn("v").await;
+        let cap = rwo();
+        assert!(matches!(
+            f.admit(&turn, &request("a", &cap)).await,
+            Err(FenceError::Unreadable { .. })
+        ));
     }
 
     #[tokio::test]

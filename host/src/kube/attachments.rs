@@ -14,6 +14,22 @@ use kube::runtime::{WatchStreamExt, watcher};
 
 use super::{Cluster, KubeError};
 
+/// What the watch of this driver's VolumeAttachments reports.
+#[derive(Debug)]
+pub enum AttachmentChange {
+    /// One attachment, made or changed (`deleted`: gone).
+    Seen { seen: Seen, deleted: bool },
+    /// The watch listed everything again (after starting, or a break): `present` is every
+    /// (volume, node) attached now; anything else older than `started_ms` is gone.
+    Relisted {
+        present: Vec<(String, String)>,
+        started_ms: u64,
+    },
+}
+
+/// A relist in progress: when it began, and the (volume, node) pairs it has shown so far.
+type Relist = (u64, Vec<(String, String)>);
+
 /// One VolumeAttachment of this driver, as the fencing rebuild needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
@@ -175,22 +191,38 @@ impl Cluster {
         })
     }
 
-    /// This driver's VolumeAttachments as they change, each with whether it was deleted, so
-    /// that every controller replica's record follows the cluster, not only the one that
-    /// published. A broken watch is re-established with backoff (and replays what exists).
-    pub fn attachment_changes(self: Arc<Self>) -> impl Stream<Item = (Seen, bool)> + Send {
+    /// This driver's VolumeAttachments as they change, so that every controller replica's
+    /// record follows the cluster, not only the one that published. A broken watch is
+    /// re-established with backoff; what it lists again then is a full account
+    /// ([`AttachmentChange::Relisted`]), so a deletion made while it was broken is not missed.
+    pub fn attachment_changes(self: Arc<Self>) -> impl Stream<Item = AttachmentChange> + Send {
         let api: Api<VolumeAttachment> = Api::all(self.watch_client.clone());
+        let relist: Arc<Mutex<Option<Relist>>> = Arc::default();
         watcher(api, watcher::Config::default())
             .default_backoff()
             .filter_map(move |event| {
-                let cluster = self.clone();
+                let (cluster, relist) = (self.clone(), relist.clone());
                 async move {
                     let (va, deleted) = match event {
+                        Ok(watcher::Event::Init) => {
+                            let now = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_millis() as u64);
+                            *relist.lock().unwrap_or_else(|e| e.into_inner()) = Some((now, vec![]));
+                            return None;
+                        }
+                        Ok(watcher::Event::InitDone) => {
+                            let (started_ms, present) =
+                                relist.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+                            return Some(AttachmentChange::Relisted {
+                                present,
+                                started_ms,
+                            });
+                        }
                         Ok(watcher::Event::Apply(va) | watcher::Event::InitApply(va)) => {
                             (va, false)
                         }
                         Ok(watcher::Event::Delete(va)) => (va, true),
-                        Ok(_) => return None,
                         Err(e) => {
                             tracing::warn!("watching volume attachments: {e}");
                             return None;
@@ -200,15 +232,37 @@ impl Cluster {
                         return None;
                     }
                     let pv = match &va.spec.source.persistent_volume_name {
-                        Some(name) => cluster.pv_facts(name).await.unwrap_or_else(|e| {
-                            tracing::warn!(pv = name, "cannot read the PV of an attachment: {e}");
-                            None
-                        }),
+                        Some(name) => cluster.pv_facts_until_read(name).await,
                         None => None,
                     };
-                    cluster.seen(&va, pv.as_ref()).map(|s| (s, deleted))
+                    let seen = cluster.seen(&va, pv.as_ref())?;
+                    if let Some((_, present)) =
+                        relist.lock().unwrap_or_else(|e| e.into_inner()).as_mut()
+                    {
+                        present.push((seen.volume.clone(), seen.node.clone()));
+                    }
+                    Some(AttachmentChange::Seen { seen, deleted })
                 }
             })
+    }
+
+    /// A PV's facts, read again (with backoff) until the API answers: an attachment event is
+    /// never dropped for a failed read, since a missed attachment would let another node in.
+    async fn pv_facts_until_read(&self, name: &str) -> Option<PvFacts> {
+        let mut wait = std::time::Duration::from_millis(100);
+        loop {
+            match self.pv_facts(name).await {
+                Ok(facts) => return facts,
+                Err(e) => {
+                    tracing::warn!(
+                        pv = name,
+                        "cannot read the PV of an attachment, retrying: {e}"
+                    );
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(5));
+                }
+            }
+        }
     }
 
     /// Writes the nodes a volume is attached to on its PV, for people (`kubectl describe pv`);

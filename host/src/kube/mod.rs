@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-pub use attachments::Seen;
+pub use attachments::{AttachmentChange, Seen};
 pub use store::KubeStore;
 
 /// Longest a single API request may take.
