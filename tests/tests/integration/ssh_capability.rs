@@ -139,6 +139,41 @@ async fn time_and_output_are_bounded() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_target_holds_up_no_other() {
+    let sshd = Sshd::start(None);
+    // A host that takes connections and never says a word: the key exchange hangs.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("backend.toml");
+    let hung = sshd
+        .target_config("hung", &known_hosts(&sshd))
+        .replace(&format!("port = {}", sshd.port), &format!("port = {port}"));
+    std::fs::write(
+        &path,
+        format!("{}{hung}", sshd.target_config("rds", &known_hosts(&sshd))),
+    )
+    .unwrap();
+    let config = std::sync::Arc::new(BackendConfig::load(&path).unwrap());
+    let stuck = {
+        let config = config.clone();
+        tokio::spawn(async move { config.ssh().run("hung", "true", SECOND).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let out = config
+        .ssh()
+        .run("rds", "echo fine", Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, "fine\n");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(!stuck.is_finished(), "the hung target is still connecting");
+    stuck.abort();
+    drop(silent);
+}
+
 #[tokio::test]
 async fn a_dropped_connection_is_replaced_by_the_next_call() {
     let mut sshd = Sshd::start(None);

@@ -140,10 +140,14 @@ impl client::Handler for Checker {
     }
 }
 
+/// A target's kept connection, behind a lock of its own: connecting to one target (which may
+/// hang until the call's deadline on an unreachable host) never waits on another's.
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<Handle<Checker>>>>>;
+
 /// Every configured target, and the connections to them.
 pub struct SshClient {
     targets: HashMap<String, Arc<Target>>,
-    sessions: tokio::sync::Mutex<HashMap<String, Arc<Handle<Checker>>>>,
+    sessions: std::sync::Mutex<HashMap<String, Slot>>,
     connects: AtomicU64,
 }
 
@@ -273,30 +277,42 @@ impl SshClient {
             .get(target)
             .ok_or_else(|| SshError::UnknownTarget(target.to_owned()))?
             .clone();
+        let slot = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(target.to_owned())
+            .or_default()
+            .clone();
         let work = async {
             let mut fresh = false;
             loop {
                 let handle = {
-                    let mut sessions = self.sessions.lock().await;
-                    match sessions.get(target) {
+                    let mut kept = slot.lock().await;
+                    match kept.as_ref() {
                         Some(h) if !h.is_closed() => h.clone(),
                         _ => {
                             let h = self.connect(&t).await?;
                             fresh = true;
-                            sessions.insert(target.to_owned(), h.clone());
+                            *kept = Some(h.clone());
                             h
                         }
                     }
                 };
                 match handle.channel_open_session().await {
                     Ok(channel) => return exec(&t, channel, command).await,
-                    Err(e) => {
-                        self.sessions.lock().await.remove(target);
-                        if fresh {
-                            return Err(SshError::Unavailable(format!(
-                                "ssh target {}: cannot open a session: {e}",
-                                t.name
-                            )));
+                    // A live connection that refused one more session (the server's limit,
+                    // say) stays for the calls using it; only a dead one is replaced, once.
+                    Err(e) if fresh || !handle.is_closed() => {
+                        return Err(SshError::Unavailable(format!(
+                            "ssh target {}: cannot open a session: {e}",
+                            t.name
+                        )));
+                    }
+                    Err(_) => {
+                        let mut kept = slot.lock().await;
+                        if kept.as_ref().is_some_and(|h| Arc::ptr_eq(h, &handle)) {
+                            *kept = None;
                         }
                     }
                 }
