@@ -7,8 +7,8 @@
 //! 2. DeleteVolume sets `cleanup_requested_at` and returns.
 //! 3. Every node plugin removes its directory and adds itself to `nodes_completed` (or, when the
 //!    removal fails for another reason than the directory still being mounted, `nodes_failed`).
-//! 4. The controller marks listed nodes that no longer exist `nodes_decommissioned`; the record
-//!    is removed once every listed node is accounted for.
+//! 4. The controller marks listed nodes that no longer exist `nodes_decommissioned`, and removes
+//!    the record once every listed node is accounted for (nodes never delete records).
 //!
 //! Records live in ConfigMaps with Kubernetes ([`crate::kube::records`]) and in the embedded
 //! store without it. Every change is a compare-and-swap, retried with jittered backoff. A name
@@ -287,9 +287,8 @@ impl Cleanup {
         Ok(())
     }
 
-    /// Reports that this node removed its directory of a volume being deleted (or failed to),
-    /// removing the record when that completes it. Nothing when this node is not listed or no
-    /// cleanup was requested.
+    /// Reports that this node removed its directory of a volume being deleted (or failed to).
+    /// Nothing when this node is not listed or no cleanup was requested.
     async fn report(&self, volume: &str, completed: bool) -> Result<(), CleanupError> {
         let mut reported = false;
         self.update(volume, |status| {
@@ -305,9 +304,8 @@ impl Cleanup {
                 &mut s.nodes_failed
             };
             reported = add(list, &self.node);
-            Ok(if s.complete() {
-                Change::Delete
-            } else if reported {
+            // A complete record is the controller's to remove: nodes never delete.
+            Ok(if reported {
                 Change::Write(s)
             } else {
                 Change::Nothing

@@ -133,7 +133,7 @@ impl NodeHost {
 }
 
 struct Cluster {
-    _api: KubeApi,
+    api: KubeApi,
     client: kube::Client,
     controller: ServeProcess,
     _controller_root: tempfile::TempDir,
@@ -161,7 +161,7 @@ impl Cluster {
         )
         .await;
         Self {
-            _api: api,
+            api,
             client,
             controller,
             _controller_root: root,
@@ -417,4 +417,20 @@ async fn another_drivers_records_and_forged_records_remove_nothing() {
             "{name} was reported on: {status}"
         );
     }
+    // With the manifest's rights, a node plugin cannot delete a record (only the controller
+    // removes completed ones).
+    let kubeconfig = kube::config::Kubeconfig::read_from(cluster.api.node_kubeconfig()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    let as_node: Api<ConfigMap> =
+        Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+    let refused = as_node
+        .delete(&format!("nlc-vol-{theirs}"), &Default::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, kube::Error::Api(e) if e.code == 403),
+        "{refused}"
+    );
 }
