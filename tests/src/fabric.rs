@@ -148,6 +148,12 @@ impl Fabric for TestFabric {
         Ok(format!("instance={controller},cntlid={controller}\n"))
     }
 
+    fn rescan_controller(&self, controller: &str) -> std::io::Result<()> {
+        let mut state = self.state.lock().unwrap();
+        state.written.push(format!("rescan {controller}"));
+        Ok(())
+    }
+
     fn delete_controller(&self, controller: &str) -> std::io::Result<()> {
         let mut state = self.state.lock().unwrap();
         state.written.push(format!("delete {controller}"));

@@ -32,7 +32,7 @@ pub fn code(error: &Error) -> Code {
             | NodeError::NotABlockDevice { .. } => Code::FailedPrecondition,
             NodeError::Unsupported { .. } => Code::InvalidArgument,
             NodeError::Unmanaged { .. } | NodeError::NoFabrics { .. } => Code::FailedPrecondition,
-            NodeError::Unreachable { .. } => Code::Unavailable,
+            NodeError::Unreachable { .. } | NodeError::TooSmall { .. } => Code::Unavailable,
             NodeError::Confined(c) => match c {
                 ConfinedError::Outside { .. } | ConfinedError::Symlink { .. } => {
                     Code::InvalidArgument

@@ -171,7 +171,11 @@ impl NodeRpc for NodeService {
             .map(convert::capability)
             .transpose()?
             .is_some_and(|c| c.is_block());
-        let bytes = self.0.expand(id, &r.volume_path, staging, block).await?;
+        let required = convert::capacity_range(r.capacity_range.as_ref())?.required_bytes;
+        let bytes = self
+            .0
+            .expand(id, &r.volume_path, staging, block, required)
+            .await?;
         Ok(Response::new(NodeExpandVolumeResponse {
             capacity_bytes: bytes_to_csi(bytes),
         }))

@@ -256,6 +256,7 @@ impl Node {
         volume_path: &str,
         staging: Option<&Path>,
         block: bool,
+        required_bytes: u64,
     ) -> Result<u64, Error> {
         let path = self.published_path(id, volume_path)?;
         if block {
@@ -264,7 +265,7 @@ impl Node {
         let _guard = lock_target(&self.locks, id, path)?;
         let bytes = self
             .host
-            .expand(id, staging.unwrap_or(path))
+            .expand(id, staging.unwrap_or(path), required_bytes)
             .await
             .map_err(node_err(id))?;
         tracing::info!(volume = id, path = %path.display(), bytes, "filesystem expanded");

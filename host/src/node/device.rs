@@ -106,6 +106,16 @@ impl DeviceDirs {
         Ok(())
     }
 
+    /// Has the storage path look again at the attachment's device, so a device the storage grew
+    /// shows its new size: NVMe/TCP controllers are rescanned (a disk's size is the kernel's
+    /// to notice).
+    pub fn rescan(&self, attachment: &Attachment) -> Result<(), NodeError> {
+        if let Attachment::NvmeTcp(target) = attachment {
+            self.nvme.rescan(&self.sysfs, &target.nqn)?;
+        }
+        Ok(())
+    }
+
     /// The block device (`/dev/...`) the attachment names, waiting for it to appear.
     pub fn resolve(&self, attachment: &Attachment) -> Result<PathBuf, NodeError> {
         let started = Instant::now();

@@ -274,11 +274,21 @@ impl Host {
             .await
     }
 
-    /// Grows the filesystem mounted at `path` to its device; returns its size.
-    pub async fn expand(&self, id: &str, path: &Path) -> Result<u64, NodeError> {
+    /// Grows the filesystem mounted at `path` to its device, once the device (rescanned) has
+    /// `required` bytes; returns its size.
+    pub async fn expand(&self, id: &str, path: &Path, required: u64) -> Result<u64, NodeError> {
         let (root, key, path) = (self.root.clone(), claim_key(id, path), path.to_owned());
+        let (devices, attachment) = (
+            self.devices.clone(),
+            self.staged(id)?.and_then(|r| r.attachment()),
+        );
         self.ops
-            .run_claimed("expand", &key, move || stage::expand(&root, &path))
+            .run_claimed("expand", &key, move || {
+                if let Some(attachment) = &attachment {
+                    devices.rescan(attachment)?;
+                }
+                stage::expand(&root, &path, required, devices.wait)
+            })
             .await
     }
 

@@ -76,6 +76,14 @@ pub enum NodeError {
     },
     #[error("{what} names several disks ({found}); name the disk by its by-id name")]
     Ambiguous { what: String, found: String },
+    #[error(
+        "{device} has {size} bytes, not the {required} asked for: the storage has not grown it (yet)"
+    )]
+    TooSmall {
+        device: PathBuf,
+        size: u64,
+        required: u64,
+    },
     #[error("{path} is not a block device under /dev")]
     NotABlockDevice { path: PathBuf },
     #[error("{device} is already mounted at {at}; refusing to mount it again")]

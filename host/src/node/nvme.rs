@@ -19,6 +19,8 @@ pub trait Fabric: Send + Sync + std::fmt::Debug {
     fn connect(&self, options: &str) -> std::io::Result<String>;
     /// Deletes the controller named `controller` (`nvme3`).
     fn delete_controller(&self, controller: &str) -> std::io::Result<()>;
+    /// Has the controller look at its namespaces again (a grown one shows its new size).
+    fn rescan_controller(&self, controller: &str) -> std::io::Result<()>;
 }
 
 /// The real kernel: `/dev/nvme-fabrics` and `/sys/class/nvme/<controller>/delete_controller`.
@@ -46,6 +48,15 @@ impl Fabric for KernelFabric {
             .join("class/nvme")
             .join(controller)
             .join("delete_controller");
+        std::fs::write(path, "1")
+    }
+
+    fn rescan_controller(&self, controller: &str) -> std::io::Result<()> {
+        let path = self
+            .sysfs
+            .join("class/nvme")
+            .join(controller)
+            .join("rescan_controller");
         std::fs::write(path, "1")
     }
 }
@@ -139,6 +150,18 @@ impl Nvme {
                 nqn: target.nqn.clone(),
                 failures,
             });
+        }
+        Ok(())
+    }
+
+    /// Rescans every controller of the subsystem `nqn` (managed prefix only), so a namespace
+    /// the storage grew shows its new size.
+    pub fn rescan(&self, sysfs: &Path, nqn: &str) -> Result<(), NodeError> {
+        self.check_managed(nqn)?;
+        for c in controllers(sysfs, nqn) {
+            self.fabric
+                .rescan_controller(&c.name)
+                .map_err(io_error("rescan NVMe controller", &c.dir))?;
         }
         Ok(())
     }
@@ -559,6 +582,14 @@ mod tests {
                 .push(format!("delete {controller}"));
             std::fs::remove_dir_all(self.sysfs.join("class/nvme").join(controller))
         }
+
+        fn rescan_controller(&self, controller: &str) -> std::io::Result<()> {
+            self.written
+                .lock()
+                .unwrap()
+                .push(format!("rescan {controller}"));
+            Ok(())
+        }
     }
 
     #[test]
@@ -616,6 +647,10 @@ mod tests {
         }
 
         fn delete_controller(&self, _: &str) -> std::io::Result<()> {
+            Ok(())
+        }
+
+        fn rescan_controller(&self, _: &str) -> std::io::Result<()> {
             Ok(())
         }
     }

@@ -247,8 +247,14 @@ pub fn unstage(root: &KubeletRoot, staging: &Path) -> Result<bool, NodeError> {
 
 /// Grows the filesystem mounted at `path` (beneath the kubelet root; the staging path when
 /// there is one, as a published path may be a read-only bind) to fill its device, online: the
-/// kernel's resize ioctl for ext4, xfs_growfs for xfs. Returns the device's size in bytes.
-pub fn expand(root: &KubeletRoot, path: &Path) -> Result<u64, NodeError> {
+/// kernel's resize ioctl for ext4, xfs_growfs for xfs, once the device has at least `required`
+/// bytes (waiting up to `wait` for it). Returns the device's size in bytes.
+pub fn expand(
+    root: &KubeletRoot,
+    path: &Path,
+    required: u64,
+    wait: std::time::Duration,
+) -> Result<u64, NodeError> {
     let target = Target::resolve(root, path)?;
     let handle = target.open()?.ok_or_else(|| NodeError::Missing {
         path: path.to_owned(),
@@ -276,7 +282,21 @@ pub fn expand(root: &KubeletRoot, path: &Path) -> Result<u64, NodeError> {
             ),
         });
     }
-    let size = device_size(device)?;
+    // The storage may grow the device a moment after it said so: wait, bounded, for the size
+    // asked for, rather than grow to less.
+    let started = std::time::Instant::now();
+    let mut size = device_size(device)?;
+    while size < required && started.elapsed() < wait {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        size = device_size(device)?;
+    }
+    if size < required {
+        return Err(NodeError::TooSmall {
+            device: device.to_owned(),
+            size,
+            required,
+        });
+    }
     if mounted.fs_type == "ext4" {
         grow_ext4(&target, path, size)?;
     } else {
