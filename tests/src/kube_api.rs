@@ -234,6 +234,11 @@ impl KubeApi {
         self.kubeconfig_for(CONTROLLER_ACCOUNT.0, CONTROLLER_ACCOUNT.1)
     }
 
+    /// The port the API server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// The node plugin's kubeconfig (after [`KubeApi::start_deployed`]).
     pub fn node_kubeconfig(&self) -> PathBuf {
         self.kubeconfig_for(NODE_ACCOUNT.0, NODE_ACCOUNT.1)

@@ -10,6 +10,7 @@ pub mod kube_api;
 pub mod loop_disk;
 pub mod process;
 pub mod sshd;
+pub mod stall_proxy;
 pub mod store_contract;
 
 use std::path::{Path, PathBuf};

@@ -78,7 +78,8 @@ impl KubeStore {
         })
     }
 
-    /// Runs `work` on the store's runtime and waits for it (from any thread, async or not).
+    /// Runs `work` on the store's runtime and waits for it (from any thread, async or not,
+    /// without holding up an async worker's other tasks).
     fn wait<T: Send + 'static>(
         &self,
         work: impl Future<Output = Result<T, StoreError>> + Send + 'static,
@@ -88,8 +89,19 @@ impl KubeStore {
         runtime.spawn(async move {
             let _ = tx.send(work.await);
         });
-        rx.recv()
-            .unwrap_or_else(|_| Err(StoreError::Unavailable("the state store stopped".into())))
+        let wait = || {
+            rx.recv()
+                .unwrap_or_else(|_| Err(StoreError::Unavailable("the state store stopped".into())))
+        };
+        // Called from an async handler on a multi-threaded runtime, the worker hands its other
+        // tasks (Probe, every other RPC) to the rest before it waits: a slow API server then
+        // delays only the calls that need it.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
+        }
     }
 
     fn name(&self, namespace: &str, key: &str) -> String {

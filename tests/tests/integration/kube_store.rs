@@ -110,3 +110,51 @@ async fn start(root: &std::path::Path, node: &str, mode: &str, kubeconfig: &str)
     ];
     ServeProcess::start_with(&modcsi_binary(), RULE_BREAKER, root, &flags).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_api_server_holds_up_only_the_calls_that_need_it() {
+    use modcsi_tests::stall_proxy::StallProxy;
+    let api = KubeApi::start_deployed().await;
+    let proxy = StallProxy::start(api.port()).await;
+    // The controller's credentials, through the proxy.
+    let kubeconfig = std::fs::read_to_string(api.controller_kubeconfig())
+        .unwrap()
+        .replace(
+            &format!("127.0.0.1:{}", api.port()),
+            &format!("127.0.0.1:{}", proxy.port),
+        );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
+    std::fs::write(&path, kubeconfig).unwrap();
+    let host = modcsi_tests::TestHost::start_with(modcsi_tests::NODE_LOCAL_CACHE, |c| {
+        c.cluster.kubeconfig = Some(path);
+        c.cluster.namespace = Some("default".into());
+    })
+    .await;
+    proxy.stall(true);
+    // More CreateVolumes than the runtime has workers, each waiting on the shared store.
+    let creates: Vec<_> = (0..4)
+        .map(|i| {
+            let mut c = host.client.controller.clone();
+            tokio::spawn(async move {
+                c.create_volume(modcsi_tests::requests::create(&format!("stalled-{i}")))
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    host.client
+        .identity
+        .clone()
+        .probe(modcsi::proto::ProbeRequest {})
+        .await
+        .unwrap();
+    assert!(
+        creates.iter().all(|c| !c.is_finished()),
+        "Probe answered while every create still waited on the API server"
+    );
+    proxy.stall(false);
+    for create in creates {
+        create.await.unwrap().unwrap();
+    }
+}
