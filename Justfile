@@ -31,6 +31,11 @@ check:
 test: build-backends check
     cargo nextest run --workspace --no-fail-fast
 
+# The node-local quota tests, on a kernel with ext4 and xfs project quotas (they are skipped, and
+# say why, in `just test`)
+test-quotas: build-backends
+    cargo nextest run -p modcsi-tests --test integration --run-ignored only -E 'test(/project_quota/)'
+
 # The backend conformance kit (MODCSI_BACKEND=path/to/backend.wasm checks another component) and the
 # RDS backend end to end against the fake RouterOS over real SSH
 test-backends: build-backends

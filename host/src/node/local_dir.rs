@@ -59,7 +59,7 @@ impl LocalDirs {
         }
         match (&self.unenforced, size) {
             (None, Some(bytes)) => {
-                super::quota::limit(&path, bytes)?;
+                super::quota::limit(&path, volume_id, bytes)?;
             }
             (Some(why), _) => self.warned.call_once(|| {
                 tracing::warn!(

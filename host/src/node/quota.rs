@@ -1,16 +1,21 @@
 //! Project quotas, which give a node-local directory the size its volume was created with. A
-//! volume directory becomes its own project: the project id is the directory's inode number
-//! (unique on its filesystem for as long as the directory lives, never 0), set with the
-//! inherit flag so everything created inside counts, and the project's hard block limit is the
-//! volume's size. With the project's limit in place, statfs(2) on the directory reports the
+//! volume directory becomes its own project, set with the inherit flag so everything created
+//! inside counts, and the project's hard block limit is the volume's size.
+//!
+//! Project ids come from a range of this host's own ([`PROJECT_IDS`], clear of the low ids of
+//! /etc/projects and of kubelet's fsquota ids, which start at 1048577), never from inode
+//! numbers (which outgrow 32 bits on large XFS filesystems with inode64). A volume's id is a
+//! digest of its volume id within the range, probed onward past ids in use: an id whose project
+//! holds blocks, inodes or limits, or one /etc/projects names. The assignment persists in the
+//! directory's own attribute, so a directory keeps its id across restarts. With the project's limit in place, statfs(2) on the directory reports the
 //! quota (ext4 and xfs do), so stats need nothing of their own.
 //!
 //! Needs a filesystem with project quotas on (ext4: `mkfs.ext4 -O project,quota` and mount
 //! option `prjquota`; xfs: `prjquota`). [`supported`] says whether the state directory's has.
 
 use std::fs::File;
+use std::ops::RangeInclusive;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -25,6 +30,11 @@ const QIF_BLIMITS: u32 = 1;
 const FS_XFLAG_PROJINHERIT: u32 = 0x0000_0200;
 /// Quota block limits are in 1 KiB units.
 const QUOTA_BLOCK: u64 = 1024;
+
+/// The project ids this host gives volume directories.
+pub const PROJECT_IDS: RangeInclusive<u32> = 2_000_000_000..=2_099_999_999;
+/// How many ids past a volume's first are tried before giving up.
+const PROBES: u32 = 64;
 
 fn qcmd(cmd: i32, kind: i32) -> i32 {
     (cmd << 8) | (kind & 0xff)
@@ -80,8 +90,51 @@ pub fn supported(dir: &Path) -> Result<(), String> {
     }
 }
 
-/// Makes `dir` its own project limited to `bytes` (rounded up to whole KiB). Idempotent.
-pub fn limit(dir: &Path, bytes: u64) -> Result<u32, NodeError> {
+/// The id volume `volume` gets: the first of its candidates (a digest of the id within
+/// [`PROJECT_IDS`], then the ids after it) that `free` accepts.
+fn pick(volume: &str, free: impl Fn(u32) -> bool) -> Option<u32> {
+    // FNV-1a: stable across releases and machines, unlike std's hasher.
+    let digest = volume.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let (start, span) = (
+        *PROJECT_IDS.start(),
+        PROJECT_IDS.end() - PROJECT_IDS.start() + 1,
+    );
+    let first = (digest % u64::from(span)) as u32;
+    (0..PROBES)
+        .map(|i| start + (first + i) % span)
+        .find(|&id| free(id))
+}
+
+/// Whether project `id` holds nothing and has no limits on the filesystem of `fd`.
+fn unused(fd: &File, id: u32) -> bool {
+    let mut quota = empty_dqblk();
+    match quotactl(fd, qcmd(Q_GETQUOTA, PRJQUOTA), id, &mut quota) {
+        Ok(()) => {
+            quota.dqb_curspace == 0
+                && quota.dqb_curinodes == 0
+                && quota.dqb_bhardlimit == 0
+                && quota.dqb_ihardlimit == 0
+        }
+        Err(Errno::ENOENT | Errno::ESRCH) => true,
+        Err(_) => false,
+    }
+}
+
+/// The project ids /etc/projects names (`id:path` lines), so an operator's projects are never
+/// reused.
+fn listed_projects() -> Vec<u32> {
+    std::fs::read_to_string("/etc/projects")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(':').next()?.trim().parse().ok())
+        .collect()
+}
+
+/// Makes `dir`, volume `volume`'s directory, its own project limited to `bytes` (rounded up to
+/// whole KiB). Idempotent.
+pub fn limit(dir: &Path, volume: &str, bytes: u64) -> Result<u32, NodeError> {
     let fail = |op: &'static str| {
         move |errno: Errno| NodeError::Mount {
             op,
@@ -90,19 +143,23 @@ pub fn limit(dir: &Path, bytes: u64) -> Result<u32, NodeError> {
         }
     };
     let file = File::open(dir).map_err(super::io_error("open", dir))?;
-    let inode = file
-        .metadata()
-        .map_err(super::io_error("inspect", dir))?
-        .ino();
-    let project = u32::try_from(inode).map_err(|_| NodeError::Unsupported {
-        what: format!(
-            "a project quota on {}: its inode number {inode} does not fit a project id",
-            dir.display()
-        ),
-    })?;
     let mut attr = FsXattr::default();
     // SAFETY: the ioctls read and write one `struct fsxattr` at a valid pointer.
     unsafe { fs_get_xattr(file.as_raw_fd(), &mut attr) }.map_err(fail("read the attributes of"))?;
+    // The directory's own attribute is the record of its id: kept once given.
+    let project = if PROJECT_IDS.contains(&attr.projid) {
+        attr.projid
+    } else {
+        let listed = listed_projects();
+        pick(volume, |id| !listed.contains(&id) && unused(&file, id)).ok_or_else(|| {
+            NodeError::Unsupported {
+                what: format!(
+                    "a project quota on {}: {PROBES} project ids in a row are in use",
+                    dir.display()
+                ),
+            }
+        })?
+    };
     if attr.projid != project || attr.xflags & FS_XFLAG_PROJINHERIT == 0 {
         attr.projid = project;
         attr.xflags |= FS_XFLAG_PROJINHERIT;
@@ -121,6 +178,26 @@ pub fn limit(dir: &Path, bytes: u64) -> Result<u32, NodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn project_ids_are_stable_in_range_and_probe_past_ids_in_use() {
+        let first = pick("nlc-1", |_| true).unwrap();
+        assert!(PROJECT_IDS.contains(&first));
+        assert_eq!(pick("nlc-1", |_| true), Some(first), "the same every time");
+        assert_ne!(pick("nlc-2", |_| true), Some(first));
+        // In use: the next free one (wrapping inside the range).
+        let next = pick("nlc-1", |id| id != first).unwrap();
+        assert!(PROJECT_IDS.contains(&next) && next != first);
+        assert_eq!(pick("nlc-1", |_| false), None, "gives up after its probes");
+        // Large inode numbers no longer matter: ids never leave the range.
+        for volume in [
+            "a",
+            "pvc-0a1b2c3d-0000-5000-8000-000000000001",
+            &"x".repeat(128),
+        ] {
+            assert!(PROJECT_IDS.contains(&pick(volume, |_| true).unwrap()));
+        }
+    }
 
     #[test]
     fn the_kernel_interface_matches_its_headers() {
