@@ -262,7 +262,7 @@ impl Server {
             ),
         };
         let book = match &cluster {
-            Some(c) => crate::cleanup::Book::Cluster(c.clone()),
+            Some(c) => crate::cleanup::Book::Cluster(c.clone(), Default::default()),
             None => crate::cleanup::Book::Embedded(state.clone()),
         };
         let cleanup = Arc::new(crate::cleanup::Cleanup::new(

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::{CleanupError, Status};
 use crate::kube::Cluster;
+use crate::kube::records::RecordCache;
 use crate::state::{Durability, StateStore};
 
 const NAMESPACE: &str = "host/cleanup";
@@ -13,7 +14,8 @@ const DURABILITY: Durability = Durability::Soon;
 
 pub enum Book {
     Embedded(Arc<dyn StateStore>),
-    Cluster(Arc<Cluster>),
+    /// ConfigMaps, read through the cache the watch fills (a LIST until it has listed once).
+    Cluster(Arc<Cluster>, Arc<RecordCache>),
 }
 
 fn parse(volume: &str, text: &[u8]) -> Result<Status, CleanupError> {
@@ -37,22 +39,24 @@ impl Book {
     /// The record and its version.
     pub async fn get(&self, volume: &str) -> Result<Option<(Status, String)>, CleanupError> {
         match self {
-            Book::Cluster(c) => match c.record(volume).await.map_err(Self::cluster_err(volume))? {
-                Some(s) => {
-                    let status = parse(volume, s.text.as_bytes())?;
-                    if !s.is_of(&status.volume_id) || status.volume_id != volume {
-                        return Err(CleanupError::Malformed {
-                            volume: volume.to_owned(),
-                            why: format!(
-                                "its body names volume {:?}, not the one its name and label do",
-                                status.volume_id
-                            ),
-                        });
+            Book::Cluster(c, _) => {
+                match c.record(volume).await.map_err(Self::cluster_err(volume))? {
+                    Some(s) => {
+                        let status = parse(volume, s.text.as_bytes())?;
+                        if !s.is_of(&status.volume_id) || status.volume_id != volume {
+                            return Err(CleanupError::Malformed {
+                                volume: volume.to_owned(),
+                                why: format!(
+                                    "its body names volume {:?}, not the one its name and label do",
+                                    status.volume_id
+                                ),
+                            });
+                        }
+                        Ok(Some((status, s.version)))
                     }
-                    Ok(Some((status, s.version)))
+                    None => Ok(None),
                 }
-                None => Ok(None),
-            },
+            }
             Book::Embedded(store) => match store
                 .get(NAMESPACE, volume)
                 .map_err(Self::store_err(volume))?
@@ -72,7 +76,7 @@ impl Book {
     ) -> Result<Option<String>, CleanupError> {
         let text = serde_json::to_string(status).expect("a cleanup record serialises");
         match self {
-            Book::Cluster(c) => c
+            Book::Cluster(c, _) => c
                 .put_record(volume, &text, version)
                 .await
                 .map_err(Self::cluster_err(volume)),
@@ -90,7 +94,7 @@ impl Book {
     /// Removes the record at `version`; `false` when it changed meanwhile.
     pub async fn delete(&self, volume: &str, version: &str) -> Result<bool, CleanupError> {
         match self {
-            Book::Cluster(c) => c
+            Book::Cluster(c, _) => c
                 .delete_record(volume, version)
                 .await
                 .map_err(Self::cluster_err(volume)),
@@ -108,9 +112,13 @@ impl Book {
     /// and left alone).
     pub async fn list(&self) -> Result<Vec<Status>, CleanupError> {
         let texts: Vec<(String, Vec<u8>)> = match self {
-            Book::Cluster(c) => {
+            Book::Cluster(c, cache) => {
+                let records = match cache.records() {
+                    Some(records) => records,
+                    None => c.records().await.map_err(Self::cluster_err("(all)"))?,
+                };
                 let mut out = vec![];
-                for s in c.records().await.map_err(Self::cluster_err("(all)"))? {
+                for s in records {
                     match parse("(a config map)", s.text.as_bytes()) {
                         Ok(status) if s.is_of(&status.volume_id) => {
                             out.push((status.volume_id, s.text.into_bytes()))

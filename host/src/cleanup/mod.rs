@@ -32,6 +32,8 @@ use crate::node::local_dir::LocalDirs;
 use crate::node::pool::NodeOps;
 use crate::state::StoreError;
 
+/// How long changes are gathered into one pass.
+const DEBOUNCE: Duration = Duration::from_millis(100);
 /// Attempts at one compare-and-swap change before giving up (the public driver's figure).
 const ATTEMPTS: u32 = 15;
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
@@ -321,7 +323,22 @@ impl Cleanup {
     /// Marks listed nodes that the cluster no longer has as decommissioned, and removes complete
     /// records. Without Kubernetes there is no other node to ask about.
     pub async fn controller_pass(&self) -> Result<(), CleanupError> {
-        for status in self.book.list().await? {
+        let records = self.book.list().await?;
+        // One LIST of the nodes for the pass (when anything waits on a node); a node it lacks
+        // is asked about on its own before it is decommissioned.
+        let listed = match &self.cluster {
+            Some(cluster) if records.iter().any(|s| s.cleanup_requested_at.is_some()) => Some(
+                cluster
+                    .node_names()
+                    .await
+                    .map_err(|source| CleanupError::Cluster {
+                        volume: "(all)".into(),
+                        source,
+                    })?,
+            ),
+            _ => None,
+        };
+        for status in records {
             if status.cleanup_requested_at.is_none() {
                 continue;
             }
@@ -329,6 +346,9 @@ impl Cleanup {
             let mut gone = Vec::new();
             if let Some(cluster) = &self.cluster {
                 for node in status.pending() {
+                    if listed.as_ref().is_some_and(|names| names.contains(node)) {
+                        continue;
+                    }
                     match cluster.node_exists(node).await {
                         Ok(false) => gone.push(node.to_owned()),
                         Ok(true) => {}
@@ -369,11 +389,12 @@ impl Cleanup {
         controller: bool,
         interval: Duration,
     ) {
-        let mut changes: std::pin::Pin<Box<dyn futures::Stream<Item = ()> + Send>> =
-            match &self.cluster {
-                Some(cluster) => Box::pin(cluster.record_changes()),
-                None => Box::pin(futures::stream::pending()),
-            };
+        let mut changes: std::pin::Pin<Box<dyn futures::Stream<Item = ()> + Send>> = match &self
+            .book
+        {
+            Book::Cluster(cluster, cache) => Box::pin(cluster.clone().watch_records(cache.clone())),
+            Book::Embedded(_) => Box::pin(futures::stream::pending()),
+        };
         loop {
             if let Some((dirs, ops)) = &node
                 && let Err(e) = self.node_pass(dirs, ops).await
@@ -385,7 +406,18 @@ impl Cleanup {
             }
             use futures::StreamExt;
             tokio::select! {
-                _ = changes.next() => {}
+                _ = changes.next() => {
+                    // A burst of changes (a volume deleted on many nodes) is one pass: what
+                    // arrives within a moment joins it.
+                    let debounce = tokio::time::sleep(DEBOUNCE);
+                    tokio::pin!(debounce);
+                    loop {
+                        tokio::select! {
+                            _ = changes.next() => {}
+                            () = &mut debounce => break,
+                        }
+                    }
+                }
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(interval) => {}
             }

@@ -400,6 +400,17 @@ impl Fencing {
             volume: "(all)".into(),
             source,
         };
+        // One LIST of the cluster's nodes for the pass; a node it lacks is asked about again,
+        // on its own, within the volume's turn before anything is forgotten.
+        let listed = self
+            .nodes
+            .names()
+            .await
+            .map_err(|source| FenceError::Cluster {
+                volume: "(all)".into(),
+                node: "(all)".into(),
+                source,
+            })?;
         let mut cleared = 0;
         let mut after = String::new();
         loop {
@@ -416,6 +427,9 @@ impl Fencing {
                 // cluster's answer and the forgetting.
                 let turn = self.turn(&volume).await;
                 for node in self.nodes_since(&volume, cutoff)? {
+                    if listed.as_ref().is_some_and(|names| names.contains(&node)) {
+                        continue;
+                    }
                     let exists =
                         self.nodes
                             .exists(&node)

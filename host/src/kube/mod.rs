@@ -109,6 +109,20 @@ impl Cluster {
     }
 
     /// Whether the cluster has a Node of this name (CSI node ids are Kubernetes node names).
+    /// The names of every Node of the cluster (one LIST, for a pass over many attachments).
+    pub async fn node_names(&self) -> Result<std::collections::HashSet<String>, KubeError> {
+        Api::<Node>::all(self.client.clone())
+            .list_metadata(&kube::api::ListParams::default())
+            .await
+            .map(|list| {
+                list.items
+                    .into_iter()
+                    .filter_map(|n| n.metadata.name)
+                    .collect()
+            })
+            .map_err(KubeError::api("list nodes"))
+    }
+
     pub async fn node_exists(&self, node: &str) -> Result<bool, KubeError> {
         Api::<Node>::all(self.client.clone())
             .get_metadata_opt(node)

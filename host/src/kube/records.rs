@@ -170,25 +170,91 @@ impl Cluster {
             .map_err(KubeError::api("list cleanup config maps"))
     }
 
-    /// Yields whenever a record is written or removed (and once the watch is established);
-    /// a broken watch is re-established with backoff.
-    pub fn record_changes(&self) -> impl Stream<Item = ()> + Send + 'static {
+    /// Follows this driver's records into `cache`, yielding whenever one is written or removed
+    /// (and once a listing is complete); a broken watch is re-established with backoff and
+    /// lists again, replacing the cache. The passes read the cache, so an event costs no LIST.
+    pub fn watch_records(
+        self: std::sync::Arc<Self>,
+        cache: std::sync::Arc<RecordCache>,
+    ) -> impl Stream<Item = ()> + Send + 'static {
         let api: Api<ConfigMap> = Api::namespaced(self.watch_client.clone(), &self.namespace);
         watcher(
             api,
             watcher::Config::default().labels(&self.record_selector()),
         )
         .default_backoff()
-        .filter_map(|event| async move {
-            match event {
-                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))
-                | Ok(watcher::Event::InitDone) => Some(()),
-                Ok(_) => None,
-                Err(e) => {
-                    tracing::warn!("watching cleanup records: {e}");
-                    None
+        .filter_map(move |event| {
+            let (cluster, cache) = (self.clone(), cache.clone());
+            async move {
+                let mut state = cache.state.lock().unwrap_or_else(|e| e.into_inner());
+                match event {
+                    Ok(watcher::Event::Init) => {
+                        state.relisting = Some(BTreeMap::new());
+                        None
+                    }
+                    Ok(watcher::Event::InitApply(cm)) => {
+                        let name = cm.metadata.name.clone().unwrap_or_default();
+                        if let (Some(relisting), true) =
+                            (state.relisting.as_mut(), cluster.owns(&cm))
+                            && let Some(stored) = stored(cm)
+                        {
+                            relisting.insert(name, stored);
+                        }
+                        None
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        if let Some(listed) = state.relisting.take() {
+                            state.records = Some(listed);
+                        }
+                        Some(())
+                    }
+                    Ok(watcher::Event::Apply(cm)) => {
+                        let name = cm.metadata.name.clone().unwrap_or_default();
+                        if let (Some(records), true) = (state.records.as_mut(), cluster.owns(&cm))
+                            && let Some(stored) = stored(cm)
+                        {
+                            records.insert(name, stored);
+                        }
+                        Some(())
+                    }
+                    Ok(watcher::Event::Delete(cm)) => {
+                        let name = cm.metadata.name.clone().unwrap_or_default();
+                        if let Some(records) = state.records.as_mut() {
+                            records.remove(&name);
+                        }
+                        Some(())
+                    }
+                    Err(e) => {
+                        tracing::warn!("watching cleanup records: {e}");
+                        None
+                    }
                 }
             }
         })
+    }
+}
+
+/// This driver's records as the watch last showed them: what the cleanup passes read instead of
+/// listing the namespace at every change.
+#[derive(Debug, Default)]
+pub struct RecordCache {
+    state: std::sync::Mutex<CacheState>,
+}
+
+#[derive(Debug, Default)]
+struct CacheState {
+    /// None until the first listing is complete.
+    records: Option<BTreeMap<String, Stored>>,
+    relisting: Option<BTreeMap<String, Stored>>,
+}
+
+impl RecordCache {
+    /// Every record, once the watch has listed them all (None before).
+    pub fn records(&self) -> Option<Vec<Stored>> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .records
+            .as_ref()
+            .map(|r| r.values().cloned().collect())
     }
 }
