@@ -46,7 +46,7 @@ fake-rds:
     cargo build -p modcsi-tests --bin fake-routeros
     scripts/fake-rds.sh target/debug/fake-routeros
 
-# Lifecycle throughput, per-call latency and driver CPU per lifecycle (a `modcsi serve` process), block-volume lifecycles on a loop device, backend-call overhead
+# Lifecycle throughput, per-call latency and driver CPU per lifecycle (a `modcsi serve` process), block-volume lifecycles on a loop device, backend-call overhead, node-local cleanup at scale (API requests per volume)
 bench: build-backends
     cargo build --release -p modcsi --bin modcsi
     cargo build --release -p modcsi-tests --bin fake-routeros

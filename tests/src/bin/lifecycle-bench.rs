@@ -476,6 +476,113 @@ state store (redb, durable commit per write), {N} compare-and-swap writes: p50 {
     );
 }
 
+/// Requests the API server has served so far (its `apiserver_request_total` counters).
+async fn api_requests(client: &kube::Client) -> u64 {
+    let text = client
+        .request_text(http::Request::get("/metrics").body(Vec::new()).unwrap())
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Node-local cleanup at scale: 200 volumes, each published on 3 of 20 node processes, then
+/// deleted; the API requests the driver makes from the first delete until every record is
+/// gone, per volume.
+async fn cleanup_at_scale(binary: &Path) {
+    const NODES: usize = 20;
+    const VOLUMES: usize = 200;
+    let api = KubeApi::start_deployed().await;
+    let client = api.client().await;
+    let node_config = api.node_kubeconfig().to_str().unwrap().to_owned();
+    let controller_config = api.controller_kubeconfig().to_str().unwrap().to_owned();
+    let common = |node: &str, mode: &str, kubeconfig: &str| -> Vec<String> {
+        [
+            "--node-id",
+            node,
+            "--mode",
+            mode,
+            "--kubeconfig",
+            kubeconfig,
+            "--namespace",
+            "default",
+            "--reconcile-interval",
+            "5s",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let mut roots = vec![];
+    let mut nodes = vec![];
+    for i in 0..NODES {
+        let name = format!("n{i:02}");
+        modcsi_tests::kube_api::objects::add_node(&client, &name).await;
+        let root = tempfile::tempdir().unwrap();
+        let dirs = root.path().join("nlc").display().to_string();
+        let mut flags = common(&name, "node", &node_config);
+        flags.extend(["--local-dir-root".to_owned(), dirs]);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        nodes.push(ServeProcess::start_with(binary, NODE_LOCAL_CACHE, root.path(), &flags).await);
+        roots.push(root);
+    }
+    let root = tempfile::tempdir().unwrap();
+    let flags = common("controller", "controller", &controller_config);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let controller = ServeProcess::start_with(binary, NODE_LOCAL_CACHE, root.path(), &flags).await;
+    let mut ids = vec![];
+    for v in 0..VOLUMES {
+        let volume = controller
+            .client
+            .controller
+            .clone()
+            .create(&format!("scale-{v}"))
+            .await;
+        for k in 0..3 {
+            let node = &nodes[(v * 7 + k * 3) % NODES];
+            let target = node.targets().join(format!("t-{v}"));
+            let target = target.to_str().unwrap();
+            let mut csi = node.client.node.clone();
+            csi.node_publish_volume(requests::publish(&volume, target, false))
+                .await
+                .unwrap();
+            csi.node_unpublish_volume(requests::unpublish(&volume.volume_id, target))
+                .await
+                .unwrap();
+        }
+        ids.push(volume.volume_id);
+    }
+    let configmaps: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(client.clone(), "default");
+    let records = kube::api::ListParams::default().labels("node-local-cache.csi.io/volume");
+    let before = api_requests(&client).await;
+    let started = Instant::now();
+    for id in &ids {
+        controller
+            .client
+            .controller
+            .clone()
+            .delete_volume(requests::delete(id))
+            .await
+            .unwrap();
+    }
+    let mut polls = 0;
+    while !configmaps.list(&records).await.unwrap().items.is_empty() {
+        polls += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let took = started.elapsed();
+    // The bench's own requests: its polls and the metrics reads.
+    let after = api_requests(&client).await - (polls + 2);
+    println!(
+        "node-local cleanup at scale: {VOLUMES} volumes, each on 3 of {NODES} node processes, deleted and cleaned up in {:.1} s: {:.1} API requests per volume",
+        took.as_secs_f64(),
+        (after - before) as f64 / VOLUMES as f64
+    );
+    drop(nodes);
+}
+
 #[tokio::main]
 async fn main() {
     println!(
@@ -487,6 +594,11 @@ async fn main() {
         "{} is missing: `just bench` builds it",
         binary.display()
     );
+    // `lifecycle-bench cleanup`: that part alone.
+    if std::env::args().nth(1).as_deref() == Some("cleanup") {
+        cleanup_at_scale(&binary).await;
+        return;
+    }
     let root = tempfile::tempdir().unwrap();
     let server = ServeProcess::start(&binary, NODE_LOCAL_CACHE, root.path()).await;
     for clients in [1, 16] {
@@ -499,6 +611,7 @@ async fn main() {
     fencing_decisions(Some(&api)).await;
     state_rebuild(&api).await;
     drop(api);
+    cleanup_at_scale(&binary).await;
     ssh_reuse().await;
     rds_calls().await;
     backend_overhead().await;
