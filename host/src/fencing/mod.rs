@@ -291,31 +291,37 @@ impl Fencing {
         present: &[(String, String)],
         started_ms: u64,
     ) -> Result<usize, FenceError> {
+        let mut gone = 0;
+        for volume in self.volumes()? {
+            let turn = self.turn(&volume).await;
+            let missing = |a: &Attached| {
+                a.since_unix_ms <= started_ms
+                    && !present.iter().any(|(v, n)| *v == volume && *n == a.node)
+            };
+            let before = self.nodes(&volume)?.len();
+            self.forget_where(&turn, &volume, missing)?;
+            gone += before - self.nodes(&volume)?.len();
+        }
+        Ok(gone)
+    }
+
+    /// Every volume with an attachment record.
+    fn volumes(&self) -> Result<Vec<String>, FenceError> {
         let store_err = |source| FenceError::Store {
             volume: "(all)".into(),
             source,
         };
-        let mut gone = 0;
-        let mut after = String::new();
+        let mut all: Vec<String> = vec![];
         loop {
-            let volumes = self
+            let after = all.last().cloned().unwrap_or_default();
+            let page = self
                 .state
                 .list(NAMESPACE, "", &after, 500)
                 .map_err(store_err)?;
-            let Some(last) = volumes.last().cloned() else {
-                return Ok(gone);
-            };
-            for volume in volumes {
-                let turn = self.turn(&volume).await;
-                let missing = |a: &Attached| {
-                    a.since_unix_ms <= started_ms
-                        && !present.iter().any(|(v, n)| *v == volume && *n == a.node)
-                };
-                let before = self.nodes(&volume)?.len();
-                self.forget_where(&turn, &volume, missing)?;
-                gone += before - self.nodes(&volume)?.len();
+            if page.is_empty() {
+                return Ok(all);
             }
-            after = last;
+            all.extend(page);
         }
     }
 
@@ -396,10 +402,6 @@ impl Fencing {
     /// Clears attachments older than `older_than` whose node the cluster no longer has. Returns
     /// how many were cleared. Stops at the first API error (the next pass tries again).
     pub async fn reconcile(&self, older_than: Duration) -> Result<usize, FenceError> {
-        let store_err = |source| FenceError::Store {
-            volume: "(all)".into(),
-            source,
-        };
         // One LIST of the cluster's nodes for the pass; a node it lacks is asked about again,
         // on its own, within the volume's turn before anything is forgotten.
         let listed = self
@@ -412,42 +414,32 @@ impl Fencing {
                 source,
             })?;
         let mut cleared = 0;
-        let mut after = String::new();
-        loop {
-            let volumes = self
-                .state
-                .list(NAMESPACE, "", &after, 500)
-                .map_err(store_err)?;
-            let Some(last) = volumes.last().cloned() else {
-                return Ok(cleared);
-            };
-            for volume in volumes {
-                let cutoff = now_ms().saturating_sub(older_than.as_millis() as u64);
-                // Decided within the volume's turn: a publish cannot slip in between the
-                // cluster's answer and the forgetting.
-                let turn = self.turn(&volume).await;
-                for node in self.nodes_since(&volume, cutoff)? {
-                    if listed.as_ref().is_some_and(|names| names.contains(&node)) {
-                        continue;
-                    }
-                    let exists =
-                        self.nodes
-                            .exists(&node)
-                            .await
-                            .map_err(|source| FenceError::Cluster {
-                                volume: volume.clone(),
-                                node: node.clone(),
-                                source,
-                            })?;
-                    if !exists {
-                        self.forget(&turn, &volume, Some(&node))?;
-                        tracing::warn!(volume, node, "cleared the attachment of a deleted node");
-                        cleared += 1;
-                    }
+        for volume in self.volumes()? {
+            let cutoff = now_ms().saturating_sub(older_than.as_millis() as u64);
+            // Decided within the volume's turn: a publish cannot slip in between the cluster's
+            // answer and the forgetting.
+            let turn = self.turn(&volume).await;
+            for node in self.nodes_since(&volume, cutoff)? {
+                if listed.as_ref().is_some_and(|names| names.contains(&node)) {
+                    continue;
+                }
+                let exists =
+                    self.nodes
+                        .exists(&node)
+                        .await
+                        .map_err(|source| FenceError::Cluster {
+                            volume: volume.clone(),
+                            node: node.clone(),
+                            source,
+                        })?;
+                if !exists {
+                    self.forget(&turn, &volume, Some(&node))?;
+                    tracing::warn!(volume, node, "cleared the attachment of a deleted node");
+                    cleared += 1;
                 }
             }
-            after = last;
         }
+        Ok(cleared)
     }
 
     fn nodes_since(&self, volume: &str, before_ms: u64) -> Result<Vec<String>, FenceError> {
