@@ -202,6 +202,8 @@ pub struct Backend {
     info: BackendInfo,
     origin: Origin,
     engine: Engine,
+    /// Keeps the epoch (the deadlines' clock) advancing while a call runs.
+    ticker: engine::Ticker,
     pre: wasmtime::component::InstancePre<CallState>,
     versions: Versions,
     wit_version: String,
@@ -223,7 +225,7 @@ impl Backend {
             path: path.to_owned(),
             reason,
         })?;
-        let engine = engine::build(options.max_concurrent_calls, options.memory_limit)
+        let (engine, ticker) = engine::build(options.max_concurrent_calls, options.memory_limit)
             .map_err(LoadError::Engine)?;
         let cache_err = |source| LoadError::Cache {
             path: path.to_owned(),
@@ -257,6 +259,7 @@ impl Backend {
             info: BackendInfo::default(),
             origin,
             engine,
+            ticker,
             pre,
             versions,
             wit_version,
@@ -407,6 +410,7 @@ impl Backend {
             }
         });
 
+        let _ticking = self.ticker.start();
         let slotted = Instant::now();
         let versions = &self.versions;
         let run = async {

@@ -601,6 +601,15 @@ async fn main() {
     }
     let root = tempfile::tempdir().unwrap();
     let server = ServeProcess::start(&binary, NODE_LOCAL_CACHE, root.path()).await;
+    // Idle: no call runs, so nothing should wake the process.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (before, cpu_before) = (server.wakeups(), server.cpu());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    println!(
+        "idle `modcsi serve` (node-local-cache, standalone): {:.1} wakeups/s, {:.2} ms CPU/s",
+        (server.wakeups() - before) as f64 / 3.0,
+        (server.cpu() - cpu_before).as_secs_f64() * 1e3 / 3.0
+    );
     for clients in [1, 16] {
         lifecycles(&server, clients).await;
     }
