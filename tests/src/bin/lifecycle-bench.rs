@@ -310,13 +310,16 @@ async fn rds_calls() {
     let (mut samples, mut done) = (Samples::default(), 0);
     let until = Instant::now() + RUN_FOR;
     while Instant::now() < until {
-        let id = format!("pvc-bench-{done}");
-        let mut create = requests::create(&id);
+        let mut create = requests::create(&format!("bench-{done}"));
         create.capacity_range.as_mut().unwrap().required_bytes = 1 << 30;
-        samples
+        let id = samples
             .time(0, csi.controller.create_volume(create))
             .await
-            .unwrap();
+            .unwrap()
+            .into_inner()
+            .volume
+            .unwrap()
+            .volume_id;
         let expand = ControllerExpandVolumeRequest {
             volume_id: id.clone(),
             capacity_range: Some(CapacityRange {
