@@ -24,14 +24,30 @@ pub struct EmbeddedStore {
 struct Inner {
     db: Database,
     path: PathBuf,
-    /// Non-durable commits are waiting for the flusher.
-    dirty: AtomicBool,
+    dirty: Arc<Dirty>,
+}
+
+/// Whether non-durable commits are waiting for the flusher, and how it is woken (it sleeps
+/// while nothing waits). Shared apart from the store, so a sleeping flusher keeps no store open.
+#[derive(Default)]
+struct Dirty {
+    set: AtomicBool,
+    lock: std::sync::Mutex<()>,
+    wake: std::sync::Condvar,
 }
 
 impl Inner {
+    /// Notes a non-durable commit for the flusher, waking it if it was idle.
+    fn mark_dirty(&self) {
+        if !self.dirty.set.swap(true, Ordering::AcqRel) {
+            let _held = self.dirty.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.dirty.wake.notify_one();
+        }
+    }
+
     /// Makes every earlier non-durable commit durable with one empty durable commit.
     fn flush(&self) -> Result<(), StoreError> {
-        if self.dirty.swap(false, Ordering::AcqRel) {
+        if self.dirty.set.swap(false, Ordering::AcqRel) {
             let fail = unavailable(&self.path);
             let txn = self.db.begin_write().map_err(|e| fail(&e))?;
             txn.commit().map_err(|e| fail(&e))?;
@@ -40,16 +56,30 @@ impl Inner {
     }
 }
 
-/// Flushes `Soon` writes every [`FLUSH_INTERVAL`] while the store lives.
-fn start_flusher(inner: Weak<Inner>) {
+/// How long an idle flusher sleeps before looking whether its store is gone.
+const IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Flushes `Soon` writes within [`FLUSH_INTERVAL`] of the first one while the store lives, and
+/// sleeps while there is nothing to flush.
+fn start_flusher(inner: Weak<Inner>, dirty: Arc<Dirty>) {
     std::thread::Builder::new()
         .name("modcsi-store-flush".into())
         .spawn(move || {
             loop {
+                {
+                    let held = dirty.lock.lock().unwrap_or_else(|e| e.into_inner());
+                    if !dirty.set.load(Ordering::Acquire) {
+                        drop(dirty.wake.wait_timeout(held, IDLE_CHECK));
+                    }
+                }
+                if inner.strong_count() == 0 {
+                    return;
+                }
+                // Gathers the writes of the next moment into one durable commit.
                 std::thread::sleep(FLUSH_INTERVAL);
                 let Some(inner) = inner.upgrade() else { return };
                 if let Err(e) = inner.flush() {
-                    inner.dirty.store(true, Ordering::Release);
+                    inner.mark_dirty();
                     tracing::warn!("state store flush failed, will retry: {e}");
                 }
             }
@@ -83,9 +113,9 @@ impl EmbeddedStore {
         let inner = Arc::new(Inner {
             db,
             path: path.to_owned(),
-            dirty: AtomicBool::new(false),
+            dirty: Arc::default(),
         });
-        start_flusher(Arc::downgrade(&inner));
+        start_flusher(Arc::downgrade(&inner), inner.dirty.clone());
         Ok(Self { inner })
     }
 
@@ -113,7 +143,7 @@ impl EmbeddedStore {
             Ok(value) => {
                 txn.commit().map_err(|e| fail(&e))?;
                 if durability == Durability::Soon {
-                    self.inner.dirty.store(true, Ordering::Release);
+                    self.inner.mark_dirty();
                 }
                 Ok(value)
             }
