@@ -347,6 +347,7 @@ impl Server {
             let _ = fired.send(());
         };
         let serve = tonic::transport::Server::builder()
+            .trace_fn(call_span)
             .add_service(IdentityServer::new(IdentityService {
                 driver_name: self.driver_name.clone(),
                 serves_controller: mode.serves_controller(),
@@ -438,6 +439,23 @@ impl Server {
         }
         tasks
     }
+}
+
+/// One span per CSI call: its method and a request id, and the volume and node once the service
+/// has decoded them (`csi::note_volume`). What is logged during the call, the backend's own
+/// lines included, carries it.
+fn call_span(request: &http::Request<()>) -> tracing::Span {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let method = request.uri().path().rsplit('/').next().unwrap_or_default();
+    let span = tracing::info_span!(
+        "csi",
+        method,
+        request = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        volume = tracing::field::Empty,
+        node = tracing::field::Empty,
+    );
+    tracing::debug!(parent: &span, "call");
+    span
 }
 
 /// How long shutdown waits for open connections to finish.

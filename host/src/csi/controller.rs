@@ -34,7 +34,9 @@ fn record_to_csi(record: VolumeRecord, source: Option<VolumeContentSource>) -> V
 }
 
 fn volume_id(id: &str) -> Result<&str, Error> {
-    Ok(validate::volume_id(id)?)
+    let id = validate::volume_id(id)?;
+    super::note_volume(id);
+    Ok(id)
 }
 
 #[tonic::async_trait]
@@ -47,6 +49,7 @@ impl ControllerRpc for ControllerService {
         let r = request.into_inner();
         let backend = self.0.backend();
         let name = validate::volume_name(&r.name).map_err(Error::from)?;
+        super::note_volume(name);
         rules::map_from_co("parameters", &r.parameters)?;
         rules::map_from_co("secrets", &r.secrets)?;
         let create = types::CreateRequest {
@@ -181,6 +184,7 @@ impl ControllerRpc for ControllerService {
         let r = request.into_inner();
         let id = volume_id(&r.volume_id)?;
         let node = validate::node_id(&r.node_id).map_err(Error::from)?;
+        super::note_node(node);
         rules::map_from_co("volume context", &r.volume_context)?;
         rules::map_from_co("secrets", &r.secrets)?;
         let capability = r.volume_capability.as_ref().ok_or_else(|| {

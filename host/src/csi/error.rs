@@ -96,11 +96,17 @@ impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let code = code(&error);
         let message = error.to_string();
+        // Every refusal is in the log with its reason: the host's or backend's faults as
+        // errors, what the CO must change (or wait for) as warnings, the answers kubelet and
+        // the sidecars expect in the normal course (not there, busy, not offered) as info.
         match code {
-            Code::Internal | Code::DeadlineExceeded | Code::ResourceExhausted => {
+            Code::Internal | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Unknown => {
                 tracing::error!(code = ?code, "{message}")
             }
-            _ => tracing::debug!(code = ?code, "{message}"),
+            Code::NotFound | Code::Aborted | Code::Unimplemented => {
+                tracing::info!(code = ?code, "{message}")
+            }
+            _ => tracing::warn!(code = ?code, "{message}"),
         }
         Status::new(code, message)
     }

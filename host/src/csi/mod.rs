@@ -36,6 +36,16 @@ impl Mode {
     }
 }
 
+/// Names the call's volume in its span (the one `serve` opens per call).
+fn note_volume(id: &str) {
+    tracing::Span::current().record("volume", id);
+}
+
+/// Names the call's node in its span.
+fn note_node(id: &str) {
+    tracing::Span::current().record("node", id);
+}
+
 /// Whether the backend offers the single-node multi-writer modes (a capability both the
 /// controller and the node advertise).
 fn offers_single_node_multi_writer(backend: &Backend) -> bool {

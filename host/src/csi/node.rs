@@ -17,7 +17,9 @@ use crate::volume::validate;
 pub struct NodeService(pub Arc<Node>);
 
 fn volume_id(id: &str) -> Result<&str, Error> {
-    Ok(validate::volume_id(id)?)
+    let id = validate::volume_id(id)?;
+    super::note_volume(id);
+    Ok(id)
 }
 
 fn path<'a>(what: &'static str, path: &'a str) -> Result<&'a std::path::Path, Error> {

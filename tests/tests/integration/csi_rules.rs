@@ -494,6 +494,47 @@ async fn backend_output_is_scrubbed_escaped_and_capped() {
 }
 
 #[tokio::test]
+async fn every_refusal_is_logged_with_its_reason_in_the_calls_span() {
+    let logs = capture_logs();
+    let host = TestHost::start(RULE_BREAKER).await;
+    let v = host.create("held").await;
+    let mut c = host.client.controller.clone();
+    let publish = |node: &str| ControllerPublishVolumeRequest {
+        volume_id: v.volume_id.clone(),
+        node_id: node.into(),
+        volume_capability: Some(mount_capability(
+            modcsi::proto::volume_capability::access_mode::Mode::SingleNodeWriter,
+        )),
+        ..Default::default()
+    };
+    c.controller_publish_volume(publish("node-a"))
+        .await
+        .unwrap();
+    c.controller_publish_volume(publish("node-b"))
+        .await
+        .unwrap_err();
+    // A backend's own lines, written during a call, carry the call's span too.
+    c.create_volume(breaking("pv-logged", "log-secret"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let refusal = logs
+        .lines()
+        .find(|l| l.contains("is attached to node node-a"))
+        .expect("the refusal is logged");
+    for part in ["WARN", "ControllerPublishVolume", &v.volume_id, "node-b"] {
+        assert!(refusal.contains(part), "{part} missing: {refusal}");
+    }
+    assert!(
+        logs.lines().any(|l| l.contains("rule-breaker")
+            && l.contains("CreateVolume")
+            && l.contains("pv-logged")),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
 async fn the_store_is_durable_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
