@@ -103,6 +103,10 @@ struct ServeArgs {
     /// node-local-cache driver uses /var/node-local-cache).
     #[arg(long)]
     local_dir_root: Option<PathBuf>,
+    /// The project ids node-local directories get for their quotas, FROM-TO (keep it clear of
+    /// /etc/projects and of kubelet's fsquota ids, 1048577 up).
+    #[arg(long, default_value = "2000000000-2099999999", value_parser = cli::parse_range)]
+    project_ids: std::ops::RangeInclusive<u32>,
     /// Use the Kubernetes API with this kubeconfig. Without it, in-cluster credentials are used
     /// in a pod; elsewhere the host is standalone (state in the embedded store only).
     #[arg(long)]
@@ -191,6 +195,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_node_operations: args.max_node_operations,
         devices,
         local_dir_root: args.local_dir_root,
+        project_ids: args.project_ids,
         cluster: modcsi::serve::ClusterOptions {
             kubeconfig: args.kubeconfig,
             namespace: args.namespace,

@@ -49,6 +49,8 @@ pub struct ServeConfig {
     pub devices: crate::node::device::DeviceDirs,
     /// Where node-local volume directories live (default `<state-dir>/local`).
     pub local_dir_root: Option<PathBuf>,
+    /// The project ids node-local directories get (their quotas).
+    pub project_ids: std::ops::RangeInclusive<u32>,
     pub cluster: ClusterOptions,
 }
 
@@ -185,6 +187,7 @@ impl Server {
                 .local_dir_root
                 .clone()
                 .unwrap_or_else(|| config.state_dir.join("local")),
+            config.project_ids.clone(),
         )
         .map_err(ServeError::LocalDirs)?;
         let store_path = config.state_dir.join("state.redb");

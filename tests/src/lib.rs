@@ -107,6 +107,7 @@ impl TestHost {
             max_node_operations: 8,
             devices: Default::default(),
             local_dir_root: None,
+            project_ids: modcsi::node::quota::DEFAULT_PROJECT_IDS,
             cluster: Default::default(),
         };
         // Like kubelet, the host's "pod directory" exists before anything is published in it.

@@ -5,6 +5,22 @@ pub mod csi;
 use std::time::Duration;
 
 /// Parses `30s`, `500ms`, `2m` or `1h`.
+/// `FROM-TO`, both ends included, FROM at least 1.
+pub fn parse_range(value: &str) -> Result<std::ops::RangeInclusive<u32>, String> {
+    let bad = || format!("{value:?} is not a range of ids like 2000000000-2099999999");
+    let (from, to) = value.split_once('-').ok_or_else(bad)?;
+    let (from, to): (u32, u32) = (
+        from.trim().parse().map_err(|_| bad())?,
+        to.trim().parse().map_err(|_| bad())?,
+    );
+    if from == 0 || from > to {
+        return Err(format!(
+            "{value:?}: the range must start at 1 or above and not end before it starts"
+        ));
+    }
+    Ok(from..=to)
+}
+
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     let split = value
         .find(|c: char| !c.is_ascii_digit())
@@ -62,6 +78,10 @@ mod tests {
     #[test]
     fn durations_sizes_pairs() {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_range("10-12"), Ok(10..=12));
+        for bad in ["0-5", "5-4", "5", "a-b", "1-99999999999"] {
+            assert!(parse_range(bad).is_err(), "{bad}");
+        }
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("fast").is_err());

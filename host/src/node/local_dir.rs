@@ -19,11 +19,16 @@ pub struct LocalDirs {
     /// Says so in the log once, with the first volume: a process that never holds a node-local
     /// volume (a controller, a backend that attaches storage) has nothing to warn about.
     warned: Arc<Once>,
+    /// The project ids the directories get.
+    project_ids: std::ops::RangeInclusive<u32>,
 }
 
 impl LocalDirs {
     /// Creates the root directory and learns whether volume sizes can be enforced there.
-    pub fn open(root: &Path) -> Result<Self, NodeError> {
+    pub fn open(
+        root: &Path,
+        project_ids: std::ops::RangeInclusive<u32>,
+    ) -> Result<Self, NodeError> {
         let root = root.to_owned();
         fs::DirBuilder::new()
             .recursive(true)
@@ -35,6 +40,7 @@ impl LocalDirs {
             root,
             unenforced,
             warned: Arc::new(Once::new()),
+            project_ids,
         })
     }
 
@@ -59,7 +65,7 @@ impl LocalDirs {
         }
         match (&self.unenforced, size) {
             (None, Some(bytes)) => {
-                super::quota::limit(&path, volume_id, bytes)?;
+                super::quota::limit(&path, volume_id, bytes, &self.project_ids)?;
             }
             (Some(why), _) => self.warned.call_once(|| {
                 tracing::warn!(

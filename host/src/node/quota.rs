@@ -2,7 +2,8 @@
 //! volume directory becomes its own project, set with the inherit flag so everything created
 //! inside counts, and the project's hard block limit is the volume's size.
 //!
-//! Project ids come from a range of this host's own ([`PROJECT_IDS`], clear of the low ids of
+//! Project ids come from a range of this host's own (`--project-ids`, by default
+//! [`DEFAULT_PROJECT_IDS`], clear of the low ids of
 //! /etc/projects and of kubelet's fsquota ids, which start at 1048577), never from inode
 //! numbers (which outgrow 32 bits on large XFS filesystems with inode64). A volume's id is a
 //! digest of its volume id within the range, probed onward past ids in use: an id whose project
@@ -31,8 +32,8 @@ const FS_XFLAG_PROJINHERIT: u32 = 0x0000_0200;
 /// Quota block limits are in 1 KiB units.
 const QUOTA_BLOCK: u64 = 1024;
 
-/// The project ids this host gives volume directories.
-pub const PROJECT_IDS: RangeInclusive<u32> = 2_000_000_000..=2_099_999_999;
+/// The project ids this host gives volume directories unless told otherwise.
+pub const DEFAULT_PROJECT_IDS: RangeInclusive<u32> = 2_000_000_000..=2_099_999_999;
 /// How many ids past a volume's first are tried before giving up.
 const PROBES: u32 = 64;
 
@@ -90,20 +91,17 @@ pub fn supported(dir: &Path) -> Result<(), String> {
     }
 }
 
-/// The id volume `volume` gets: the first of its candidates (a digest of the id within
-/// [`PROJECT_IDS`], then the ids after it) that `free` accepts.
-fn pick(volume: &str, free: impl Fn(u32) -> bool) -> Option<u32> {
+/// The id volume `volume` gets: the first of its candidates (a digest of the id within `ids`,
+/// then the ids after it) that `free` accepts.
+fn pick(volume: &str, ids: &RangeInclusive<u32>, free: impl Fn(u32) -> bool) -> Option<u32> {
     // FNV-1a: stable across releases and machines, unlike std's hasher.
     let digest = volume.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     });
-    let (start, span) = (
-        *PROJECT_IDS.start(),
-        PROJECT_IDS.end() - PROJECT_IDS.start() + 1,
-    );
-    let first = (digest % u64::from(span)) as u32;
-    (0..PROBES)
-        .map(|i| start + (first + i) % span)
+    let (start, span) = (*ids.start(), u64::from(ids.end() - ids.start()) + 1);
+    let first = digest % span;
+    (0..u64::from(PROBES).min(span))
+        .map(|i| start + ((first + i) % span) as u32)
         .find(|&id| free(id))
 }
 
@@ -132,9 +130,14 @@ fn listed_projects() -> Vec<u32> {
         .collect()
 }
 
-/// Makes `dir`, volume `volume`'s directory, its own project limited to `bytes` (rounded up to
-/// whole KiB). Idempotent.
-pub fn limit(dir: &Path, volume: &str, bytes: u64) -> Result<u32, NodeError> {
+/// Makes `dir`, volume `volume`'s directory, its own project (an id from `ids`) limited to
+/// `bytes` (rounded up to whole KiB). Idempotent.
+pub fn limit(
+    dir: &Path,
+    volume: &str,
+    bytes: u64,
+    ids: &RangeInclusive<u32>,
+) -> Result<u32, NodeError> {
     let fail = |op: &'static str| {
         move |errno: Errno| NodeError::Mount {
             op,
@@ -147,11 +150,11 @@ pub fn limit(dir: &Path, volume: &str, bytes: u64) -> Result<u32, NodeError> {
     // SAFETY: the ioctls read and write one `struct fsxattr` at a valid pointer.
     unsafe { fs_get_xattr(file.as_raw_fd(), &mut attr) }.map_err(fail("read the attributes of"))?;
     // The directory's own attribute is the record of its id: kept once given.
-    let project = if PROJECT_IDS.contains(&attr.projid) {
+    let project = if ids.contains(&attr.projid) {
         attr.projid
     } else {
         let listed = listed_projects();
-        pick(volume, |id| !listed.contains(&id) && unused(&file, id)).ok_or_else(|| {
+        pick(volume, ids, |id| !listed.contains(&id) && unused(&file, id)).ok_or_else(|| {
             NodeError::Unsupported {
                 what: format!(
                     "a project quota on {}: {PROBES} project ids in a row are in use",
@@ -181,22 +184,37 @@ mod tests {
 
     #[test]
     fn project_ids_are_stable_in_range_and_probe_past_ids_in_use() {
-        let first = pick("nlc-1", |_| true).unwrap();
-        assert!(PROJECT_IDS.contains(&first));
-        assert_eq!(pick("nlc-1", |_| true), Some(first), "the same every time");
-        assert_ne!(pick("nlc-2", |_| true), Some(first));
+        let ids = DEFAULT_PROJECT_IDS;
+        let first = pick("nlc-1", &ids, |_| true).unwrap();
+        assert!(ids.contains(&first));
+        assert_eq!(
+            pick("nlc-1", &ids, |_| true),
+            Some(first),
+            "the same every time"
+        );
+        assert_ne!(pick("nlc-2", &ids, |_| true), Some(first));
         // In use: the next free one (wrapping inside the range).
-        let next = pick("nlc-1", |id| id != first).unwrap();
-        assert!(PROJECT_IDS.contains(&next) && next != first);
-        assert_eq!(pick("nlc-1", |_| false), None, "gives up after its probes");
+        let next = pick("nlc-1", &ids, |id| id != first).unwrap();
+        assert!(ids.contains(&next) && next != first);
+        assert_eq!(
+            pick("nlc-1", &ids, |_| false),
+            None,
+            "gives up after its probes"
+        );
         // Large inode numbers no longer matter: ids never leave the range.
         for volume in [
             "a",
             "pvc-0a1b2c3d-0000-5000-8000-000000000001",
             &"x".repeat(128),
         ] {
-            assert!(PROJECT_IDS.contains(&pick(volume, |_| true).unwrap()));
+            assert!(ids.contains(&pick(volume, &ids, |_| true).unwrap()));
         }
+        // An operator's range, however small, is kept to (and wrapped inside).
+        let small = 10..=12;
+        for volume in ["a", "b", "c", "d"] {
+            assert!(small.contains(&pick(volume, &small, |id| id != 11).unwrap()));
+        }
+        assert_eq!(pick("a", &(7..=7), |_| true), Some(7));
     }
 
     #[test]

@@ -107,7 +107,7 @@ async fn a_project_quota_holds_the_volume_to_its_size(fs_type: &str, mkfs_args: 
         .and_then(|id| id.parse().ok())
         .expect("lsattr -p names the project");
     assert!(
-        modcsi::node::quota::PROJECT_IDS.contains(&project),
+        modcsi::node::quota::DEFAULT_PROJECT_IDS.contains(&project),
         "{project}"
     );
     // Another volume on the same filesystem has its own project and its own size.

@@ -24,6 +24,7 @@ fn config(endpoint: &str, state: &std::path::Path) -> ServeConfig {
         max_node_operations: 2,
         devices: Default::default(),
         local_dir_root: None,
+        project_ids: modcsi::node::quota::DEFAULT_PROJECT_IDS,
         cluster: Default::default(),
     }
 }
