@@ -26,6 +26,10 @@ pub(super) struct Attached {
     /// ControllerUnpublishVolume began for this node at this time and has not finished.
     #[serde(default)]
     pub detaching_since_unix_ms: Option<u64>,
+    /// The cluster has shown a VolumeAttachment for it, so a relist that no longer shows one
+    /// means it was deleted (a publish no attachment stands for is never forgotten that way).
+    #[serde(default)]
+    pub in_cluster: bool,
 }
 
 /// Which nodes a volume is attached to, oldest first.
@@ -136,6 +140,7 @@ pub(super) fn decide(
         since_unix_ms: now_ms,
         rebuilt: false,
         detaching_since_unix_ms: None,
+        in_cluster: false,
     });
     Ok(Verdict {
         admitted: Admitted::New,
@@ -193,6 +198,7 @@ mod tests {
             since_unix_ms: since,
             rebuilt: false,
             detaching_since_unix_ms: None,
+            in_cluster: false,
         }
     }
 

@@ -94,6 +94,7 @@ fn rebuilt(s: Seen) -> Attached {
         exclusive: s.exclusive,
         since_unix_ms: s.since_ms,
         rebuilt: true,
+        in_cluster: true,
         detaching_since_unix_ms: s.detaching_since_ms,
     }
 }
@@ -275,17 +276,19 @@ impl Fencing {
             return Ok(());
         }
         let (mut record, version) = self.load(&seen.volume)?;
-        if record.nodes.iter().any(|a| a.node == seen.node) {
-            return Ok(());
-        }
         let volume = seen.volume.clone();
-        record.nodes.push(rebuilt(seen));
+        match record.nodes.iter_mut().find(|a| a.node == seen.node) {
+            Some(known) if known.in_cluster => return Ok(()),
+            Some(known) => known.in_cluster = true,
+            None => record.nodes.push(rebuilt(seen)),
+        }
         self.save(&volume, &record, version)
     }
 
     /// Follows a relist of the driver's VolumeAttachments (the watch started or broke and
-    /// listed again): an attachment older than the relist that the cluster no longer shows was
-    /// deleted while the watch was away, and goes.
+    /// listed again): an attachment the cluster had shown, older than the relist, that it no
+    /// longer shows was deleted while the watch was away, and goes. One it never showed (a
+    /// publish no VolumeAttachment stands for) stays: forgetting it would let a second node in.
     pub async fn observe_relist(
         &self,
         present: &[(String, String)],
@@ -295,7 +298,8 @@ impl Fencing {
         for volume in self.volumes()? {
             let turn = self.turn(&volume).await;
             let missing = |a: &Attached| {
-                a.since_unix_ms <= started_ms
+                a.in_cluster
+                    && a.since_unix_ms <= started_ms
                     && !present.iter().any(|(v, n)| *v == volume && *n == a.node)
             };
             let before = self.nodes(&volume)?.len();
@@ -594,27 +598,43 @@ mod tests {
     #[tokio::test]
     async fn a_relist_takes_what_was_deleted_while_the_watch_was_away() {
         let f = fencing(Duration::ZERO);
+        let shown = |volume: &str, node: &str| Seen {
+            volume: volume.into(),
+            node: node.into(),
+            attached: true,
+            detaching_since_ms: None,
+            since_ms: 1,
+            exclusive: true,
+        };
+        // The cluster showed these two.
+        f.observe(shown("v", "a"), false).await.unwrap();
+        f.observe(shown("w", "a"), false).await.unwrap();
+        // A publish no VolumeAttachment stands for (a CO that is not Kubernetes' attacher).
         let cap = rwo();
-        for volume in ["v", "w"] {
-            let turn = f.turn(volume).await;
-            let mut r = request("a", &cap);
-            r.volume = volume;
+        {
+            let turn = f.turn("y").await;
+            let mut r = request("c", &cap);
+            r.volume = "y";
             f.admit(&turn, &r).await.unwrap();
         }
         let started = now_ms() + 1;
         // Made after the relist began: kept whatever the list says.
         std::thread::sleep(Duration::from_millis(3));
-        {
-            let turn = f.turn("x").await;
-            let mut r = request("b", &cap);
-            r.volume = "x";
-            f.admit(&turn, &r).await.unwrap();
-        }
+        f.observe(
+            Seen {
+                since_ms: now_ms(),
+                ..shown("x", "b")
+            },
+            false,
+        )
+        .await
+        .unwrap();
         let present = [("v".to_owned(), "a".to_owned())];
         assert_eq!(f.observe_relist(&present, started).await.unwrap(), 1);
         assert_eq!(f.nodes("v").unwrap(), ["a"]);
         assert!(f.nodes("w").unwrap().is_empty(), "deleted while away");
         assert_eq!(f.nodes("x").unwrap(), ["b"]);
+        assert_eq!(f.nodes("y").unwrap(), ["c"], "never shown, never forgotten");
     }
 
     #[tokio::test]
