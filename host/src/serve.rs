@@ -268,11 +268,7 @@ impl Server {
             Some(c) => crate::cleanup::Book::Cluster(c.clone(), Default::default()),
             None => crate::cleanup::Book::Embedded(state.clone()),
         };
-        let cleanup = Arc::new(crate::cleanup::Cleanup::new(
-            book,
-            &config.node_id,
-            cluster.clone(),
-        ));
+        let cleanup = Arc::new(crate::cleanup::Cleanup::new(book, &config.node_id));
         let listener = bind(&socket).await?;
         let backend = Arc::new(backend);
         let host = Arc::new(crate::node::Host::new(

@@ -20,6 +20,21 @@ pub fn proc_stat(pid: u32) -> Option<Vec<String>> {
 }
 
 /// The `modcsi` binary of this workspace's debug build.
+/// The flags of a `modcsi serve` process of the test API server's cluster: its node id and mode,
+/// the credentials of `kubeconfig`, and the namespace the deployed RBAC is applied in.
+pub fn cluster_flags<'a>(node: &'a str, mode: &'a str, kubeconfig: &'a str) -> Vec<&'a str> {
+    vec![
+        "--node-id",
+        node,
+        "--mode",
+        mode,
+        "--kubeconfig",
+        kubeconfig,
+        "--namespace",
+        "default",
+    ]
+}
+
 pub fn modcsi_binary() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/modcsi")
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::{CleanupError, Status};
 use crate::kube::Cluster;
-use crate::kube::records::RecordCache;
+use crate::kube::records::{RecordCache, Stored};
 use crate::state::{Durability, StateStore};
 
 const NAMESPACE: &str = "host/cleanup";
@@ -25,6 +25,20 @@ fn parse(volume: &str, text: &[u8]) -> Result<Status, CleanupError> {
     })
 }
 
+/// A ConfigMap's record, refused when its body names another volume than its name and label
+/// do (forged or corrupt).
+fn checked(stored: &Stored) -> Result<Status, CleanupError> {
+    let status = parse("(a config map)", stored.text.as_bytes())?;
+    if stored.is_of(&status.volume_id) {
+        Ok(status)
+    } else {
+        Err(CleanupError::Malformed {
+            volume: status.volume_id,
+            why: "its body names another volume than its name and label do".into(),
+        })
+    }
+}
+
 impl Book {
     fn cluster_err(volume: &str) -> impl FnOnce(crate::kube::KubeError) -> CleanupError {
         let volume = volume.to_owned();
@@ -41,19 +55,7 @@ impl Book {
         match self {
             Book::Cluster(c, _) => {
                 match c.record(volume).await.map_err(Self::cluster_err(volume))? {
-                    Some(s) => {
-                        let status = parse(volume, s.text.as_bytes())?;
-                        if !s.is_of(&status.volume_id) || status.volume_id != volume {
-                            return Err(CleanupError::Malformed {
-                                volume: volume.to_owned(),
-                                why: format!(
-                                    "its body names volume {:?}, not the one its name and label do",
-                                    status.volume_id
-                                ),
-                            });
-                        }
-                        Ok(Some((status, s.version)))
-                    }
+                    Some(s) => Ok(Some((checked(&s)?, s.version))),
                     None => Ok(None),
                 }
             }
@@ -111,26 +113,13 @@ impl Book {
     /// Every record (unreadable ones, and ones whose name, label and body disagree, are logged
     /// and left alone).
     pub async fn list(&self) -> Result<Vec<Status>, CleanupError> {
-        let texts: Vec<(String, Vec<u8>)> = match self {
+        let read: Vec<Result<Status, CleanupError>> = match self {
             Book::Cluster(c, cache) => {
                 let records = match cache.records() {
                     Some(records) => records,
                     None => c.records().await.map_err(Self::cluster_err("(all)"))?,
                 };
-                let mut out = vec![];
-                for s in records {
-                    match parse("(a config map)", s.text.as_bytes()) {
-                        Ok(status) if s.is_of(&status.volume_id) => {
-                            out.push((status.volume_id, s.text.into_bytes()))
-                        }
-                        Ok(status) => tracing::warn!(
-                            volume = status.volume_id,
-                            "skipping a cleanup record whose name and label name another volume"
-                        ),
-                        Err(e) => tracing::warn!("skipping a cleanup record: {e}"),
-                    }
-                }
-                out
+                records.iter().map(checked).collect()
             }
             Book::Embedded(store) => {
                 let mut out = Vec::new();
@@ -146,7 +135,7 @@ impl Book {
                         if let Some(e) =
                             store.get(NAMESPACE, &key).map_err(Self::store_err(&key))?
                         {
-                            out.push((key, e.value));
+                            out.push(parse(&key, &e.value));
                         }
                     }
                     after = last;
@@ -154,14 +143,11 @@ impl Book {
                 out
             }
         };
-        Ok(texts
+        Ok(read
             .into_iter()
-            .filter_map(|(key, text)| match parse(&key, &text) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    tracing::warn!("skipping a cleanup record: {e}");
-                    None
-                }
+            .filter_map(|r| {
+                r.map_err(|e| tracing::warn!("skipping a cleanup record: {e}"))
+                    .ok()
             })
             .collect())
     }

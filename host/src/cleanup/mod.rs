@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use book::Book;
 
-use crate::kube::{Cluster, KubeError};
+use crate::kube::KubeError;
 use crate::node::NodeError;
 use crate::node::local_dir::LocalDirs;
 use crate::node::pool::NodeOps;
@@ -134,7 +134,6 @@ enum Change {
 pub struct Cleanup {
     book: Book,
     node: String,
-    cluster: Option<Arc<Cluster>>,
     /// Woken when this host requests a cleanup (standalone has no watch).
     wake: tokio::sync::Notify,
 }
@@ -146,11 +145,10 @@ fn jitter(attempt: u32) -> Duration {
 }
 
 impl Cleanup {
-    pub fn new(book: Book, node: &str, cluster: Option<Arc<Cluster>>) -> Self {
+    pub fn new(book: Book, node: &str) -> Self {
         Self {
             book,
             node: node.to_owned(),
-            cluster,
             wake: tokio::sync::Notify::new(),
         }
     }
@@ -326,7 +324,11 @@ impl Cleanup {
         let records = self.book.list().await?;
         // One LIST of the nodes for the pass (when anything waits on a node); a node it lacks
         // is asked about on its own before it is decommissioned.
-        let listed = match &self.cluster {
+        let cluster = match &self.book {
+            Book::Cluster(cluster, _) => Some(cluster),
+            Book::Embedded(_) => None,
+        };
+        let listed = match cluster {
             Some(cluster) if records.iter().any(|s| s.cleanup_requested_at.is_some()) => Some(
                 cluster
                     .node_names()
@@ -344,7 +346,7 @@ impl Cleanup {
             }
             let volume = status.volume_id.clone();
             let mut gone = Vec::new();
-            if let Some(cluster) = &self.cluster {
+            if let Some(cluster) = cluster {
                 for node in status.pending() {
                     if listed.as_ref().is_some_and(|names| names.contains(node)) {
                         continue;

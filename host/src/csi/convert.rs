@@ -1,8 +1,6 @@
 //! Translation between CSI messages and the backend's WIT types, with the checks the CSI spec
 //! asks of every request (capabilities present and complete, sane capacity ranges).
 
-use std::collections::HashMap;
-
 use super::Error;
 use crate::proto;
 use crate::proto::volume_capability::access_mode::Mode as CsiMode;
@@ -10,12 +8,7 @@ use crate::runtime::{Backend, Optional};
 use crate::volume::types;
 use crate::volume::validate;
 
-/// Sorted, so backends see the same order every time.
-pub fn key_values(map: &HashMap<String, String>) -> types::KeyValues {
-    let mut pairs: Vec<_> = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    pairs.sort();
-    pairs
-}
+pub use crate::volume::types::key_values;
 
 pub fn capability(cap: &proto::VolumeCapability) -> Result<types::Capability, Error> {
     let access_type = match &cap.access_type {
@@ -239,17 +232,5 @@ mod tests {
         assert!(capacity_range(Some(&range(11, 10))).is_err());
         assert!(capacity_range(Some(&range(-1, 0))).is_err());
         assert!(capacity_range(Some(&range(0, -5))).is_err());
-    }
-
-    #[test]
-    fn key_values_are_sorted() {
-        let map = HashMap::from([
-            ("b".to_owned(), "2".to_owned()),
-            ("a".to_owned(), "1".to_owned()),
-        ]);
-        assert_eq!(
-            key_values(&map),
-            vec![("a".into(), "1".into()), ("b".into(), "2".into())]
-        );
     }
 }

@@ -13,7 +13,7 @@ use crate::node::{Host, Source};
 use crate::runtime::{Backend, Optional};
 use crate::state::StateStore;
 use crate::volume::locks::OperationLocks;
-use crate::volume::types::{AccessType, Attachment, Capability, Topology};
+use crate::volume::types::{AccessType, Attachment, Capability, Topology, key_values};
 use crate::volume::{attachment, mkfs, validate};
 
 pub use crate::node::VolumeStats as NodeStats;
@@ -92,13 +92,8 @@ impl Node {
             });
         }
         let subject = format!("volume {id}");
-        let mut context: Vec<_> = volume_context
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        context.sort();
         let located = backend
-            .locate(id.to_owned(), context, None)
+            .locate(id.to_owned(), key_values(volume_context), None)
             .await
             .map_err(backend_error(subject.clone()))?;
         attachment::validate(&located).map_err(|e| {

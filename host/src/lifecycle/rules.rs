@@ -18,14 +18,14 @@
 
 use std::collections::HashMap;
 
-use super::Error as CsiError;
+use super::Error;
 use crate::volume::attachment::{self, RESERVED_PREFIX};
 use crate::volume::types;
 use crate::volume::validate;
 
 /// A broken rule on the backend's side: INTERNAL, naming the backend.
-pub fn broken(backend: &str, subject: &str, what: impl std::fmt::Display) -> CsiError {
-    CsiError::Internal(format!("{subject}: backend {backend} {what}"))
+pub fn broken(backend: &str, subject: &str, what: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("{subject}: backend {backend} {what}"))
 }
 
 /// The returned capacity must lie inside the requested range.
@@ -34,7 +34,7 @@ pub fn capacity_in_range(
     subject: &str,
     returned: u64,
     range: &types::CapacityRange,
-) -> Result<(), CsiError> {
+) -> Result<(), Error> {
     let too_small = returned < range.required_bytes;
     let too_big = range.limit_bytes != 0 && returned > range.limit_bytes;
     if too_small || too_big {
@@ -56,12 +56,7 @@ pub fn capacity_in_range(
 }
 
 /// A list page must not exceed what was asked for (0 means no limit).
-pub fn page_len(
-    backend: &str,
-    subject: &str,
-    len: usize,
-    max_entries: u32,
-) -> Result<(), CsiError> {
+pub fn page_len(backend: &str, subject: &str, len: usize, max_entries: u32) -> Result<(), Error> {
     if max_entries != 0 && len > max_entries as usize {
         return Err(broken(
             backend,
@@ -78,7 +73,7 @@ pub fn returned_id<'a>(
     subject: &str,
     what: &'static str,
     id: &'a str,
-) -> Result<&'a str, CsiError> {
+) -> Result<&'a str, Error> {
     validate::token(what, id).map_err(|e| {
         broken(
             backend,
@@ -95,7 +90,7 @@ pub fn host_context(
     subject: &str,
     context: types::KeyValues,
     attachment: Option<&types::Attachment>,
-) -> Result<HashMap<String, String>, CsiError> {
+) -> Result<HashMap<String, String>, Error> {
     if let Some((key, _)) = context.iter().find(|(k, _)| k.starts_with(RESERVED_PREFIX)) {
         return Err(broken(
             backend,
@@ -130,7 +125,7 @@ pub fn volume_context(
     backend: &str,
     subject: &str,
     volume: &types::Volume,
-) -> Result<HashMap<String, String>, CsiError> {
+) -> Result<HashMap<String, String>, Error> {
     let mut map = host_context(
         backend,
         subject,
@@ -147,19 +142,19 @@ pub fn volume_context(
 }
 
 /// Refuses a capability the backend did not declare.
-pub fn supported(cap: &types::Capability, info: &types::BackendInfo) -> Result<(), CsiError> {
+pub fn supported(cap: &types::Capability, info: &types::BackendInfo) -> Result<(), Error> {
     let (mode_name, offered) = match cap.access_type {
         types::AccessType::Block => ("block", info.volume_modes.block),
         types::AccessType::Mount(_) => ("filesystem", info.volume_modes.filesystem),
     };
     if !offered {
-        return Err(CsiError::InvalidArgument(format!(
+        return Err(Error::InvalidArgument(format!(
             "backend {} does not offer {mode_name} volumes",
             info.name
         )));
     }
     if !info.access_modes.contains(&cap.access_mode) {
-        return Err(CsiError::InvalidArgument(format!(
+        return Err(Error::InvalidArgument(format!(
             "backend {} does not offer access mode {:?}",
             info.name, cap.access_mode
         )));
@@ -168,8 +163,8 @@ pub fn supported(cap: &types::Capability, info: &types::BackendInfo) -> Result<(
 }
 
 /// Refuses a CO-supplied map over 4 KiB.
-pub fn map_from_co(what: &'static str, map: &HashMap<String, String>) -> Result<(), CsiError> {
-    validate::map_size(what, map).map_err(CsiError::from)
+pub fn map_from_co(what: &'static str, map: &HashMap<String, String>) -> Result<(), Error> {
+    validate::map_size(what, map).map_err(Error::from)
 }
 
 #[cfg(test)]
@@ -186,7 +181,7 @@ mod tests {
         assert!(capacity_in_range("b", "s", 20, &range).is_ok());
         for bad in [9, 21] {
             let err = capacity_in_range("b", "create volume x", bad, &range).unwrap_err();
-            assert!(matches!(err, CsiError::Internal(_)), "{err}");
+            assert!(matches!(err, Error::Internal(_)), "{err}");
             assert!(err.to_string().contains("backend b"), "{err}");
         }
         let open = types::CapacityRange {

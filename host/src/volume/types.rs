@@ -6,6 +6,13 @@
 /// Ordered key-value pairs: parameters, contexts, secrets, node attributes.
 pub type KeyValues = Vec<(String, String)>;
 
+/// A map as key-value pairs, sorted, so backends see the same order every time.
+pub fn key_values(map: &std::collections::HashMap<String, String>) -> KeyValues {
+    let mut pairs: KeyValues = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    pairs.sort();
+    pairs
+}
+
 /// One topology segment set (e.g. `[("zone", "a")]`).
 pub type Topology = Vec<(String, String)>;
 
@@ -309,4 +316,21 @@ pub struct BackendInfo {
     pub content_sources: ContentSources,
     pub topology: bool,
     pub parameters: Vec<ParameterSpec>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_values_are_sorted() {
+        let map = std::collections::HashMap::from([
+            ("b".to_owned(), "2".to_owned()),
+            ("a".to_owned(), "1".to_owned()),
+        ]);
+        assert_eq!(
+            key_values(&map),
+            vec![("a".into(), "1".into()), ("b".into(), "2".into())]
+        );
+    }
 }

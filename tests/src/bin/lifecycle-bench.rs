@@ -18,7 +18,7 @@ use modcsi::runtime::{Backend, RuntimeOptions};
 use modcsi::state::MemoryStore;
 use modcsi_tests::kube_api::{KubeApi, objects};
 use modcsi_tests::loop_disk::LoopDisk;
-use modcsi_tests::process::ServeProcess;
+use modcsi_tests::process::{ServeProcess, cluster_flags};
 use modcsi_tests::{CreateVolume, NODE_LOCAL_CACHE, RULE_BREAKER, TestHost, component, requests};
 
 const RUN_FOR: Duration = Duration::from_secs(3);
@@ -501,22 +501,6 @@ async fn cleanup_at_scale(binary: &Path) {
     let client = api.client().await;
     let node_config = api.node_kubeconfig().to_str().unwrap().to_owned();
     let controller_config = api.controller_kubeconfig().to_str().unwrap().to_owned();
-    let common = |node: &str, mode: &str, kubeconfig: &str| -> Vec<String> {
-        [
-            "--node-id",
-            node,
-            "--mode",
-            mode,
-            "--kubeconfig",
-            kubeconfig,
-            "--namespace",
-            "default",
-            "--reconcile-interval",
-            "5s",
-        ]
-        .map(str::to_owned)
-        .to_vec()
-    };
     let mut roots = vec![];
     let mut nodes = vec![];
     for i in 0..NODES {
@@ -524,15 +508,14 @@ async fn cleanup_at_scale(binary: &Path) {
         modcsi_tests::kube_api::objects::add_node(&client, &name).await;
         let root = tempfile::tempdir().unwrap();
         let dirs = root.path().join("nlc").display().to_string();
-        let mut flags = common(&name, "node", &node_config);
-        flags.extend(["--local-dir-root".to_owned(), dirs]);
-        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let mut flags = cluster_flags(&name, "node", &node_config);
+        flags.extend(["--reconcile-interval", "5s", "--local-dir-root", &dirs]);
         nodes.push(ServeProcess::start_with(binary, NODE_LOCAL_CACHE, root.path(), &flags).await);
         roots.push(root);
     }
     let root = tempfile::tempdir().unwrap();
-    let flags = common("controller", "controller", &controller_config);
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut flags = cluster_flags("controller", "controller", &controller_config);
+    flags.extend(["--reconcile-interval", "5s"]);
     let controller = ServeProcess::start_with(binary, NODE_LOCAL_CACHE, root.path(), &flags).await;
     let mut ids = vec![];
     for v in 0..VOLUMES {

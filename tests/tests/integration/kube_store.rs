@@ -7,7 +7,7 @@ use modcsi::proto::volume_capability::access_mode::Mode;
 use modcsi::proto::*;
 use modcsi::state::{EmbeddedStore, MemoryStore};
 use modcsi_tests::kube_api::{KubeApi, objects};
-use modcsi_tests::process::{ServeProcess, modcsi_binary};
+use modcsi_tests::process::{ServeProcess, cluster_flags, modcsi_binary};
 use modcsi_tests::{RULE_BREAKER, requests, store_contract};
 use tonic::Code;
 
@@ -100,14 +100,7 @@ async fn processes_of_one_driver_share_state_through_the_cluster() {
 }
 
 async fn start(root: &std::path::Path, node: &str, mode: &str, kubeconfig: &str) -> ServeProcess {
-    let flags = [
-        "--node-id",
-        node,
-        "--mode",
-        mode,
-        "--kubeconfig",
-        kubeconfig,
-    ];
+    let flags = cluster_flags(node, mode, kubeconfig);
     ServeProcess::start_with(&modcsi_binary(), RULE_BREAKER, root, &flags).await
 }
 

@@ -15,7 +15,7 @@ use kube::api::{ListParams, ObjectMeta, PostParams};
 use modcsi::client::CsiClient;
 use modcsi::proto::Volume;
 use modcsi_tests::kube_api::{KubeApi, objects};
-use modcsi_tests::process::{ServeProcess, modcsi_binary};
+use modcsi_tests::process::{ServeProcess, cluster_flags, modcsi_binary};
 use modcsi_tests::{CreateVolume, NODE_LOCAL_CACHE, TestHost, requests};
 use tonic::Code;
 
@@ -75,21 +75,11 @@ struct NodeHost {
 }
 
 fn flags<'a>(node: &'a str, mode: &'a str, kubeconfig: &'a str) -> Vec<&'a str> {
-    vec![
-        // The public driver's name: it takes over that driver's records.
-        "--driver-name",
-        "node-local-cache.csi.io",
-        "--node-id",
-        node,
-        "--mode",
-        mode,
-        "--kubeconfig",
-        kubeconfig,
-        "--namespace",
-        "default",
-        "--reconcile-interval",
-        "1s",
-    ]
+    // The public driver's name: it takes over that driver's records.
+    let mut flags = vec!["--driver-name", "node-local-cache.csi.io"];
+    flags.extend(cluster_flags(node, mode, kubeconfig));
+    flags.extend(["--reconcile-interval", "1s"]);
+    flags
 }
 
 impl NodeHost {
