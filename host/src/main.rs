@@ -125,6 +125,10 @@ struct ServeArgs {
     /// only for storage that fences writers itself.
     #[arg(long, default_value = "0s", value_parser = cli::parse_duration)]
     detach_grace: Duration,
+    /// Serve Prometheus metrics (`/metrics`) and a readiness check (`/healthz`) over HTTP on
+    /// this address, e.g. 0.0.0.0:9810; started once the backend is loaded and the socket bound.
+    #[arg(long, env = "MODCSI_METRICS_ADDRESS")]
+    metrics_address: Option<std::net::SocketAddr>,
 }
 
 /// nvme-cli's record of this node's host NQN, sent on connect when present.
@@ -205,6 +209,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
     })
     .await?;
+    if let Some(address) = args.metrics_address {
+        modcsi::scrape::start(address)
+            .await
+            .map_err(|e| anyhow::anyhow!("metrics endpoint on {address}: {e}"))?;
+    }
     server.run(shutdown_signal()).await?;
     Ok(())
 }

@@ -347,6 +347,7 @@ impl Server {
         };
         let serve = tonic::transport::Server::builder()
             .trace_fn(call_span)
+            .layer(tower::layer::layer_fn(crate::csi::Measured))
             .add_service(IdentityServer::new(IdentityService {
                 driver_name: self.driver_name.clone(),
                 serves_controller: mode.serves_controller(),

@@ -60,12 +60,12 @@ fn top(rel: &str) -> &str {
 
 /// The layers, from the wire down; a module may import its own layer or any below it.
 const LAYERS: &[&[&str]] = &[
-    &["main", "cli", "serve", "lib"],
+    &["main", "cli", "serve", "scrape", "lib"],
     &["csi", "client", "authority", "proto"],
     &["lifecycle"],
     &["fencing", "cleanup", "node"],
     &["runtime", "kube"],
-    &["volume", "state"],
+    &["volume", "state", "metrics"],
 ];
 
 fn layer(module: &str) -> usize {

@@ -19,7 +19,6 @@ pub fn proc_stat(pid: u32) -> Option<Vec<String>> {
     Some(rest.split_whitespace().map(str::to_owned).collect())
 }
 
-/// The `modcsi` binary of this workspace's debug build.
 /// The flags of a `modcsi serve` process of the test API server's cluster: its node id and mode,
 /// the credentials of `kubeconfig`, and the namespace the deployed RBAC is applied in.
 pub fn cluster_flags<'a>(node: &'a str, mode: &'a str, kubeconfig: &'a str) -> Vec<&'a str> {
@@ -35,6 +34,7 @@ pub fn cluster_flags<'a>(node: &'a str, mode: &'a str, kubeconfig: &'a str) -> V
     ]
 }
 
+/// The `modcsi` binary of this workspace's debug build.
 pub fn modcsi_binary() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/modcsi")
 }
@@ -116,7 +116,6 @@ impl ServeProcess {
 }
 
 impl ServeProcess {
-    /// Kills the process outright (SIGKILL), as a crash or an OOM kill would.
     /// Context switches of every thread of the process so far: how often it woke up.
     pub fn wakeups(&self) -> u64 {
         let tasks = format!("/proc/{}/task", self.child.id());
@@ -135,6 +134,7 @@ impl ServeProcess {
             .sum()
     }
 
+    /// Kills the process outright (SIGKILL), as a crash or an OOM kill would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -97,6 +97,23 @@ fn now() -> String {
     k8s_openapi::jiff::Timestamp::now().to_string()
 }
 
+/// Records the controller's view of the records for the metrics: how many are in use, how many
+/// wait on nodes, and how long the oldest has waited.
+fn observe(records: &[Status]) {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let waits = records
+        .iter()
+        .filter_map(|s| s.cleanup_requested_at.as_deref());
+    let oldest = waits
+        .clone()
+        .filter_map(|at| at.parse::<k8s_openapi::jiff::Timestamp>().ok())
+        .filter_map(|at| Duration::try_from(now.duration_since(at)).ok())
+        .max()
+        .unwrap_or_default();
+    let deleting = waits.count();
+    crate::metrics::cleanup_records(records.len() - deleting, deleting, oldest);
+}
+
 fn add(list: &mut Vec<String>, node: &str) -> bool {
     if list.iter().any(|n| n == node) {
         return false;
@@ -136,6 +153,9 @@ pub struct Cleanup {
     node: String,
     /// Woken when this host requests a cleanup (standalone has no watch).
     wake: tokio::sync::Notify,
+    /// Told when this host first writes a record: the loop starts then (or at once when the
+    /// driver has records already), so a driver without node-local volumes never runs it.
+    wanted: tokio::sync::Notify,
 }
 
 fn jitter(attempt: u32) -> Duration {
@@ -150,6 +170,7 @@ impl Cleanup {
             book,
             node: node.to_owned(),
             wake: tokio::sync::Notify::new(),
+            wanted: tokio::sync::Notify::new(),
         }
     }
 
@@ -197,6 +218,7 @@ impl Cleanup {
 
     /// NodePublish: notes that this node holds the volume's directory, before it is made.
     pub async fn register(&self, volume: &str) -> Result<(), CleanupError> {
+        self.wanted.notify_one();
         self.update(volume, |status| {
             let mut status = status.unwrap_or_else(|| Status::new(volume));
             if status.cleanup_requested_at.is_some() {
@@ -245,6 +267,9 @@ impl Cleanup {
                 })
             })
             .await?;
+        if written.is_some() {
+            self.wanted.notify_one();
+        }
         // Standalone there is no watch: this host's own node part is woken directly.
         if written.is_some_and(|s| !s.complete()) {
             // Kept as a permit if the loop is busy with a pass right now.
@@ -322,6 +347,7 @@ impl Cleanup {
     /// records. Without Kubernetes there is no other node to ask about.
     pub async fn controller_pass(&self) -> Result<(), CleanupError> {
         let records = self.book.list().await?;
+        observe(&records);
         // One LIST of the nodes for the pass (when anything waits on a node); a node it lacks
         // is asked about on its own before it is decommissioned.
         let cluster = match &self.book {
@@ -382,15 +408,30 @@ impl Cleanup {
         Ok(())
     }
 
+    /// Waits until the driver has a record: one from before this process (a single LIST), or
+    /// the first this host writes. Until then there is nothing to clean up and nothing to
+    /// watch.
+    async fn until_wanted(&self) {
+        match self.book.list().await {
+            Ok(records) if records.is_empty() => self.wanted.notified().await,
+            Ok(_) => {}
+            // Unknown: better to run (and retry the reads) than to miss a cleanup.
+            Err(e) => tracing::warn!("node-local cleanup: listing records: {e}"),
+        }
+    }
+
     /// Runs the node's part (`dirs`) and/or the controller's (`controller`) until the process
-    /// ends: on every change the cluster reports, on this host's own requests, and every
-    /// `interval` (which also notices nodes that were deleted).
+    /// ends, once the driver has records (`until_wanted`): on every change the cluster
+    /// reports, on this host's own requests, and every `interval` (which also notices nodes
+    /// that were deleted).
     pub async fn run(
         self: Arc<Self>,
         node: Option<(LocalDirs, NodeOps)>,
         controller: bool,
         interval: Duration,
     ) {
+        self.until_wanted().await;
+        tracing::info!("node-local cleanup running");
         let mut changes: std::pin::Pin<Box<dyn futures::Stream<Item = ()> + Send>> = match &self
             .book
         {

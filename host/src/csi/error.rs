@@ -70,6 +70,32 @@ pub fn code(error: &Error) -> Code {
     }
 }
 
+/// The canonical name (`OK`, `NOT_FOUND`, …) of a `grpc-status` header's value; none is `OK`.
+pub(super) fn code_name(status: Option<&str>) -> &'static str {
+    let code = status
+        .and_then(|s| s.parse::<i32>().ok())
+        .map_or(Code::Ok, Code::from_i32);
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
 fn call_code(error: &CallError) -> Code {
     match error {
         CallError::Timeout { .. } => Code::DeadlineExceeded,

@@ -8,11 +8,13 @@ mod convert;
 mod deadline;
 mod error;
 mod identity;
+mod measure;
 mod node;
 
 pub use controller::ControllerService;
 pub use error::Error;
 pub use identity::IdentityService;
+pub use measure::Measured;
 pub use node::NodeService;
 
 use crate::runtime::Backend;

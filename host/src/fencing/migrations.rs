@@ -25,16 +25,19 @@ pub struct MigrationCounts {
 impl Migrations {
     pub(super) fn started(&self) {
         self.started.fetch_add(1, Relaxed);
+        crate::metrics::migration_started();
     }
 
     pub(super) fn completed(&self, took: Duration) {
         self.completed.fetch_add(1, Relaxed);
         self.duration_ms.fetch_add(took.as_millis() as u64, Relaxed);
+        crate::metrics::migration_completed(took);
         tracing::info!(seconds = took.as_secs_f64(), "live migration completed");
     }
 
     pub(super) fn timed_out(&self) {
         self.timed_out.fetch_add(1, Relaxed);
+        crate::metrics::migration_timed_out();
     }
 
     pub fn counts(&self) -> MigrationCounts {

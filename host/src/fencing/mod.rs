@@ -332,7 +332,13 @@ impl Fencing {
     /// The rules (`decide.rs`) on the volume's record, saved when they change it.
     fn decide(&self, _turn: &Turn, request: &Request<'_>) -> Result<Admitted, FenceError> {
         let (mut record, version) = self.load(request.volume)?;
-        match decide::decide(&mut record, request, now_ms(), self.detach_grace) {
+        let decided = decide::decide(&mut record, request, now_ms(), self.detach_grace);
+        crate::metrics::fencing_decision(match &decided {
+            Ok(v) if v.admitted == Admitted::New => "admitted",
+            Ok(_) => "again",
+            Err(_) => "refused",
+        });
+        match decided {
             Ok(verdict) => {
                 if verdict.migration_started {
                     self.migrations.started();

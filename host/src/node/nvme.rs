@@ -129,6 +129,7 @@ impl Nvme {
                 })?;
                 controller_of(&answer).ok_or_else(|| format!("unexpected answer {answer:?}"))
             });
+            crate::metrics::node_operation("nvme_connect", &attempt);
             match attempt {
                 Ok(controller) => tracing::info!(
                     nqn = %target.nqn, portal = %portal.address, port = portal.port, %controller,
@@ -171,9 +172,9 @@ impl Nvme {
         self.check_managed(nqn)?;
         let mut gone = vec![];
         for c in controllers(sysfs, nqn) {
-            self.fabric
-                .delete_controller(&c.name)
-                .map_err(io_error("disconnect NVMe controller", &c.dir))?;
+            let deleted = self.fabric.delete_controller(&c.name);
+            crate::metrics::node_operation("nvme_disconnect", &deleted);
+            deleted.map_err(io_error("disconnect NVMe controller", &c.dir))?;
             tracing::info!(%nqn, controller = %c.name, "NVMe/TCP controller disconnected");
             gone.push(c.name);
         }

@@ -84,11 +84,14 @@ impl NodeOps {
                 key: key.to_owned(),
             }
         };
-        self.run(move || {
-            let _claim = claim;
-            work()
-        })
-        .await
+        let done = self
+            .run(move || {
+                let _claim = claim;
+                work()
+            })
+            .await;
+        crate::metrics::node_operation(op, &done);
+        done
     }
 
     /// [`NodeOps::run_claimed`] for work that may hang on a stale mount, where the caller gives

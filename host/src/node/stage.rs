@@ -126,6 +126,7 @@ pub fn stage(
             device = %device.display(),
             "replacing a stale staged mount"
         );
+        crate::metrics::stale_mount();
         let id = m.id;
         // The handle pins the stale mount: let go of it before unmounting.
         drop(existing.take());

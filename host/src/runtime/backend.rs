@@ -178,6 +178,7 @@ macro_rules! backend_methods {
                     timeout: Option<Duration>,
                 ) -> Result<$ret, CallError> {
                     let scrubber = self.scrubber($secrets);
+                    let started = Instant::now();
                     let result = self
                         .invoke($op, timeout, scrubber.clone(), move |store, instance, versions| {
                             Box::pin(async move {
@@ -187,8 +188,17 @@ macro_rules! backend_methods {
                                 }
                             })
                         })
-                        .await?;
-                    result.map_err(|error| self.refused($op, error, &scrubber))
+                        .await
+                        .and_then(|answer| {
+                            answer.map_err(|error| self.refused($op, error, &scrubber))
+                        });
+                    crate::metrics::backend_call(
+                        &self.name,
+                        $op,
+                        outcome(&result),
+                        started.elapsed(),
+                    );
+                    result
                 }
             )*
         }
@@ -421,6 +431,7 @@ impl Backend {
         };
         // Epochs stop a spinning guest; this outer bound also stops one parked in a host call.
         let outcome = tokio::time::timeout_at((deadline + OUTER_GRACE).into(), run).await;
+        crate::metrics::backend_memory(&self.name, operation, store.data().limits.peak);
         let (result, instantiated) = match outcome {
             Err(_elapsed) => return Err(timed_out()),
             Ok(Ok(done)) => done,
@@ -464,6 +475,18 @@ impl Backend {
             .call_ns
             .fetch_add(nanos(finished - instantiated), Ordering::Relaxed);
         Ok(result)
+    }
+}
+
+/// A call's outcome, as the metrics name it.
+fn outcome<T>(result: &Result<T, CallError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(CallError::Refused { .. }) => "refused",
+        Err(CallError::Timeout { .. }) => "timeout",
+        Err(CallError::MemoryLimit { .. }) => "memory_limit",
+        Err(CallError::Trap { .. }) => "trap",
+        Err(CallError::Busy { .. }) => "busy",
     }
 }
 

@@ -6,6 +6,8 @@ use wasmtime::ResourceLimiter;
 pub(crate) struct CallLimits {
     memory_limit: usize,
     pub(crate) memory_refused: bool,
+    /// The most linear memory granted in the call.
+    pub(crate) peak: usize,
 }
 
 impl CallLimits {
@@ -13,6 +15,7 @@ impl CallLimits {
         Self {
             memory_limit,
             memory_refused: false,
+            peak: 0,
         }
     }
 }
@@ -28,6 +31,7 @@ impl ResourceLimiter for CallLimits {
             self.memory_refused = true;
             return Ok(false);
         }
+        self.peak = self.peak.max(desired);
         Ok(true)
     }
 

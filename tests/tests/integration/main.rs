@@ -11,6 +11,7 @@ mod fencing;
 mod kube_fencing;
 mod kube_store;
 mod lifecycle;
+mod metrics;
 mod node_block;
 mod node_hung_mount;
 mod node_local_cleanup;

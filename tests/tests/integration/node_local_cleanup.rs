@@ -70,7 +70,7 @@ async fn standalone_the_record_lives_in_the_embedded_store_until_the_node_has_cl
 struct NodeHost {
     name: String,
     process: ServeProcess,
-    _root: tempfile::TempDir,
+    root: tempfile::TempDir,
     dirs: PathBuf,
 }
 
@@ -86,17 +86,25 @@ impl NodeHost {
     async fn start(name: &str, kubeconfig: &str) -> Self {
         let root = tempfile::tempdir().unwrap();
         let dirs = std::fs::canonicalize(root.path()).unwrap().join("nlc");
-        let mut flags = flags(name, "node", kubeconfig);
-        let dirs_flag = dirs.to_str().unwrap().to_owned();
-        flags.extend(["--local-dir-root", &dirs_flag]);
-        let process =
-            ServeProcess::start_with(&modcsi_binary(), NODE_LOCAL_CACHE, root.path(), &flags).await;
+        let process = Self::spawn(name, kubeconfig, root.path(), &dirs).await;
         Self {
             name: name.into(),
             process,
-            _root: root,
+            root,
             dirs,
         }
+    }
+
+    async fn spawn(name: &str, kubeconfig: &str, root: &Path, dirs: &Path) -> ServeProcess {
+        let mut flags = flags(name, "node", kubeconfig);
+        flags.extend(["--local-dir-root", dirs.to_str().unwrap()]);
+        ServeProcess::start_with(&modcsi_binary(), NODE_LOCAL_CACHE, root, &flags).await
+    }
+
+    /// Stops the process and starts it again on the same state.
+    async fn restart(&mut self, kubeconfig: &str) {
+        self.process.kill();
+        self.process = Self::spawn(&self.name, kubeconfig, self.root.path(), &self.dirs).await;
     }
 
     fn dir(&self, volume: &str) -> PathBuf {
@@ -126,7 +134,7 @@ struct Cluster {
     api: KubeApi,
     client: kube::Client,
     controller: ServeProcess,
-    _controller_root: tempfile::TempDir,
+    controller_root: tempfile::TempDir,
     nodes: Vec<NodeHost>,
 }
 
@@ -142,21 +150,30 @@ impl Cluster {
             nodes.push(NodeHost::start(name, &kubeconfig).await);
         }
         let root = tempfile::tempdir().unwrap();
-        let kubeconfig = api.controller_kubeconfig().to_str().unwrap().to_owned();
-        let controller = ServeProcess::start_with(
-            &modcsi_binary(),
-            NODE_LOCAL_CACHE,
-            root.path(),
-            &flags("controller", "controller", &kubeconfig),
-        )
-        .await;
+        let controller = Self::spawn_controller(&api, root.path()).await;
         Self {
             api,
             client,
             controller,
-            _controller_root: root,
+            controller_root: root,
             nodes,
         }
+    }
+
+    async fn spawn_controller(api: &KubeApi, root: &Path) -> ServeProcess {
+        let kubeconfig = api.controller_kubeconfig().to_str().unwrap().to_owned();
+        let flags = flags("controller", "controller", &kubeconfig);
+        ServeProcess::start_with(&modcsi_binary(), NODE_LOCAL_CACHE, root, &flags).await
+    }
+
+    /// Stops every process and starts it again on its state.
+    async fn restart(&mut self) {
+        let kubeconfig = self.api.node_kubeconfig().to_str().unwrap().to_owned();
+        for node in &mut self.nodes {
+            node.restart(&kubeconfig).await;
+        }
+        self.controller.kill();
+        self.controller = Self::spawn_controller(&self.api, self.controller_root.path()).await;
     }
 
     fn controller(&self) -> CsiClient {
@@ -261,7 +278,7 @@ async fn a_deleted_volume_leaves_every_node_and_a_gone_node_is_decommissioned() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_of_the_public_driver_is_honoured() {
-    let cluster = Cluster::start().await;
+    let mut cluster = Cluster::start().await;
     // A volume the public node-local-cache driver created on n1 and was asked to delete.
     let id = "nlc-0a1b2c3d-0000-5000-8000-000000000001";
     std::fs::create_dir_all(cluster.nodes[0].dir(id)).unwrap();
@@ -289,6 +306,9 @@ async fn a_record_of_the_public_driver_is_honoured() {
         .create(&PostParams::default(), &cm)
         .await
         .unwrap();
+    // modcsi replaces the public driver: its processes start with the record already there (an
+    // idle process starts its cleanup loop only for records it finds at start or writes itself).
+    cluster.restart().await;
     wait_until("the record is gone", async || {
         cluster.record(id).await.is_none()
     })

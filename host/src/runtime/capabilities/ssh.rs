@@ -318,7 +318,15 @@ impl SshClient {
                 }
             }
         };
-        tokio::time::timeout(timeout, work).await.map_err(|_| {
+        let started = std::time::Instant::now();
+        let done = tokio::time::timeout(timeout, work).await;
+        let outcome = match &done {
+            Ok(Ok(_)) => "ok",
+            Ok(Err(_)) => "error",
+            Err(_) => "timeout",
+        };
+        crate::metrics::ssh_call(&t.name, outcome, started.elapsed());
+        done.map_err(|_| {
             SshError::Timeout(format!(
                 "ssh target {}: no answer within {timeout:?}",
                 t.name
