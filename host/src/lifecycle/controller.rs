@@ -110,10 +110,11 @@ impl Controller {
         // The record is a check; the backend (idempotent by contract) gives the answer.
         let parts = &self.parts;
         let shape = RequestShape::of(&create);
-        if let Some(record) = parts
+        let existing = parts
             .records
             .by_name(&name)
-            .map_err(store_error(&subject))?
+            .map_err(store_error(&subject))?;
+        if let Some(record) = &existing
             && let Some(why) = record.mismatch(&shape)
         {
             return Err(Error::AlreadyExists(format!(
@@ -146,6 +147,11 @@ impl Controller {
             &volume,
             &context.into_iter().collect::<BTreeMap<_, _>>(),
         );
+        // A repeated CreateVolume with the same answer writes nothing.
+        if existing.as_ref() == Some(&record) {
+            tracing::debug!(volume = %volume.id, name, "volume created already");
+            return Ok(record);
+        }
         parts
             .records
             .insert(record.clone())

@@ -197,15 +197,19 @@ impl Records {
     /// Writes (or replaces) the record of a name. It does not wait for the disk (see the
     /// type's docs), so it runs in place.
     pub fn insert(&self, record: VolumeRecord) -> Result<(), StoreError> {
-        let mut expected = self.store.get(NAMESPACE, &record.name)?.map(|e| e.version);
+        let value = record.encode();
+        // A name this host has not recorded is written as new, without a read first (in a
+        // cluster that is an API round trip); a conflict gives the version to write at.
+        let known = self.lock().recorded.contains(&record.name);
+        let mut expected = match known {
+            true => self.store.get(NAMESPACE, &record.name)?.map(|e| e.version),
+            false => None,
+        };
         loop {
-            match self.store.put_with(
-                NAMESPACE,
-                &record.name,
-                &record.encode(),
-                expected,
-                Durability::Soon,
-            ) {
+            match self
+                .store
+                .put_with(NAMESPACE, &record.name, &value, expected, Durability::Soon)
+            {
                 Err(StoreError::Conflict { current }) => expected = current,
                 other => break other.map(drop)?,
             }

@@ -569,21 +569,114 @@ async fn cleanup_at_scale(binary: &Path) {
     drop(nodes);
 }
 
+/// The API server's request counters by verb and resource (`apiserver_request_total`).
+async fn api_requests_by_kind(client: &kube::Client) -> std::collections::BTreeMap<String, f64> {
+    let text = client
+        .request_text(http::Request::get("/metrics").body(Vec::new()).unwrap())
+        .await
+        .unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let label = |name: &str| {
+            let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+            Some(line[start..].split('"').next()?.to_owned())
+        };
+        let (Some(verb), Some(resource), Some(n)) = (
+            label("verb"),
+            label("resource"),
+            line.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok()),
+        ) else {
+            continue;
+        };
+        *out.entry(format!("{verb} {resource}")).or_default() += n;
+    }
+    out
+}
+
+/// CreateVolume and DeleteVolume of node-local-cache through a controller process with the
+/// Kubernetes API (its records in ConfigMaps): latency, and which API requests each costs.
+async fn volume_path_in_cluster(binary: &Path) {
+    const VOLUMES: usize = 50;
+    let api = KubeApi::start_deployed().await;
+    let client = api.client().await;
+    let root = tempfile::tempdir().unwrap();
+    let config = api.controller_kubeconfig().to_str().unwrap().to_owned();
+    let flags = cluster_flags("controller", "controller", &config);
+    let controller = ServeProcess::start_with(binary, NODE_LOCAL_CACHE, root.path(), &flags).await;
+    let mut c = controller.client.controller.clone();
+    for (what, create) in [("CreateVolume", true), ("DeleteVolume", false)] {
+        let before = api_requests_by_kind(&client).await;
+        let mut times = vec![];
+        for v in 0..VOLUMES {
+            let started = Instant::now();
+            if create {
+                c.create(&format!("path-{v}")).await;
+            } else {
+                let id = c
+                    .create_volume(requests::create(&format!("path-{v}")))
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .volume
+                    .unwrap()
+                    .volume_id;
+                let started_delete = Instant::now();
+                c.delete_volume(requests::delete(&id)).await.unwrap();
+                times.push(started_delete.elapsed());
+                continue;
+            }
+            times.push(started.elapsed());
+        }
+        let after = api_requests_by_kind(&client).await;
+        times.sort();
+        // A delete's loop repeats a CreateVolume (idempotent, answered from the record).
+        let per: Vec<String> = after
+            .iter()
+            .filter_map(|(k, n)| {
+                let d = n - before.get(k).copied().unwrap_or_default();
+                (d >= 1.0 && !k.starts_with("get metrics"))
+                    .then(|| format!("{k} {:.1}", d / VOLUMES as f64))
+            })
+            .collect();
+        println!(
+            "{what} in a cluster (node-local-cache, records in ConfigMaps): p50 {}, p90 {}; API requests per call{}: {}",
+            us(percentile(&times, 0.5)),
+            us(percentile(&times, 0.9)),
+            if create {
+                ""
+            } else {
+                " (with the repeated CreateVolume before it)"
+            },
+            per.join(", ")
+        );
+    }
+    drop(controller);
+}
+
 #[tokio::main]
 async fn main() {
     println!(
         "modcsi benchmark: node-local-cache against a `modcsi serve` process, real bind mounts, {RUN_FOR:?} per run"
     );
-    let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/modcsi");
+    // MODCSI_BENCH_BINARY: another build (the debug one, to count requests without a release
+    // build).
+    let binary = std::env::var_os("MODCSI_BENCH_BINARY").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/modcsi"),
+        std::path::PathBuf::from,
+    );
     assert!(
         binary.is_file(),
         "{} is missing: `just bench` builds it",
         binary.display()
     );
-    // `lifecycle-bench cleanup`: that part alone.
-    if std::env::args().nth(1).as_deref() == Some("cleanup") {
-        cleanup_at_scale(&binary).await;
-        return;
+    // `lifecycle-bench cleanup` or `volume-path`: that part alone.
+    match std::env::args().nth(1).as_deref() {
+        Some("cleanup") => return cleanup_at_scale(&binary).await,
+        Some("volume-path") => return volume_path_in_cluster(&binary).await,
+        _ => {}
     }
     let root = tempfile::tempdir().unwrap();
     let server = ServeProcess::start(&binary, NODE_LOCAL_CACHE, root.path()).await;
@@ -607,6 +700,7 @@ async fn main() {
     state_rebuild(&api).await;
     drop(api);
     cleanup_at_scale(&binary).await;
+    volume_path_in_cluster(&binary).await;
     ssh_reuse().await;
     rds_calls().await;
     backend_overhead().await;
