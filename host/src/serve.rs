@@ -294,6 +294,7 @@ impl Server {
             host.clone(),
             shared,
             cleanup.clone(),
+            crate::lifecycle::Events::new(cluster.clone()),
         ));
         Ok(Self {
             driver_name: config.driver_name,

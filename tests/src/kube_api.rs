@@ -321,6 +321,18 @@ pub mod objects {
 
     /// A PV of `volume` (its CSI volume handle) bound to claim `default/<claim>`.
     pub async fn add_pv(client: &kube::Client, name: &str, volume: &str, mode: &str, claim: &str) {
+        add_driver_pv(client, DRIVER, name, volume, mode, claim).await
+    }
+
+    /// [`add_pv`] of driver `driver`.
+    pub async fn add_driver_pv(
+        client: &kube::Client,
+        driver: &str,
+        name: &str,
+        volume: &str,
+        mode: &str,
+        claim: &str,
+    ) {
         let pv = PersistentVolume {
             metadata: ObjectMeta {
                 name: Some(name.into()),
@@ -330,7 +342,7 @@ pub mod objects {
                 access_modes: Some(vec![mode.into()]),
                 capacity: Some(BTreeMap::from([("storage".into(), Quantity("1Gi".into()))])),
                 csi: Some(CSIPersistentVolumeSource {
-                    driver: DRIVER.into(),
+                    driver: driver.into(),
                     volume_handle: volume.into(),
                     ..Default::default()
                 }),

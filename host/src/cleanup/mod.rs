@@ -38,6 +38,9 @@ const DEBOUNCE: Duration = Duration::from_millis(100);
 const ATTEMPTS: u32 = 15;
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// A deletion waiting this long on a node is stuck: a Warning Event on its record says so
+/// (again after as long).
+const STUCK: Duration = Duration::from_secs(600);
 
 /// A volume's cleanup record: the `status` JSON of the public driver's ConfigMap. Fields this
 /// version does not know are kept as they are.
@@ -100,18 +103,19 @@ fn now() -> String {
 /// Records the controller's view of the records for the metrics: how many are in use, how many
 /// wait on nodes, and how long the oldest has waited.
 fn observe(records: &[Status]) {
-    let now = k8s_openapi::jiff::Timestamp::now();
-    let waits = records
+    let deleting = records
         .iter()
-        .filter_map(|s| s.cleanup_requested_at.as_deref());
-    let oldest = waits
-        .clone()
-        .filter_map(|at| at.parse::<k8s_openapi::jiff::Timestamp>().ok())
-        .filter_map(|at| Duration::try_from(now.duration_since(at)).ok())
-        .max()
-        .unwrap_or_default();
-    let deleting = waits.count();
+        .filter(|s| s.cleanup_requested_at.is_some())
+        .count();
+    let oldest = records.iter().filter_map(waited).max().unwrap_or_default();
     crate::metrics::cleanup_records(records.len() - deleting, deleting, oldest);
+}
+
+/// How long a record has waited since its cleanup was requested.
+fn waited(status: &Status) -> Option<Duration> {
+    let at = status.cleanup_requested_at.as_deref()?;
+    let at = at.parse::<k8s_openapi::jiff::Timestamp>().ok()?;
+    Duration::try_from(k8s_openapi::jiff::Timestamp::now().duration_since(at)).ok()
 }
 
 fn add(list: &mut Vec<String>, node: &str) -> bool {
@@ -371,6 +375,19 @@ impl Cleanup {
                 continue;
             }
             let volume = status.volume_id.clone();
+            if let Some(cluster) = cluster
+                && let Some(waited) = waited(&status)
+                && waited >= STUCK
+            {
+                let message = format!(
+                    "the node-local directory of deleted volume {volume} has waited {} min for node(s) {} to remove it (is the node plugin running there?)",
+                    waited.as_secs() / 60,
+                    status.pending().join(", ")
+                );
+                cluster
+                    .warn_record(&volume, "CleanupStuck", &message, STUCK)
+                    .await;
+            }
             let mut gone = Vec::new();
             if let Some(cluster) = cluster {
                 for node in status.pending() {

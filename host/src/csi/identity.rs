@@ -72,6 +72,12 @@ impl Identity for IdentityService {
         &self,
         request: Request<ProbeRequest>,
     ) -> Result<Response<ProbeResponse>, Status> {
+        // A node plugin's health is its own (the socket answers, the backend is loaded); the
+        // storage behind it is the controller's to probe. A storage outage must not have every
+        // node plugin's liveness probe restart it (and a node may hold no storage credentials).
+        if !self.serves_controller {
+            return Ok(Response::new(ProbeResponse { ready: Some(true) }));
+        }
         let timeout = deadline::of(&request);
         self.backend
             .probe(timeout)

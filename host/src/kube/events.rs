@@ -15,17 +15,22 @@ use super::{Cluster, KubeError};
 const REPEAT_AFTER: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
-pub(super) struct Limiter(Mutex<HashMap<String, Instant>>);
+pub(super) struct Limiter(Mutex<HashMap<String, (Instant, Duration)>>);
 
 impl Limiter {
     fn allows(&self, key: String) -> bool {
+        self.allows_every(key, REPEAT_AFTER)
+    }
+
+    /// Whether `key` was not let through in the last `every`.
+    fn allows_every(&self, key: String, every: Duration) -> bool {
         let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        last.retain(|_, at| now.duration_since(*at) < REPEAT_AFTER);
+        last.retain(|_, (at, window)| now.duration_since(*at) < *window);
         match last.entry(key) {
             std::collections::hash_map::Entry::Occupied(_) => false,
             std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(now);
+                v.insert((now, every));
                 true
             }
         }
@@ -52,21 +57,52 @@ impl Cluster {
         let Some(claim) = self.pv_of(volume).await?.and_then(|pv| pv.spec?.claim_ref) else {
             return Ok(());
         };
-        let Some(namespace) = claim.namespace.clone() else {
+        let involved = ObjectReference {
+            kind: Some("PersistentVolumeClaim".into()),
+            api_version: Some("v1".into()),
+            ..claim
+        };
+        self.post(involved, reason, message).await
+    }
+
+    /// Posts a Warning Event on the cleanup record (a ConfigMap in the driver's namespace) of
+    /// `volume`, at most once per `every`.
+    pub async fn warn_record(&self, volume: &str, reason: &str, message: &str, every: Duration) {
+        if !self
+            .events
+            .allows_every(format!("{volume}/{reason}/record"), every)
+        {
+            return;
+        }
+        let involved = ObjectReference {
+            kind: Some("ConfigMap".into()),
+            api_version: Some("v1".into()),
+            name: Some(super::records::name_of(volume)),
+            namespace: Some(self.namespace().to_owned()),
+            ..Default::default()
+        };
+        if let Err(e) = self.post(involved, reason, message).await {
+            tracing::warn!(volume, reason, "cannot post an Event: {e}");
+        }
+    }
+
+    async fn post(
+        &self,
+        involved: ObjectReference,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), KubeError> {
+        let Some(namespace) = involved.namespace.clone() else {
             return Ok(());
         };
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let event = Event {
             metadata: ObjectMeta {
-                generate_name: Some(format!("{}.", claim.name.as_deref().unwrap_or("pvc"))),
+                generate_name: Some(format!("{}.", involved.name.as_deref().unwrap_or("modcsi"))),
                 namespace: Some(namespace.clone()),
                 ..Default::default()
             },
-            involved_object: ObjectReference {
-                kind: Some("PersistentVolumeClaim".into()),
-                api_version: Some("v1".into()),
-                ..claim
-            },
+            involved_object: involved,
             reason: Some(reason.into()),
             message: Some(message.chars().take(1024).collect()),
             type_: Some("Warning".into()),

@@ -58,6 +58,11 @@ fn dns_safe(s: &str, max: usize) -> bool {
 
 /// The ConfigMap name and label value for a volume: the id itself where Kubernetes allows it
 /// (the public driver's ids always are), else a digest of it.
+/// The name of `volume`'s record.
+pub(super) fn name_of(volume: &str) -> String {
+    names(volume).0
+}
+
 fn names(volume: &str) -> (String, String) {
     if dns_safe(volume, 63) {
         (format!("{PREFIX}{volume}"), volume.to_owned())

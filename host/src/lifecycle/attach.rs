@@ -93,7 +93,10 @@ impl Controller {
                         "cannot undo a failed publish's record: {undo}"
                     );
                 }
-                return Err(backend_error(subject)(e));
+                // The attacher reports this on the VolumeAttachment; the claim hears it too.
+                return self
+                    .events
+                    .note(id, "AttachFailed", Err(backend_error(subject)(e)));
             }
         };
         let publish_context = rules::host_context(

@@ -41,11 +41,13 @@ pub struct Controller {
     pub(super) parts: ControllerParts,
     pub(super) locks: OperationLocks,
     pub(super) tokens: ListTokens,
+    pub(super) events: super::Events,
 }
 
 impl Controller {
     pub fn new(parts: ControllerParts) -> Self {
         Self {
+            events: super::Events::new(parts.cluster.clone()),
             parts,
             locks: OperationLocks::default(),
             tokens: ListTokens::default(),

@@ -10,6 +10,7 @@
 mod attach;
 mod controller;
 mod error;
+mod events;
 mod node;
 pub mod rules;
 mod snapshots;
@@ -18,6 +19,7 @@ use std::path::Path;
 
 pub use controller::{Controller, ControllerParts};
 pub use error::Error;
+pub use events::Events;
 pub use node::{Node, NodeInfo, NodeStats};
 
 use crate::runtime::CallError;

@@ -37,6 +37,7 @@ pub struct Node {
     shared: Arc<dyn StateStore>,
     cleanup: Arc<Cleanup>,
     locks: OperationLocks,
+    events: super::Events,
 }
 
 fn node_err(volume: &str) -> impl FnOnce(crate::node::NodeError) -> Error + '_ {
@@ -53,6 +54,7 @@ impl Node {
         host: Arc<Host>,
         shared: Arc<dyn StateStore>,
         cleanup: Arc<Cleanup>,
+        events: super::Events,
     ) -> Self {
         Self {
             backend,
@@ -61,6 +63,7 @@ impl Node {
             shared,
             cleanup,
             locks: OperationLocks::default(),
+            events,
         }
     }
 
@@ -141,10 +144,9 @@ impl Node {
         if matches!(source, Source::LocalDir(_)) {
             self.cleanup.register(id).await?;
         }
-        self.host
-            .publish(id, target, source, read_only)
-            .await
-            .map_err(node_err(id))?;
+        let published = self.host.publish(id, target, source, read_only).await;
+        self.events
+            .note(id, "PublishFailed", published.map_err(node_err(id)))?;
         tracing::info!(volume = id, target = %target.display(), read_only, "volume published");
         Ok(())
     }
@@ -226,11 +228,12 @@ impl Node {
             _ => vec![],
         };
         let _guard = lock_target(&self.locks, id, staging)?;
-        let mounted = self
-            .host
+        let staged = (self.host)
             .stage(id, staging, attachment, mount, mkfs_args)
-            .await
-            .map_err(node_err(id))?;
+            .await;
+        let mounted = self
+            .events
+            .note(id, "StageFailed", staged.map_err(node_err(id)))?;
         tracing::info!(volume = id, staging = %staging.display(), mounted, "volume staged");
         Ok(())
     }
@@ -258,11 +261,12 @@ impl Node {
             return Ok(0);
         }
         let _guard = lock_target(&self.locks, id, path)?;
-        let bytes = self
-            .host
+        let expanded = (self.host)
             .expand(id, staging.unwrap_or(path), required_bytes)
-            .await
-            .map_err(node_err(id))?;
+            .await;
+        let bytes = self
+            .events
+            .note(id, "ExpandFailed", expanded.map_err(node_err(id)))?;
         tracing::info!(volume = id, path = %path.display(), bytes, "filesystem expanded");
         Ok(bytes)
     }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use kube::Api;
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use modcsi::client::CsiClient;
@@ -442,5 +442,91 @@ async fn another_drivers_records_and_forged_records_remove_nothing() {
     assert!(
         matches!(&refused, kube::Error::Api(e) if e.code == 403),
         "{refused}"
+    );
+}
+
+/// Waits for a Warning Event of `reason` on object `name` in the test namespace; its message.
+async fn event(client: &kube::Client, reason: &str, name: &str) -> String {
+    let events = Api::<Event>::namespaced(client.clone(), "default");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = events.list(&ListParams::default()).await.unwrap();
+        if let Some(e) = list.items.iter().find(|e| {
+            e.reason.as_deref() == Some(reason) && e.involved_object.name.as_deref() == Some(name)
+        }) {
+            assert_eq!(e.type_.as_deref(), Some("Warning"));
+            return e.message.clone().unwrap_or_default();
+        }
+        assert!(Instant::now() < deadline, "no {reason} event on {name}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_publish_and_a_stuck_cleanup_are_told_in_events() {
+    let mut cluster = Cluster::start().await;
+    // A node's failure reaches the volume's claim, for `kubectl describe pvc`.
+    let volume = cluster.create("told").await.unwrap();
+    let driver = "node-local-cache.csi.io";
+    objects::add_driver_pv(
+        &cluster.client,
+        driver,
+        "pv-told",
+        &volume.volume_id,
+        "ReadWriteOnce",
+        "claim-told",
+    )
+    .await;
+    let outside = "/var/tmp/modcsi-not-under-the-kubelet-root";
+    let refused = cluster.nodes[0]
+        .process
+        .client
+        .node
+        .clone()
+        .node_publish_volume(requests::publish(&volume, outside, false))
+        .await
+        .unwrap_err();
+    let message = event(&cluster.client, "PublishFailed", "claim-told").await;
+    assert!(message.contains(&volume.volume_id), "{message}");
+    assert!(
+        message.contains(outside),
+        "{message} / {}",
+        refused.message()
+    );
+
+    // A deletion that has waited an hour on a node whose plugin never answers.
+    objects::add_node(&cluster.client, "n9").await;
+    let id = "nlc-0a1b2c3d-0000-5000-8000-00000000dead";
+    let an_hour_ago =
+        k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_hours(1);
+    let status = serde_json::json!({
+        "volume_id": id,
+        "created_at": "2026-11-01T10:00:00Z",
+        "cleanup_requested_at": an_hour_ago.to_string(),
+        "nodes_with_volume": ["n9"],
+    });
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(format!("nlc-vol-{id}")),
+            labels: Some(BTreeMap::from([
+                (LABEL.into(), id.into()),
+                ("modcsi.io/cleanup-driver".into(), driver.into()),
+            ])),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([("status".into(), status.to_string())])),
+        ..Default::default()
+    };
+    cluster
+        .config_maps()
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
+    // The controller finds it when it starts.
+    cluster.restart().await;
+    let message = event(&cluster.client, "CleanupStuck", &format!("nlc-vol-{id}")).await;
+    assert!(
+        message.contains("n9") && message.contains("60 min"),
+        "{message}"
     );
 }

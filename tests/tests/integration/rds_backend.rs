@@ -624,3 +624,17 @@ async fn deletes_never_lose_data_and_never_repeat_themselves() {
         .collect();
     assert!(after.iter().all(|c| !c.contains("remove")), "{after:?}");
 }
+
+#[tokio::test]
+async fn a_node_plugin_is_alive_without_reaching_the_router() {
+    // No SSH target configured (a node holds no router credentials): the backend's own probe
+    // fails, which is the controller's answer; a node's is the host's.
+    for (mode, ready) in [
+        (modcsi::csi::Mode::Node, true),
+        (modcsi::csi::Mode::All, false),
+    ] {
+        let host = modcsi_tests::TestHost::start_with(modcsi_tests::RDS, |c| c.mode = mode).await;
+        let probe = host.client.identity.clone().probe(ProbeRequest {}).await;
+        assert_eq!(probe.is_ok(), ready, "{mode:?}: {probe:?}");
+    }
+}
