@@ -2,9 +2,12 @@
 # Renders the plain manifests in deploy/kubernetes/ from the Helm chart deploy/helm/modcsi, one
 # install per backend values file, and checks them.
 #
-#   scripts/render-manifests.sh                  write deploy/kubernetes/<backend>.yaml and rbac.yaml
+#   scripts/render-manifests.sh                  write deploy/kubernetes/<backend>.yaml and rbac.yaml,
+#                                                and deploy/observability/prometheus-rules.yaml (a
+#                                                copy of the chart's files/prometheus-rules.yaml)
 #   scripts/render-manifests.sh --check          fail if a committed file differs from a fresh
-#                                                render; helm lint both values files; every
+#                                                render; helm lint both values files (also with the
+#                                                ServiceMonitor, PodMonitor and PrometheusRule on); every
 #                                                modcsi container's arguments parsed by the real
 #                                                binary; the sidecar tags against tools/versions.env
 #   scripts/render-manifests.sh --server-dry-run also create every rendered object with
@@ -26,6 +29,11 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CHART="$ROOT/deploy/helm/modcsi"
 VALUES="$ROOT/deploy/helm/values"
 OUT="$ROOT/deploy/kubernetes"
+# The alert rules: the chart's file is the source, deploy/observability/ holds a copy.
+RULES="$CHART/files/prometheus-rules.yaml"
+RULES_COPY="$ROOT/deploy/observability/prometheus-rules.yaml"
+# The Prometheus Operator objects, off by default (the cluster needs their CRDs), checked too.
+MONITORING=(--set metrics.serviceMonitor.enabled=true --set metrics.prometheusRule.enabled=true)
 NAMESPACE=modcsi
 # backend values file → release name (object names are <release>-controller, <release>-node, ...)
 BACKENDS=(node-local-cache rds)
@@ -106,6 +114,8 @@ render_all() { # DIR
 if [ "$mode" = write ]; then
     render_all "$OUT"
     log "wrote deploy/kubernetes/{$(IFS=,; echo "${BACKENDS[*]}"),rbac}.yaml"
+    cp "$RULES" "$RULES_COPY"
+    log "wrote deploy/observability/prometheus-rules.yaml"
     exit 0
 fi
 
@@ -121,6 +131,11 @@ for file in "${BACKENDS[@]/%/.yaml}" rbac.yaml; do
         fail "deploy/kubernetes/$file differs from a fresh render: run scripts/render-manifests.sh"
     fi
 done
+
+if ! cmp -s "$RULES" "$RULES_COPY"; then
+    diff -u "$RULES_COPY" "$RULES" >&2 || true
+    fail "deploy/observability/prometheus-rules.yaml differs from deploy/helm/modcsi/files/prometheus-rules.yaml: run scripts/render-manifests.sh"
+fi
 
 # 2. helm lint, each backend's values and each variant.
 for backend in "${BACKENDS[@]}"; do
@@ -138,6 +153,57 @@ for i in "${!VARIANTS[@]}"; do
     fi
     render "$TMP/variants/variant-$i.yaml" "${variant[0]}" "" "${variant[@]:1}"
 done
+# 2b. The monitoring objects (not in the variants: the API server of --server-dry-run has no
+#     Prometheus Operator CRDs): lint, and check that the monitors select the metrics Service and
+#     the node pods by a port named metrics, and that the PrometheusRule is the rules file's.
+mkdir -p "$TMP/monitoring"
+for backend in "${BACKENDS[@]}"; do
+    if ! "$HELM" lint --strict "$CHART" --namespace "$NAMESPACE" -f "$VALUES/$backend.yaml" "${MONITORING[@]}" >"$TMP/lint" 2>&1; then
+        cat "$TMP/lint" >&2
+        fail "helm lint with deploy/helm/values/$backend.yaml and ${MONITORING[*]}"
+    fi
+    render "$TMP/monitoring/$backend.yaml" "$backend" "" "${MONITORING[@]}"
+    if python3 - "$TMP/monitoring/$backend.yaml" "$RULES" >"$TMP/monitors" 2>&1 <<'EOF'; then
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+kinds = {d["kind"]: d for d in docs}
+def has(labels, selector):
+    return all(labels.get(k) == v for k, v in selector.items())
+def metrics_port(pod_spec):
+    return any(p.get("name") == "metrics" for c in pod_spec["containers"] for p in c.get("ports", []))
+selector = kinds["ServiceMonitor"]["spec"]["selector"]["matchLabels"]
+services = [d for d in docs if d["kind"] == "Service" and has(d["metadata"]["labels"], selector)]
+assert len(services) == 1, "the ServiceMonitor selects %d Services" % len(services)
+assert any(p["name"] == "metrics" for p in services[0]["spec"]["ports"]), "the Service has no port metrics"
+controller = kinds["Deployment"]["spec"]["template"]
+assert has(controller["metadata"]["labels"], services[0]["spec"]["selector"]), "the Service selects no controller pod"
+assert metrics_port(controller["spec"]), "the controller has no port metrics"
+node = kinds["DaemonSet"]["spec"]["template"]
+selector = kinds["PodMonitor"]["spec"]["selector"]["matchLabels"]
+assert has(node["metadata"]["labels"], selector), "the PodMonitor selects no node pod"
+assert not has(controller["metadata"]["labels"], selector), "the PodMonitor selects the controller"
+assert metrics_port(node["spec"]), "the node plugin has no port metrics"
+rules = yaml.safe_load(open(sys.argv[2]))
+assert kinds["PrometheusRule"]["spec"] == rules["spec"], "the PrometheusRule is not the rules file's"
+print("the ServiceMonitor, PodMonitor and PrometheusRule agree with the workloads and the rules file")
+EOF
+        log "ok: $backend: $(cat "$TMP/monitors")"
+    else
+        cat "$TMP/monitors" >&2
+        fail "$backend: the monitoring objects"
+    fi
+done
+if command -v promtool >/dev/null; then
+    python3 -c 'import sys, yaml; yaml.safe_dump(yaml.safe_load(open(sys.argv[1]))["spec"], open(sys.argv[2], "w"))' "$RULES" "$TMP/rules.yaml"
+    if promtool check rules "$TMP/rules.yaml" >"$TMP/promtool" 2>&1; then
+        log "ok: promtool check rules: $(grep -o '[0-9]* rules found' "$TMP/promtool")"
+    else
+        cat "$TMP/promtool" >&2
+        fail "promtool check rules of deploy/helm/modcsi/files/prometheus-rules.yaml"
+    fi
+else
+    log "promtool not on PATH: the rules' PromQL not parsed here (the integration tests check their series names)"
+fi
 
 # 3. Every argument of every modcsi container is one the binary accepts: clap parses (and checks
 #    the values of) every argument before a trailing --help, and exits 0 only when all parsed.

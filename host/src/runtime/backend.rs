@@ -431,7 +431,10 @@ impl Backend {
         };
         // Epochs stop a spinning guest; this outer bound also stops one parked in a host call.
         let outcome = tokio::time::timeout_at((deadline + OUTER_GRACE).into(), run).await;
-        crate::metrics::backend_memory(&self.name, operation, store.data().limits.peak);
+        // Not the load's own `info` call: the backend has no name of its own yet.
+        if !self.info.name.is_empty() {
+            crate::metrics::backend_memory(&self.name, operation, store.data().limits.peak);
+        }
         let (result, instantiated) = match outcome {
             Err(_elapsed) => return Err(timed_out()),
             Ok(Ok(done)) => done,

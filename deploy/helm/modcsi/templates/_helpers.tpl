@@ -330,3 +330,18 @@ component's own. (dict "root" $ "component" "node") */}}
 {{- toYaml $annotations -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+Relabelings of a ServiceMonitor or PodMonitor endpoint: the target labels the alert rules and
+the dashboard read (job="modcsi", driver, component, node), then metrics.serviceMonitor.relabelings.
+(dict "root" $ "component" "node" "driver" "<driver name>")
+*/}}
+{{- define "modcsi.monitorRelabelings" -}}
+- {action: replace, targetLabel: job, replacement: modcsi}
+- {action: replace, targetLabel: driver, replacement: {{ .driver | quote }}}
+- {action: replace, targetLabel: component, replacement: {{ .component }}}
+- {action: replace, sourceLabels: [__meta_kubernetes_pod_node_name], targetLabel: node}
+{{- with .root.Values.metrics.serviceMonitor.relabelings }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
