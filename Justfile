@@ -31,6 +31,13 @@ check:
 test: build-backends check
     cargo nextest run --workspace --no-fail-fast
 
+# End to end on a single-node Kubernetes (kubelet, containerd, the CSI sidecars as pods), installed
+# from deploy/ with the chart; starts and stops the cluster (scripts/e2e.sh; needs root)
+e2e: build-backends
+    cargo build --release -p modcsi --bin modcsi
+    cargo build -p modcsi-tests --bin fake-routeros
+    scripts/e2e.sh
+
 # The node-local quota tests, on a kernel with ext4 and xfs project quotas (they are skipped, and
 # say why, in `just test`)
 test-quotas: build-backends

@@ -9,7 +9,7 @@
 #                                                render; helm lint both values files (also with the
 #                                                ServiceMonitor, PodMonitor and PrometheusRule on); every
 #                                                modcsi container's arguments parsed by the real
-#                                                binary; the sidecar tags against tools/versions.env
+#                                                binary; the sidecar images against tools/versions.env
 #   scripts/render-manifests.sh --server-dry-run also create every rendered object with
 #                                                `kubectl apply --dry-run=server` on a throwaway
 #                                                kube-apiserver v1.20.2 over etcd (as the tests start
@@ -48,7 +48,7 @@ VARIANTS=(
 log() { echo "render-manifests.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
 
-mode=write
+mode="write"
 case "${1:-}" in
     "") ;;
     --check) mode=check ;;
@@ -225,11 +225,6 @@ container_binary() { # NAME IMAGE
         */modcsi-livenessprobe) tool=modcsi-livenessprobe ;;
     esac
     candidates=("$GO_TOOLS/$tool-$version-"*/"$tool")
-    # The upstream registrar and liveness probe have in-repo stand-ins with their flags.
-    case "$tool" in
-        node-driver-registrar) candidates+=("$GO_TOOLS/modcsi-registrar-"*/modcsi-registrar) ;;
-        livenessprobe) candidates+=("$GO_TOOLS/modcsi-livenessprobe-"*/modcsi-livenessprobe) ;;
-    esac
     for bin in "${candidates[@]}"; do
         if [ -x "$bin" ]; then echo "$bin"; return 0; fi
     done
@@ -274,19 +269,25 @@ done
 
 # 4. The sidecar images carry the versions tools/versions.env pins.
 if [ -f "$ROOT/tools/versions.env" ]; then
-    # shellcheck source=../tools/versions.env
+    # shellcheck source=SCRIPTDIR/../tools/versions.env
     . "$ROOT/tools/versions.env"
-    check_tag() { # VALUES-KEY VERSION
-        local tag
-        tag=$(python3 -c 'import sys, yaml; v = yaml.safe_load(open(sys.argv[1])); print(v["sidecars"][sys.argv[2]]["image"]["tag"])' "$CHART/values.yaml" "$1")
-        [ "$tag" = "$2" ] || fail "values.yaml sidecars.$1 is $tag, tools/versions.env says $2"
+    check_tag() { # VALUES-KEY IMAGE VERSION
+        local image
+        image=$(python3 -c 'import sys, yaml; i = yaml.safe_load(open(sys.argv[1]))["sidecars"][sys.argv[2]]["image"]; print(i["repository"] + ":" + i["tag"])' "$CHART/values.yaml" "$1")
+        [ "$image" = "modcsi.local/$2:$3" ] || fail "values.yaml sidecars.$1 is $image, tools/versions.env says modcsi.local/$2:$3"
     }
-    check_tag provisioner "$CSI_PROVISIONER_VERSION"
-    check_tag attacher "$CSI_ATTACHER_VERSION"
-    check_tag resizer "$CSI_RESIZER_VERSION"
-    check_tag snapshotter "$CSI_SNAPSHOTTER_VERSION"
-    check_tag nodeDriverRegistrar "$NODE_DRIVER_REGISTRAR_VERSION"
-    check_tag livenessprobe "$LIVENESSPROBE_VERSION"
+    check_tag provisioner csi-provisioner "$CSI_PROVISIONER_VERSION"
+    check_tag attacher csi-attacher "$CSI_ATTACHER_VERSION"
+    check_tag resizer csi-resizer "$CSI_RESIZER_VERSION"
+    check_tag snapshotter csi-snapshotter "$CSI_SNAPSHOTTER_VERSION"
+    # The registrar and the liveness probe are our stand-ins; values.yaml names the upstream
+    # releases whose flags they take (and whose images may replace them).
+    check_tag nodeDriverRegistrar modcsi-registrar "$STANDINS_VERSION"
+    check_tag livenessprobe modcsi-livenessprobe "$STANDINS_VERSION"
+    for upstream in "node-driver-registrar $NODE_DRIVER_REGISTRAR_VERSION" "livenessprobe $LIVENESSPROBE_VERSION"; do
+        grep -qF "$upstream" "$CHART/values.yaml" ||
+            fail "values.yaml does not name the upstream $upstream (tools/versions.env) the stand-ins mirror"
+    done
 fi
 
 # 5. Every image of the rendered files is a local one (modcsi.local/...): a user points the

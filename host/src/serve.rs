@@ -181,7 +181,13 @@ impl Server {
         }
         let socket = socket_path(&config.endpoint)?;
         let lock = StateDirLock::acquire(&config.state_dir)?;
-        let kubelet_root = KubeletRoot::open(&config.kubelet_root)?;
+        // A controller-only process mounts nothing here: its node facade (which only ever
+        // finds no node-local directory to remove) is rooted in its own state directory, so
+        // it needs no kubelet directory on its machine.
+        let kubelet_root = match config.mode.serves_node() {
+            true => KubeletRoot::open(&config.kubelet_root)?,
+            false => KubeletRoot::open(&config.state_dir.join("no-kubelet"))?,
+        };
         let local_dirs = LocalDirs::open(
             &config
                 .local_dir_root

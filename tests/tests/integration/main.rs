@@ -7,6 +7,7 @@ mod backend_conformance;
 mod controller_forwarding;
 mod csi_lifecycle;
 mod csi_rules;
+mod e2e;
 mod fencing;
 mod kube_fencing;
 mod kube_store;

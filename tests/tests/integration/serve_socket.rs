@@ -105,3 +105,25 @@ async fn a_path_that_is_not_a_socket_is_left_alone() {
     assert!(matches!(err, ServeError::NotASocket { .. }), "{err}");
     assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
 }
+
+#[tokio::test]
+async fn a_controller_needs_no_kubelet_directory() {
+    // In its pod the root filesystem is read-only and there is no kubelet directory; a node
+    // cannot do without one.
+    let unreachable = std::path::PathBuf::from("/proc/no-kubelet-here");
+    let host = TestHost::start_with(NODE_LOCAL_CACHE, |c| {
+        c.mode = Mode::Controller;
+        c.kubelet_root = unreachable.clone();
+    })
+    .await;
+    host.create("pv-controller-only").await;
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("unix://{}/csi.sock", dir.path().display());
+    let mut node = config(&endpoint, &dir.path().join("state"));
+    node.mode = Mode::Node;
+    node.kubelet_root = unreachable;
+    assert!(matches!(
+        Server::prepare(node).await,
+        Err(ServeError::KubeletRoot(_))
+    ));
+}
