@@ -15,8 +15,6 @@ set -euo pipefail
 BIN="$KUBE_CACHE/kube-apiserver-$KUBE_VERSION"
 
 command -v etcd >/dev/null || kube_apt_install etcd-server
-if [ ! -x "$BIN" ]; then
-    kube_log "building kube-apiserver (about 5 minutes on 2 cores)"
-    kube_build "kube-apiserver=$BIN"
-fi
+# Built once (about 5 minutes on 2 cores), and again when the recipe changed.
+kube_build "kube-apiserver=$BIN"
 echo "$BIN"

@@ -13,6 +13,9 @@
 # Why this version: it is the newest Kubernetes whose full source a Debian archive carries.
 
 KUBE_VERSION=v1.20.2
+# What the recipe makes, beside the version: a cached binary of another recipe is built again.
+#   2: reflect2 v1.0.2 vendored (1.0.1 faults on Go 1.18 and later)
+KUBE_RECIPE=2
 KUBE_CACHE="${MODCSI_KUBE_CACHE:-/var/cache/modcsi}"
 KUBE_LOG_NAME="${KUBE_LOG_NAME:-$(basename "$0")}"
 # The deb-src entries this project adds (never any other file of apt's).
@@ -195,6 +198,17 @@ kube_source() {
     mkdir -p "$GOPATH/src/k8s.io"
     ln -sfn "$work/src" "$GOPATH/src/k8s.io/kubernetes"
     cd "$GOPATH/src/k8s.io/kubernetes"
+    # The tree vendors reflect2 v1.0.1, whose map iteration faults on Go 1.18 and later (the API
+    # server died encoding a CustomResourceDefinition); v1.0.2, the release that fixed it, from
+    # the Go module proxy takes its place.
+    log_step "vendoring reflect2 v1.0.2"
+    local reflect2
+    reflect2=$(cd "$work" && GO111MODULE=on go mod download -json github.com/modern-go/reflect2@v1.0.2 \
+        | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    [ -d "$reflect2" ] || { kube_log "cannot download reflect2 v1.0.2"; return 1; }
+    rm -rf vendor/github.com/modern-go/reflect2
+    cp -r "$reflect2" vendor/github.com/modern-go/reflect2
+    chmod -R u+w vendor/github.com/modern-go/reflect2
     log_step "generating pkg/generated/openapi"
     nice -n 10 go build -o "$work/openapi-gen" ./vendor/k8s.io/kube-openapi/cmd/openapi-gen
     local dirs
@@ -227,9 +241,12 @@ _kube_ldflags() {
 _kube_t0=$SECONDS
 log_step() { kube_log "[$((SECONDS - _kube_t0)) s] $*"; }
 
+# Whether OUTPUT is a binary of this recipe.
+_kube_current() { [ -e "$1" ] && [ "$(cat "$1.recipe" 2>/dev/null)" = "$KUBE_RECIPE" ]; }
+
 kube_build() {
     local todo=() spec
-    for spec in "$@"; do [ -e "${spec#*=}" ] || todo+=("$spec"); done
+    for spec in "$@"; do _kube_current "${spec#*=}" || todo+=("$spec"); done
     [ ${#todo[@]} -eq 0 ] && return 0
     mkdir -p "$KUBE_CACHE"
     command -v flock >/dev/null || kube_apt_install util-linux
@@ -237,7 +254,7 @@ kube_build() {
     exec {_kube_lock}>"$KUBE_CACHE/.build.lock"
     flock "$_kube_lock"
     todo=()
-    for spec in "$@"; do [ -e "${spec#*=}" ] || todo+=("$spec"); done
+    for spec in "$@"; do _kube_current "${spec#*=}" || todo+=("$spec"); done
     if [ ${#todo[@]} -gt 0 ]; then
         (
             set -euo pipefail
@@ -261,6 +278,7 @@ kube_build() {
                     nice -n 10 go build -ldflags "$(_kube_ldflags)" -o "$work/$name" "./cmd/$name"
                     mv "$work/$name" "$out"
                 fi
+                echo "$KUBE_RECIPE" > "$out.recipe"
             done
             log_step "built ${todo[*]}"
             cd /

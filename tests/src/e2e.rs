@@ -102,9 +102,10 @@ impl Cluster {
     }
 
     /// Installs the chart as `release` in namespace `modcsi` with a values file of
-    /// deploy/helm/values and `sets`, as an operator would, adjusted to this cluster: its
-    /// kubelet root, images imported locally (never pulled). Waits until its pods are ready.
-    pub fn install(&self, release: &str, values: &str, sets: &[&str]) {
+    /// deploy/helm/values and more helm arguments (`--set …`), as an operator would, adjusted
+    /// to this cluster: its kubelet root, images imported locally (never pulled). Waits until
+    /// its pods are ready.
+    pub fn install(&self, release: &str, values: &str, more: &[&str]) {
         let values = format!("deploy/helm/values/{values}.yaml");
         let kubelet = format!("node.kubeletDir={}", self.kubelet_root);
         let mut args = vec![
@@ -125,9 +126,7 @@ impl Cluster {
             "--timeout",
             "3m",
         ];
-        for set in sets {
-            args.extend(["--set", set]);
-        }
+        args.extend(more);
         self.run(&self.helm, &args, None)
             .unwrap_or_else(|e| panic!("{e}\n{}", self.describe("modcsi")));
     }
@@ -197,6 +196,23 @@ impl Cluster {
         }
         assert!(!all.is_empty(), "no {component} pod of {release} to scrape");
         all
+    }
+}
+
+impl Cluster {
+    /// The directory of the Go tools `scripts/go-tools.sh` built (helm's).
+    pub fn tools(&self) -> PathBuf {
+        self.helm.parent().expect("helm's directory").to_owned()
+    }
+
+    /// The cluster's kubectl.
+    pub fn kubectl_path(&self) -> String {
+        format!("{}/bin/kubectl", self.env["MODCSI_CLUSTER_DIR"])
+    }
+
+    /// The kubeconfig of the cluster's administrator.
+    pub fn kubeconfig(&self) -> &str {
+        &self.env["KUBECONFIG"]
     }
 }
 

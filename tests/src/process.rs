@@ -19,6 +19,33 @@ pub fn proc_stat(pid: u32) -> Option<Vec<String>> {
     Some(rest.split_whitespace().map(str::to_owned).collect())
 }
 
+/// User + system CPU time process `pid` has used.
+pub fn cpu(pid: u32) -> Duration {
+    let fields = proc_stat(pid).expect("the process is alive");
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap() as u64;
+    Duration::from_micros(ticks * 1_000_000 / per_second)
+}
+
+/// Context switches of every thread of process `pid` so far: how often it woke up.
+pub fn wakeups(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches"))
+                .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 /// The flags of a `modcsi serve` process of the test API server's cluster: its node id and mode,
 /// the credentials of `kubeconfig`, and the namespace the deployed RBAC is applied in.
 pub fn cluster_flags<'a>(node: &'a str, mode: &'a str, kubeconfig: &'a str) -> Vec<&'a str> {
@@ -106,32 +133,14 @@ impl ServeProcess {
 
     /// User + system CPU time the server process has used.
     pub fn cpu(&self) -> Duration {
-        let fields = proc_stat(self.child.id()).expect("the server process is alive");
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-            .unwrap()
-            .unwrap() as u64;
-        Duration::from_micros(ticks * 1_000_000 / per_second)
+        cpu(self.child.id())
     }
 }
 
 impl ServeProcess {
     /// Context switches of every thread of the process so far: how often it woke up.
     pub fn wakeups(&self) -> u64 {
-        let tasks = format!("/proc/{}/task", self.child.id());
-        std::fs::read_dir(tasks)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
-            .flat_map(|status| {
-                status
-                    .lines()
-                    .filter(|l| l.contains("ctxt_switches"))
-                    .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
-                    .collect::<Vec<_>>()
-            })
-            .sum()
+        wakeups(self.child.id())
     }
 
     /// Kills the process outright (SIGKILL), as a crash or an OOM kill would.

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 pub struct Sshd {
     dir: tempfile::TempDir,
+    /// The address it listens on (loopback unless started with [`Sshd::start_at`]).
+    pub address: String,
     pub port: u16,
     child: Option<Child>,
     forced: Option<String>,
@@ -42,13 +44,19 @@ fn children(pid: u32) -> Vec<u32> {
 }
 
 impl Sshd {
-    /// Starts a server; with `forced`, every session runs that command.
+    /// Starts a server on loopback; with `forced`, every session runs that command.
     pub fn start(forced: Option<&str>) -> Self {
+        Self::start_at(forced, "127.0.0.1")
+    }
+
+    /// [`Sshd::start`] listening on `address` (e.g. one pods reach).
+    pub fn start_at(forced: Option<&str>, address: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         keygen(&dir.path().join("host_key"));
         keygen(&dir.path().join("client_key"));
         let mut sshd = Self {
             dir,
+            address: address.to_owned(),
             port: crate::free_port(),
             child: None,
             forced: forced.map(str::to_owned),
@@ -81,12 +89,13 @@ impl Sshd {
     fn run(&mut self) {
         std::fs::create_dir_all("/run/sshd").unwrap();
         let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\n\
+            "Port {port}\nListenAddress {address}\nHostKey {dir}/host_key\n\
              AuthorizedKeysFile {dir}/authorized_keys\nPidFile {dir}/sshd.pid\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
              StrictModes no\nPermitRootLogin prohibit-password\nAllowUsers root\n\
              MaxSessions 64\nMaxStartups 64\nLogLevel ERROR\n",
             port = self.port,
+            address = self.address,
             dir = self.dir.path().display()
         );
         std::fs::write(self.path("sshd_config"), config).unwrap();
@@ -99,7 +108,7 @@ impl Sshd {
             .expect("/usr/sbin/sshd (openssh-server)");
         self.child = Some(child);
         let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while TcpStream::connect((self.address.as_str(), self.port)).is_err() {
             assert!(
                 started.elapsed() < Duration::from_secs(20),
                 "sshd did not start"
@@ -146,7 +155,7 @@ impl Sshd {
         let path = self.path("known_hosts");
         std::fs::write(
             &path,
-            format!("[127.0.0.1]:{} {}\n", self.port, self.host_key()),
+            format!("[{}]:{} {}\n", self.address, self.port, self.host_key()),
         )
         .unwrap();
         path
@@ -155,8 +164,9 @@ impl Sshd {
     /// A backend configuration (TOML) with one ssh target `name` for this server.
     pub fn target_config(&self, name: &str, trust: &str) -> String {
         format!(
-            "[ssh.targets.{name}]\naddress = \"127.0.0.1\"\nport = {port}\nuser = \"root\"\n\
+            "[ssh.targets.{name}]\naddress = \"{address}\"\nport = {port}\nuser = \"root\"\n\
              key = {{ secret-file = \"{key}\" }}\n{trust}\n",
+            address = self.address,
             port = self.port,
             key = self.path("client_key").display()
         )

@@ -2,4 +2,6 @@
 //! provisioner and attacher as pods), installed from deploy/ as an operator would. Ignored in
 //! `just test`, which has no cluster.
 
+mod cost;
 mod node_local_cache;
+mod rds;
