@@ -383,6 +383,10 @@ impl Server {
         for task in background {
             task.abort();
         }
+        // What the calls answered is written before the process goes.
+        if !self.controller.settle(DRAIN) {
+            tracing::warn!("volume records still unwritten {DRAIN:?} after shutdown");
+        }
         let _ = std::fs::remove_file(&self.socket);
         tracing::info!("stopped");
         Ok(result?)

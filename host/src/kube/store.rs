@@ -21,7 +21,7 @@ use kube::Api;
 use kube::api::ListParams;
 
 use super::config_maps::{self, digest};
-use super::{Cluster, KubeError, REQUEST_TIMEOUT};
+use super::{Cluster, KubeError};
 use crate::state::{Durability, Entry, StateStore, StoreError, check_sizes};
 
 const DRIVER_LABEL: &str = "modcsi.io/state-driver";
@@ -64,12 +64,9 @@ impl KubeStore {
             .enable_all()
             .build()
             .map_err(|e| KubeError::Config(format!("state store runtime: {e}")))?;
-        let mut config = cluster.config.clone();
-        config.read_timeout = Some(REQUEST_TIMEOUT);
-        config.reset_reader_on_write = true;
         let client = {
             let _entered = runtime.enter();
-            kube::Client::try_from(config).map_err(KubeError::api("state store client"))?
+            super::bounded_client(&cluster.config)?
         };
         Ok(Self {
             api: Api::namespaced(client, cluster.namespace()),

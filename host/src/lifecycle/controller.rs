@@ -58,6 +58,11 @@ impl Controller {
         &self.parts.backend
     }
 
+    /// Waits (at most `limit`) until the volume records' queued writes are in the store.
+    pub fn settle(&self, limit: Duration) -> bool {
+        self.parts.records.settle(limit)
+    }
+
     /// Which nodes each volume is published to, and who may join.
     pub fn fencing(&self) -> &Fencing {
         &self.parts.fencing
@@ -154,10 +159,7 @@ impl Controller {
             tracing::debug!(volume = %volume.id, name, "volume created already");
             return Ok(record);
         }
-        parts
-            .records
-            .insert(record.clone())
-            .map_err(store_error(&subject))?;
+        parts.records.insert(record.clone());
         tracing::info!(volume = %volume.id, name, "volume created");
         Ok(record)
     }
@@ -205,7 +207,7 @@ impl Controller {
         // Every other node that held a directory of it removes its own; this one has (when it
         // serves as a node too).
         parts.cleanup.request(id, parts.serves_node).await?;
-        parts.records.remove(id).map_err(store_error(&subject))?;
+        parts.records.remove(id);
         if deleted || removed {
             tracing::info!(volume = id, local_dir_removed = removed, "volume deleted");
         } else {

@@ -136,13 +136,28 @@ impl VolumeRecord {
 ///
 /// A record is a check, never the answer: CreateVolume still asks the backend (idempotent by
 /// contract) and answers with what it says, so the backend stays the source of truth for what
-/// exists. That lets every record write reach the disk within the store's flush interval
-/// instead of before the RPC answers: a record lost in a host crash only forgoes one
-/// ALREADY_EXISTS check, a removal lost in one leaves a stale record that the next create of
+/// exists. That lets every record write happen after the RPC answers: one writer thread takes
+/// them in order (with Kubernetes each is an API request, which waits on etcd's disk), and
+/// reads see the writes still queued. A record lost in a host crash only forgoes one
+/// ALREADY_EXISTS check; a removal lost in one leaves a stale record that the next create of
 /// that name with the same request overwrites.
 pub struct Records {
+    shared: Arc<Shared>,
+    writes: Mutex<std::sync::mpsc::Sender<Write>>,
+}
+
+struct Shared {
     store: Arc<dyn StateStore>,
     index: Mutex<Index>,
+    /// Told when the queue empties.
+    settled: std::sync::Condvar,
+}
+
+/// One queued write: the record of a name, or its removal (None).
+struct Write {
+    seq: u64,
+    name: String,
+    record: Option<VolumeRecord>,
 }
 
 #[derive(Default)]
@@ -151,10 +166,68 @@ struct Index {
     names: HashMap<String, String>,
     /// Recorded request names.
     recorded: HashSet<String>,
+    /// Writes not yet in the store, by name: the newest (its sequence number) wins.
+    queued: HashMap<String, (u64, Option<VolumeRecord>)>,
+    next: u64,
+}
+
+/// Attempts at one write before it is given up (logged).
+const ATTEMPTS: u32 = 5;
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self, name: &str, record: Option<&VolumeRecord>) -> Result<(), StoreError> {
+        let Some(record) = record else {
+            return self
+                .store
+                .delete_with(NAMESPACE, name, None, Durability::Soon);
+        };
+        // Written as new, without a read first; a conflict gives the version to write at.
+        let (value, mut expected) = (record.encode(), None);
+        loop {
+            match self
+                .store
+                .put_with(NAMESPACE, name, &value, expected, Durability::Soon)
+            {
+                Err(StoreError::Conflict { current }) => expected = current,
+                other => return other.map(drop),
+            }
+        }
+    }
+
+    /// The writer: each queued write in order, retried a few times when the store cannot
+    /// answer, then taken off the queue.
+    fn run(&self, queue: std::sync::mpsc::Receiver<Write>) {
+        for w in queue {
+            let mut attempt = 0;
+            while let Err(e) = self.write(&w.name, w.record.as_ref()) {
+                attempt += 1;
+                if attempt == ATTEMPTS {
+                    tracing::error!(name = %w.name, "cannot write the volume record: {e}");
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100 << attempt));
+            }
+            let mut index = self.lock();
+            if index
+                .queued
+                .get(&w.name)
+                .is_some_and(|(seq, _)| *seq == w.seq)
+            {
+                index.queued.remove(&w.name);
+            }
+            if index.queued.is_empty() {
+                self.settled.notify_all();
+            }
+        }
+    }
 }
 
 impl Records {
-    /// Loads the id index from the store.
+    /// Loads the id index from the store and starts the writer.
     pub fn open(store: Arc<dyn StateStore>) -> Result<Self, StoreError> {
         let mut index = Index::default();
         let mut after = String::new();
@@ -174,67 +247,84 @@ impl Records {
                 None => break,
             }
         }
-        Ok(Self {
+        let shared = Arc::new(Shared {
             store,
             index: Mutex::new(index),
+            settled: std::sync::Condvar::new(),
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let writer = shared.clone();
+        std::thread::Builder::new()
+            .name("modcsi-records".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Unavailable(format!("starting the record writer: {e}")))?;
+        Ok(Self {
+            shared,
+            writes: Mutex::new(tx),
         })
     }
 
     pub fn by_name(&self, name: &str) -> Result<Option<VolumeRecord>, StoreError> {
-        if !self.lock().recorded.contains(name) {
-            return Ok(None);
+        {
+            let index = self.shared.lock();
+            if let Some((_, queued)) = index.queued.get(name) {
+                return Ok(queued.clone());
+            }
+            if !index.recorded.contains(name) {
+                return Ok(None);
+            }
         }
         Ok(self
+            .shared
             .store
             .get(NAMESPACE, name)?
             .and_then(|e| VolumeRecord::decode(&e.value).ok()))
     }
 
     pub fn knows_id(&self, id: &str) -> bool {
-        self.lock().names.contains_key(id)
+        self.shared.lock().names.contains_key(id)
     }
 
-    /// Writes (or replaces) the record of a name. It does not wait for the disk (see the
-    /// type's docs), so it runs in place.
-    pub fn insert(&self, record: VolumeRecord) -> Result<(), StoreError> {
-        let value = record.encode();
-        // A name this host has not recorded is written as new, without a read first (in a
-        // cluster that is an API round trip); a conflict gives the version to write at.
-        let known = self.lock().recorded.contains(&record.name);
-        let mut expected = match known {
-            true => self.store.get(NAMESPACE, &record.name)?.map(|e| e.version),
-            false => None,
-        };
-        loop {
-            match self
-                .store
-                .put_with(NAMESPACE, &record.name, &value, expected, Durability::Soon)
-            {
-                Err(StoreError::Conflict { current }) => expected = current,
-                other => break other.map(drop)?,
-            }
-        }
-        let mut index = self.lock();
+    /// Queues the write of `name`'s record (None: its removal).
+    fn queue(&self, index: &mut Index, name: String, record: Option<VolumeRecord>) {
+        index.next += 1;
+        let seq = index.next;
+        index.queued.insert(name.clone(), (seq, record.clone()));
+        let sent = self
+            .writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(Write { seq, name, record });
+        // The writer lives as long as the shared state; a send cannot fail while it runs.
+        debug_assert!(sent.is_ok());
+    }
+
+    /// Records (or replaces) the record of a name; written after the call returns.
+    pub fn insert(&self, record: VolumeRecord) {
+        let mut index = self.shared.lock();
         index.recorded.insert(record.name.clone());
-        index.names.insert(record.id, record.name);
-        Ok(())
+        index.names.insert(record.id.clone(), record.name.clone());
+        self.queue(&mut index, record.name.clone(), Some(record));
     }
 
-    /// Forgets the volume `id`, if recorded.
-    pub fn remove(&self, id: &str) -> Result<(), StoreError> {
-        let Some(name) = self.lock().names.get(id).cloned() else {
-            return Ok(());
-        };
-        self.store
-            .delete_with(NAMESPACE, &name, None, Durability::Soon)?;
-        let mut index = self.lock();
-        index.names.remove(id);
-        index.recorded.remove(&name);
-        Ok(())
+    /// Forgets the volume `id`, if recorded; removed from the store after the call returns.
+    pub fn remove(&self, id: &str) {
+        let mut index = self.shared.lock();
+        if let Some(name) = index.names.remove(id) {
+            index.recorded.remove(&name);
+            self.queue(&mut index, name, None);
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
-        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    /// Waits (at most `limit`) until every queued write is in the store; whether it is.
+    pub fn settle(&self, limit: std::time::Duration) -> bool {
+        let index = self.shared.lock();
+        let (index, _) = self
+            .shared
+            .settled
+            .wait_timeout_while(index, limit, |i| !i.queued.is_empty())
+            .unwrap_or_else(|e| e.into_inner());
+        index.queued.is_empty()
     }
 }
 
@@ -261,6 +351,35 @@ mod tests {
             source: None,
             accessibility: None,
         }
+    }
+
+    #[test]
+    fn writes_follow_the_answer_in_order_and_reads_see_them_queued() {
+        let store: Arc<dyn StateStore> = Arc::new(crate::state::MemoryStore::default());
+        let records = Records::open(store.clone()).unwrap();
+        let shape = RequestShape::of(&request(1 << 20, 0, &[]));
+        let volume = types::Volume {
+            id: "vol-1".into(),
+            capacity_bytes: 1 << 20,
+            context: vec![],
+            topology: vec![],
+            attachment: None,
+        };
+        let record = VolumeRecord::new("pvc-1", shape, &volume, &BTreeMap::new());
+        records.insert(record.clone());
+        assert_eq!(records.by_name("pvc-1").unwrap(), Some(record.clone()));
+        assert!(records.knows_id("vol-1"));
+        assert!(records.settle(std::time::Duration::from_secs(10)));
+        let stored = store.get(NAMESPACE, "pvc-1").unwrap().unwrap();
+        assert_eq!(VolumeRecord::decode(&stored.value).unwrap(), record);
+        // Written again (a conflict on the blind create takes the stored version).
+        let again = Records::open(store.clone()).unwrap();
+        again.insert(record.clone());
+        again.remove("vol-1");
+        assert_eq!(again.by_name("pvc-1").unwrap(), None);
+        assert!(again.settle(std::time::Duration::from_secs(10)));
+        assert!(store.get(NAMESPACE, "pvc-1").unwrap().is_none());
+        assert!(!Records::open(store).unwrap().knows_id("vol-1"));
     }
 
     #[test]
