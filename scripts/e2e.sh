@@ -27,10 +27,8 @@ for archive in "$images"/*.tar; do
 done
 log "cluster up, images imported"
 export MODCSI_E2E_ENV="$DIR/env"
-filter='test(/^e2e::/)'
-if [ $# -gt 0 ]; then
-    cargo nextest run -p modcsi-tests --test integration --run-ignored only --test-threads 1 "$@"
-else
-    cargo nextest run -p modcsi-tests --test integration --run-ignored only --test-threads 1 -E "$filter"
-fi
+# One at a time (they share the cluster); what they print (the cost table) is shown at the end.
+run=(cargo nextest run -p modcsi-tests --test integration --run-ignored only --test-threads 1
+    --success-output final)
+if [ $# -gt 0 ]; then "${run[@]}" "$@"; else "${run[@]}" -E 'test(/^e2e::/)'; fi
 log "done"

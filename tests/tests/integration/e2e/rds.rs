@@ -114,25 +114,27 @@ fn disks(router: &Path) -> Vec<(String, u64)> {
     found
 }
 
-/// The message of a Warning Event of `reason` on claim `claim` in `default`, once there is one.
-fn event(c: &Cluster, reason: &str, claim: &str) -> String {
+/// The message of a Warning Event of `reason` on claim `claim` in `default` that names
+/// `about` (events of earlier runs may be there too), once there is one.
+fn event(c: &Cluster, reason: &str, claim: &str, about: &str) -> String {
     let selector = format!(
         "reason={reason},involvedObject.kind=PersistentVolumeClaim,involvedObject.name={claim}"
     );
     c.wait(&format!("a {reason} event on {claim}"), 2 * MINUTE, || {
-        let message = c
-            .try_kubectl(&[
-                "-n",
-                "default",
-                "get",
-                "events",
-                "--field-selector",
-                &selector,
-                "-o",
-                "jsonpath={.items[0].message}",
-            ])
-            .unwrap_or_default();
-        (!message.is_empty()).then_some(message)
+        c.try_kubectl(&[
+            "-n",
+            "default",
+            "get",
+            "events",
+            "--field-selector",
+            &selector,
+            "-o",
+            "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}",
+        ])
+        .unwrap_or_default()
+        .lines()
+        .find(|m| m.contains(about))
+        .map(str::to_owned)
     })
 }
 
@@ -242,7 +244,7 @@ fn a_claim_is_provisioned_attached_fenced_expanded_snapshotted_restored_and_dele
         (c.field("", "volumeattachments", &attached) == "true").then_some(())
     });
     // The node stage reaches the NVMe/TCP connect, and no target answers here.
-    let staged = event(&c, "StageFailed", "rds-a");
+    let staged = event(&c, "StageFailed", "rds-a", &handle);
     assert!(
         staged.contains(&handle) && staged.contains("NVMe"),
         "{staged}"
@@ -250,7 +252,7 @@ fn a_claim_is_provisioned_attached_fenced_expanded_snapshotted_restored_and_dele
 
     // A second node is refused while the first holds the volume.
     c.apply(&second_attachment(&pv));
-    let conflict = event(&c, "AttachmentConflict", "rds-a");
+    let conflict = event(&c, "AttachmentConflict", "rds-a", &handle);
     assert!(
         conflict.contains(SECOND_NODE) && conflict.contains(&c.node),
         "{conflict}"
