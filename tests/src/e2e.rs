@@ -175,6 +175,20 @@ impl Cluster {
         }
     }
 
+    /// Waits until kubelet has registered `driver` on the node (its CSINode lists it).
+    pub fn wait_registered(&self, driver: &str) {
+        let csinode = format!("csinode/{}", self.node);
+        self.wait(
+            "kubelet to register the driver",
+            Duration::from_secs(60),
+            || {
+                self.field("", &csinode, "{.spec.drivers[*].name}")
+                    .contains(driver)
+                    .then_some(())
+            },
+        );
+    }
+
     /// The metrics of the pods of `release`'s `component` (controller or node), scraped on
     /// their pod IP at `port`, concatenated.
     pub fn scrape(&self, release: &str, component: &str, port: u16) -> String {

@@ -37,13 +37,10 @@ async fn start(root: &std::path::Path, port: u16) -> ServeProcess {
     ServeProcess::start_with(&modcsi_binary(), NODE_LOCAL_CACHE, root, &flags).await
 }
 
-#[tokio::test]
-async fn a_scrape_counts_csi_backend_and_node_work_by_outcome() {
-    let root = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let server = start(root.path(), port).await;
+/// A node-local volume created, published, unpublished: the volume.
+async fn use_a_volume(server: &ServeProcess, name: &str) -> modcsi::proto::Volume {
     let (mut c, mut n) = (server.client.controller.clone(), server.client.node.clone());
-    let volume = c.create("pv-scraped").await;
+    let volume = c.create(name).await;
     let target = server.targets().join("pod").display().to_string();
     n.node_publish_volume(publish(&volume, &target, false))
         .await
@@ -51,6 +48,16 @@ async fn a_scrape_counts_csi_backend_and_node_work_by_outcome() {
     n.node_unpublish_volume(unpublish(&volume.volume_id, &target))
         .await
         .unwrap();
+    volume
+}
+
+#[tokio::test]
+async fn a_scrape_counts_csi_backend_and_node_work_by_outcome() {
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = start(root.path(), port).await;
+    let volume = use_a_volume(&server, "pv-scraped").await;
+    let mut c = server.client.controller.clone();
     c.delete_volume(delete(&volume.volume_id)).await.unwrap();
     // A refusal: an id that cannot be a volume's.
     c.delete_volume(delete("../escape")).await.unwrap_err();
@@ -474,15 +481,8 @@ async fn the_dashboard_and_the_rules_name_only_series_the_host_exports() {
     let root_dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let server = start(root_dir.path(), port).await;
-    let (mut c, mut n) = (server.client.controller.clone(), server.client.node.clone());
-    let volume = c.create("pv-dashboard").await;
-    let target = server.targets().join("pod").display().to_string();
-    n.node_publish_volume(publish(&volume, &target, false))
-        .await
-        .unwrap();
-    n.node_unpublish_volume(unpublish(&volume.volume_id, &target))
-        .await
-        .unwrap();
+    use_a_volume(&server, "pv-dashboard").await;
+    let mut c = server.client.controller.clone();
     c.delete_volume(delete("../escape")).await.unwrap_err();
     let mut text = String::new();
     for _ in 0..100 {

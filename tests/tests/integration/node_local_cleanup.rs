@@ -21,6 +21,29 @@ use tonic::Code;
 
 const LABEL: &str = "node-local-cache.csi.io/volume";
 
+/// A cleanup record as a driver writes it: ConfigMap `nlc-vol-<name>`, labelled with the volume
+/// `label` and `driver` (none: the public driver's), its body `status`.
+fn record_map(
+    name: &str,
+    label: &str,
+    driver: Option<&str>,
+    status: serde_json::Value,
+) -> ConfigMap {
+    let mut labels = BTreeMap::from([(LABEL.to_owned(), label.to_owned())]);
+    if let Some(driver) = driver {
+        labels.insert("modcsi.io/cleanup-driver".into(), driver.into());
+    }
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(format!("nlc-vol-{name}")),
+            labels: Some(labels),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([("status".into(), status.to_string())])),
+        ..Default::default()
+    }
+}
+
 async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !done().await {
@@ -196,6 +219,13 @@ impl Cluster {
             .unwrap();
     }
 
+    async fn add_record(&self, record: &ConfigMap) {
+        self.config_maps()
+            .create(&PostParams::default(), record)
+            .await
+            .unwrap();
+    }
+
     fn config_maps(&self) -> Api<ConfigMap> {
         Api::namespaced(self.client.clone(), "default")
     }
@@ -292,20 +322,7 @@ async fn a_record_of_the_public_driver_is_honoured() {
         "nodes_failed": [],
         "nodes_decommissioned": [],
     });
-    let cm = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(format!("nlc-vol-{id}")),
-            labels: Some(BTreeMap::from([(LABEL.into(), id.into())])),
-            ..Default::default()
-        },
-        data: Some(BTreeMap::from([("status".into(), status.to_string())])),
-        ..Default::default()
-    };
-    cluster
-        .config_maps()
-        .create(&PostParams::default(), &cm)
-        .await
-        .unwrap();
+    cluster.add_record(&record_map(id, id, None, status)).await;
     // modcsi replaces the public driver: its processes start with the record already there (an
     // idle process starts its cleanup loop only for records it finds at start or writes itself).
     cluster.restart().await;
@@ -369,19 +386,7 @@ async fn another_drivers_records_and_forged_records_remove_nothing() {
             "cleanup_requested_at": "2026-11-02T10:00:00Z",
             "nodes_with_volume": ["n1"],
         });
-        let mut labels = BTreeMap::from([(LABEL.to_owned(), label.to_owned())]);
-        if let Some(driver) = driver {
-            labels.insert("modcsi.io/cleanup-driver".into(), driver.into());
-        }
-        ConfigMap {
-            metadata: ObjectMeta {
-                name: Some(format!("nlc-vol-{name}")),
-                labels: Some(labels),
-                ..Default::default()
-            },
-            data: Some(BTreeMap::from([("status".into(), status.to_string())])),
-            ..Default::default()
-        }
+        record_map(name, label, driver, status)
     };
     let (theirs, victim, forged) = ("nlc-theirs-1", "nlc-victim-1", "nlc-forged-1");
     for id in [theirs, victim] {
@@ -394,11 +399,7 @@ async fn another_drivers_records_and_forged_records_remove_nothing() {
         // A record whose name and label say one volume and whose body another.
         record(forged, forged, victim, None),
     ] {
-        cluster
-            .config_maps()
-            .create(&PostParams::default(), &cm)
-            .await
-            .unwrap();
+        cluster.add_record(&cm).await;
     }
     // A record n1 does act on, made after them: once it is gone, n1 has had its passes.
     let mine = cluster.create("mine").await.unwrap();
@@ -505,23 +506,9 @@ async fn a_failed_publish_and_a_stuck_cleanup_are_told_in_events() {
         "cleanup_requested_at": an_hour_ago.to_string(),
         "nodes_with_volume": ["n9"],
     });
-    let cm = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(format!("nlc-vol-{id}")),
-            labels: Some(BTreeMap::from([
-                (LABEL.into(), id.into()),
-                ("modcsi.io/cleanup-driver".into(), driver.into()),
-            ])),
-            ..Default::default()
-        },
-        data: Some(BTreeMap::from([("status".into(), status.to_string())])),
-        ..Default::default()
-    };
     cluster
-        .config_maps()
-        .create(&PostParams::default(), &cm)
-        .await
-        .unwrap();
+        .add_record(&record_map(id, id, Some(driver), status))
+        .await;
     // The controller finds it when it starts.
     cluster.restart().await;
     let message = event(&cluster.client, "CleanupStuck", &format!("nlc-vol-{id}")).await;

@@ -128,16 +128,7 @@ reclaimPolicy: Delete
 volumeBindingMode: Immediate
 "#
         ));
-        let csinode = format!("csinode/{}", c.node);
-        c.wait(
-            "kubelet to register the driver",
-            Duration::from_secs(60),
-            || {
-                c.field("", &csinode, "{.spec.drivers[*].name}")
-                    .contains(name)
-                    .then_some(())
-            },
-        );
+        c.wait_registered(name);
         Self {
             kubectl: vec![c.kubectl_path(), format!("--kubeconfig={}", c.kubeconfig())],
             label,

@@ -40,16 +40,7 @@ spec:
 fn a_pod_writes_through_kubelets_publish_and_the_directory_goes_with_the_claim() {
     let c = Cluster::from_env();
     c.install(RELEASE, "node-local-cache", &[]);
-    let csinode = format!("csinode/{}", c.node);
-    c.wait(
-        "kubelet to register the driver",
-        Duration::from_secs(60),
-        || {
-            c.field("", &csinode, "{.spec.drivers[*].name}")
-                .contains(DRIVER)
-                .then_some(())
-        },
-    );
+    c.wait_registered(DRIVER);
 
     c.apply(CLAIM_AND_POD);
     c.wait("the pod to run", Duration::from_secs(120), || {
