@@ -86,19 +86,22 @@ impl Cluster {
 
     /// `kubectl args…`, which must succeed; its output.
     pub fn kubectl(&self, args: &[&str]) -> String {
-        self.run(Path::new("kubectl"), args, None)
-            .unwrap_or_else(|e| panic!("{e}"))
+        self.try_kubectl(args).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// `kubectl args…`, which may fail.
     pub fn try_kubectl(&self, args: &[&str]) -> Result<String, String> {
-        self.run(Path::new("kubectl"), args, None)
+        self.run(Path::new(&self.kubectl_path()), args, None)
     }
 
     /// `kubectl apply -f -` of `yaml`.
     pub fn apply(&self, yaml: &str) {
-        self.run(Path::new("kubectl"), &["apply", "-f", "-"], Some(yaml))
-            .unwrap_or_else(|e| panic!("{e}"));
+        self.run(
+            Path::new(&self.kubectl_path()),
+            &["apply", "-f", "-"],
+            Some(yaml),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Installs the chart as `release` in namespace `modcsi` with a values file of

@@ -143,7 +143,7 @@ impl VolumeRecord {
 /// that name with the same request overwrites.
 pub struct Records {
     shared: Arc<Shared>,
-    writes: Mutex<std::sync::mpsc::Sender<Write>>,
+    writes: std::sync::mpsc::Sender<Write>,
 }
 
 struct Shared {
@@ -258,10 +258,7 @@ impl Records {
             .name("modcsi-records".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::Unavailable(format!("starting the record writer: {e}")))?;
-        Ok(Self {
-            shared,
-            writes: Mutex::new(tx),
-        })
+        Ok(Self { shared, writes: tx })
     }
 
     pub fn by_name(&self, name: &str) -> Result<Option<VolumeRecord>, StoreError> {
@@ -290,11 +287,7 @@ impl Records {
         index.next += 1;
         let seq = index.next;
         index.queued.insert(name.clone(), (seq, record.clone()));
-        let sent = self
-            .writes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(Write { seq, name, record });
+        let sent = self.writes.send(Write { seq, name, record });
         // The writer lives as long as the shared state; a send cannot fail while it runs.
         debug_assert!(sent.is_ok());
     }

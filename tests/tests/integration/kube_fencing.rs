@@ -96,22 +96,48 @@ async fn of_200_concurrent_publishes_exactly_one_wins_and_the_claim_hears_why() 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The claim says why its pod cannot start (Events are posted in the background).
+    let message = claim_event(&client, "AttachmentConflict", "data").await;
+    assert!(message.contains(&volume), "{message}");
+}
+
+/// The message of the Event of `reason` on claim `default/<claim>`, once there is one.
+async fn claim_event(client: &kube::Client, reason: &str, claim: &str) -> String {
     let events = Api::<Event>::namespaced(client.clone(), "default");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let list = events.list(&ListParams::default()).await.unwrap();
-        let conflict = list.items.iter().find(|e| {
-            e.reason.as_deref() == Some("AttachmentConflict")
-                && e.involved_object.name.as_deref() == Some("data")
+        let found = list.items.into_iter().find(|e| {
+            e.reason.as_deref() == Some(reason) && e.involved_object.name.as_deref() == Some(claim)
         });
-        if let Some(e) = conflict {
-            let message = e.message.as_deref().unwrap_or_default();
-            assert!(message.contains(&volume), "{message}");
-            break;
+        if let Some(e) = found {
+            return e.message.unwrap_or_default();
         }
-        assert!(Instant::now() < deadline, "no AttachmentConflict event");
+        assert!(Instant::now() < deadline, "no {reason} event on {claim}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_the_storage_refuses_is_told_on_the_claim() {
+    let api = KubeApi::start_deployed().await;
+    let client = api.client().await;
+    add_nodes(&client, ["node-a".into()]).await;
+    let host = host(&api, |_| {}).await;
+    let volume = host.create("unpublishable").await.volume_id;
+    objects::add_pv(&client, "pv-refused", &volume, "ReadWriteOnce", "refused").await;
+    let err = host
+        .client
+        .controller
+        .clone()
+        .controller_publish_volume(publish(&volume, "node-a"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
+    let message = claim_event(&client, "AttachFailed", "refused").await;
+    assert!(
+        message.contains(&volume) && message.contains("the storage refused the export"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
