@@ -43,15 +43,22 @@ e2e: build-backends
 test-quotas: build-backends
     cargo nextest run -p modcsi-tests --test integration --run-ignored only -E 'test(/project_quota/)'
 
-# The backend conformance kit (MODCSI_BACKEND=path/to/backend.wasm checks another component) and the
-# RDS backend end to end against the fake RouterOS over real SSH
+# The backend conformance kit (MODCSI_BACKEND=path/to/backend.wasm checks another component), the
+# RDS backend end to end against the fake RouterOS over real SSH, and the Emma backend against the
+# fake Emma API over real HTTPS
 test-backends: build-backends
-    cargo nextest run -p modcsi-tests --test integration -E 'test(/^backend_conformance::/) | test(/^rds_backend::/)'
+    cargo nextest run -p modcsi-tests --test integration -E 'test(/^backend_conformance::/) | test(/^rds_backend::/) | test(/^emma_backend::/) | test(/^fake_emma::/)'
 
 # The fake RouterOS behind a real sshd on 127.0.0.1:2222, for trying the RDS backend by hand
 fake-rds:
     cargo build -p modcsi-tests --bin fake-routeros
     scripts/fake-rds.sh target/debug/fake-routeros
+
+# The fake Emma cloud API over HTTPS on 127.0.0.1:8443 (root: disks are loop devices), for trying the Emma backend by hand
+fake-emma:
+    cargo build -p modcsi-tests --bin fake-emma
+    mkdir -p /tmp/fake-emma
+    target/debug/fake-emma --listen 127.0.0.1:8443 --state /tmp/fake-emma --by-id /tmp/fake-emma/by-id
 
 # Lifecycle throughput, per-call latency and driver CPU per lifecycle (a `modcsi serve` process), block-volume lifecycles on a loop device, backend-call overhead, node-local cleanup at scale (API requests per volume)
 bench: build-backends

@@ -235,6 +235,10 @@ impl Server {
                 max_concurrent_calls: config.max_concurrent_calls,
                 config: Arc::new(backend_config),
                 store: Some(shared.clone()),
+                node_addresses: match config.mode.serves_node() {
+                    true => crate::node::addresses::addresses().into(),
+                    false => Arc::from([]),
+                },
             },
         )
         .await?;

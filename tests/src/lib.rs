@@ -6,6 +6,7 @@
 
 pub mod e2e;
 pub mod fabric;
+pub mod fake_emma;
 pub mod fake_rds;
 pub mod kube_api;
 pub mod loop_disk;

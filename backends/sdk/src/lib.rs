@@ -1,4 +1,4 @@
-//! What a modcsi backend author builds against: the bindings for the `modcsi:backend@0.2.1`
+//! What a modcsi backend author builds against: the bindings for the `modcsi:backend@0.2.2`
 //! contract, one export macro per interface, and a few helpers.
 //!
 //! The required core: implement [`identity::Guest`] and [`controller::Guest`] on one type and
@@ -53,22 +53,29 @@
 //! only (not on `wit-bindgen`) and is a `cdylib` built for `wasm32-wasip2`.
 //!
 //! Helpers: [`log_at`] (logging), [`lookup`] (key-value lists), [`page`] (list-volumes and
-//! list-snapshots pages), [`unix_seconds`] (the clock), and `From` conversions of the
-//! [`store`] and [`ssh`] errors into [`types::Error`], so `?` works on those imports.
+//! list-snapshots pages), [`unix_seconds`] (the clock), [`http`] (blocking HTTPS requests to the
+//! host's configured targets, credentials as placeholders), [`pending`] (long operations that
+//! finish across CSI retries and host restarts), and `From` conversions of the [`store`],
+//! [`ssh`] and [`http`] errors into [`types::Error`], so `?` works on those imports.
 
 wit_bindgen::generate!({
     world: "backend",
-    path: "../../wit/0.2.1",
+    path: "../../wit/0.2.2",
     pub_export_macro: true,
     export_macro_name: "export_backend",
     default_bindings_module: "modcsi_backend_sdk",
     // The optional interfaces' types too: their bindings below use these.
     generate_unused_types: true,
+    // The standard WASI interfaces the world imports (wasi:http and what it uses).
+    generate_all,
 });
 
 pub use exports::modcsi::backend::{controller, identity};
 pub use modcsi::backend::types;
-pub use modcsi::backend::{cache, config, host, log, ssh, store};
+pub use modcsi::backend::{cache, config, host, log, node, ssh, store};
+
+pub mod http;
+pub mod pending;
 
 pub use optional::capacity::exports::modcsi::backend::capacity;
 pub use optional::expand::exports::modcsi::backend::expand;
@@ -86,9 +93,9 @@ pub use optional::snapshots::exports::modcsi::backend::snapshots;
 pub mod optional {
     pub mod publish {
         wit_bindgen::generate!({
-            inline: "package modcsi:backend-sdk; world publish { export modcsi:backend/publish@0.2.1; }",
-            path: "../../wit/0.2.1",
-            with: { "modcsi:backend/types@0.2.1": crate::types },
+            inline: "package modcsi:backend-sdk; world publish { export modcsi:backend/publish@0.2.2; }",
+            path: "../../wit/0.2.2",
+            with: { "modcsi:backend/types@0.2.2": crate::types },
             pub_export_macro: true,
             export_macro_name: "export",
             default_bindings_module: "modcsi_backend_sdk::optional::publish",
@@ -96,9 +103,9 @@ pub mod optional {
     }
     pub mod expand {
         wit_bindgen::generate!({
-            inline: "package modcsi:backend-sdk; world expand { export modcsi:backend/expand@0.2.1; }",
-            path: "../../wit/0.2.1",
-            with: { "modcsi:backend/types@0.2.1": crate::types },
+            inline: "package modcsi:backend-sdk; world expand { export modcsi:backend/expand@0.2.2; }",
+            path: "../../wit/0.2.2",
+            with: { "modcsi:backend/types@0.2.2": crate::types },
             pub_export_macro: true,
             export_macro_name: "export",
             default_bindings_module: "modcsi_backend_sdk::optional::expand",
@@ -106,9 +113,9 @@ pub mod optional {
     }
     pub mod list_volumes {
         wit_bindgen::generate!({
-            inline: "package modcsi:backend-sdk; world list-volumes { export modcsi:backend/list-volumes@0.2.1; }",
-            path: "../../wit/0.2.1",
-            with: { "modcsi:backend/types@0.2.1": crate::types },
+            inline: "package modcsi:backend-sdk; world list-volumes { export modcsi:backend/list-volumes@0.2.2; }",
+            path: "../../wit/0.2.2",
+            with: { "modcsi:backend/types@0.2.2": crate::types },
             pub_export_macro: true,
             export_macro_name: "export",
             default_bindings_module: "modcsi_backend_sdk::optional::list_volumes",
@@ -116,9 +123,9 @@ pub mod optional {
     }
     pub mod capacity {
         wit_bindgen::generate!({
-            inline: "package modcsi:backend-sdk; world capacity { export modcsi:backend/capacity@0.2.1; }",
-            path: "../../wit/0.2.1",
-            with: { "modcsi:backend/types@0.2.1": crate::types },
+            inline: "package modcsi:backend-sdk; world capacity { export modcsi:backend/capacity@0.2.2; }",
+            path: "../../wit/0.2.2",
+            with: { "modcsi:backend/types@0.2.2": crate::types },
             pub_export_macro: true,
             export_macro_name: "export",
             default_bindings_module: "modcsi_backend_sdk::optional::capacity",
@@ -126,9 +133,9 @@ pub mod optional {
     }
     pub mod snapshots {
         wit_bindgen::generate!({
-            inline: "package modcsi:backend-sdk; world snapshots { export modcsi:backend/snapshots@0.2.1; }",
-            path: "../../wit/0.2.1",
-            with: { "modcsi:backend/types@0.2.1": crate::types },
+            inline: "package modcsi:backend-sdk; world snapshots { export modcsi:backend/snapshots@0.2.2; }",
+            path: "../../wit/0.2.2",
+            with: { "modcsi:backend/types@0.2.2": crate::types },
             pub_export_macro: true,
             export_macro_name: "export",
             default_bindings_module: "modcsi_backend_sdk::optional::snapshots",
@@ -136,9 +143,9 @@ pub mod optional {
     }
     pub mod node_identity {
         wit_bindgen::generate!({
-            inline: "package modcsi:backend-sdk; world node-identity { export modcsi:backend/node-identity@0.2.1; }",
-            path: "../../wit/0.2.1",
-            with: { "modcsi:backend/types@0.2.1": crate::types },
+            inline: "package modcsi:backend-sdk; world node-identity { export modcsi:backend/node-identity@0.2.2; }",
+            path: "../../wit/0.2.2",
+            with: { "modcsi:backend/types@0.2.2": crate::types },
             pub_export_macro: true,
             export_macro_name: "export",
             default_bindings_module: "modcsi_backend_sdk::optional::node_identity",
@@ -146,9 +153,9 @@ pub mod optional {
     }
     pub mod get_volume {
         wit_bindgen::generate!({
-            inline: "package modcsi:backend-sdk; world get-volume { export modcsi:backend/get-volume@0.2.1; }",
-            path: "../../wit/0.2.1",
-            with: { "modcsi:backend/types@0.2.1": crate::types },
+            inline: "package modcsi:backend-sdk; world get-volume { export modcsi:backend/get-volume@0.2.2; }",
+            path: "../../wit/0.2.2",
+            with: { "modcsi:backend/types@0.2.2": crate::types },
             pub_export_macro: true,
             export_macro_name: "export",
             default_bindings_module: "modcsi_backend_sdk::optional::get_volume",
@@ -156,9 +163,9 @@ pub mod optional {
     }
     pub mod locate {
         wit_bindgen::generate!({
-            inline: "package modcsi:backend-sdk; world locate { export modcsi:backend/locate@0.2.1; }",
-            path: "../../wit/0.2.1",
-            with: { "modcsi:backend/types@0.2.1": crate::types },
+            inline: "package modcsi:backend-sdk; world locate { export modcsi:backend/locate@0.2.2; }",
+            path: "../../wit/0.2.2",
+            with: { "modcsi:backend/types@0.2.2": crate::types },
             pub_export_macro: true,
             export_macro_name: "export",
             default_bindings_module: "modcsi_backend_sdk::optional::locate",

@@ -58,7 +58,7 @@ struct RecordState {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct SshCall {
+struct TargetCall {
     target: String,
     outcome: &'static str,
 }
@@ -94,8 +94,10 @@ struct Metrics {
     stale_mounts: Counter,
     cleanup_records: Family<RecordState, Gauge>,
     cleanup_oldest: Gauge<f64, AtomicU64>,
-    ssh_calls: Family<SshCall, Counter>,
+    ssh_calls: Family<TargetCall, Counter>,
     ssh_seconds: Family<Target, Histogram>,
+    http_requests: Family<TargetCall, Counter>,
+    http_seconds: Family<Target, Histogram>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -117,6 +119,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         cleanup_oldest: Gauge::default(),
         ssh_calls: Family::default(),
         ssh_seconds: Family::new_with_constructor(seconds),
+        http_requests: Family::default(),
+        http_seconds: Family::new_with_constructor(seconds),
         registry: Registry::default(),
     };
     let r = &mut registry;
@@ -199,6 +203,16 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "ssh_call_duration_seconds",
         "Time of one SSH command, connecting included",
         m.ssh_seconds.clone(),
+    );
+    r.register(
+        "http_requests",
+        "Backend HTTP requests by target and outcome (2xx..5xx answers, denied, error)",
+        m.http_requests.clone(),
+    );
+    r.register(
+        "http_request_duration_seconds",
+        "Time of one backend HTTP request to its answer's last byte",
+        m.http_seconds.clone(),
     );
     Metrics { registry, ..m }
 });
@@ -307,16 +321,41 @@ pub fn cleanup_records(active: usize, deleting: usize, oldest: Duration) {
 
 /// An SSH command's outcome (`ok`, `error`, `timeout`) and time.
 pub fn ssh_call(target: &str, outcome: &'static str, took: Duration) {
+    target_call(
+        &METRICS.ssh_calls,
+        &METRICS.ssh_seconds,
+        target,
+        outcome,
+        took,
+    );
+}
+
+/// A backend HTTP request's outcome (the answer's status class, `denied`, `error`) and time.
+pub fn http_request(target: &str, outcome: &'static str, took: Duration) {
+    target_call(
+        &METRICS.http_requests,
+        &METRICS.http_seconds,
+        target,
+        outcome,
+        took,
+    );
+}
+
+fn target_call(
+    calls: &Family<TargetCall, Counter>,
+    seconds: &Family<Target, Histogram>,
+    target: &str,
+    outcome: &'static str,
+    took: Duration,
+) {
     let target = target.to_owned();
-    METRICS
-        .ssh_calls
-        .get_or_create(&SshCall {
+    calls
+        .get_or_create(&TargetCall {
             target: target.clone(),
             outcome,
         })
         .inc();
-    METRICS
-        .ssh_seconds
+    seconds
         .get_or_create(&Target { target })
         .observe(took.as_secs_f64());
 }

@@ -2,6 +2,7 @@
 //! [`Host`] is the facade the layers above use; the modules under it do one thing each. Pure
 //! parsing (mountinfo) is kept apart from the syscalls so it can be tested on fixtures.
 
+pub mod addresses;
 pub mod claim;
 pub mod confined;
 pub mod device;

@@ -49,6 +49,8 @@ pub struct RuntimeOptions {
     pub config: Arc<BackendConfig>,
     /// The durable store behind the `store` import, if the host has one.
     pub store: Option<Arc<dyn StateStore>>,
+    /// The node's IP addresses (`node` import; empty on a controller-only host).
+    pub node_addresses: Arc<[String]>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -406,6 +408,7 @@ impl Backend {
                 self.options.config.clone(),
                 self.options.store.clone(),
                 deadline,
+                self.options.node_addresses.clone(),
                 scrubber.clone(),
             ),
         );
@@ -570,6 +573,7 @@ mod tests {
                 max_concurrent_calls: 2,
                 config: Arc::default(),
                 store: None,
+                node_addresses: std::sync::Arc::from([]),
             },
         )
         .await

@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use super::capabilities::http::CallHttp;
 use super::capabilities::{BackendConfig, LogBudget, Scrubber, SharedCache};
 use super::limits::CallLimits;
 use crate::state::StateStore;
@@ -26,6 +28,8 @@ pub(crate) enum LogLevel {
 pub(crate) struct CallState {
     wasi: WasiCtx,
     table: ResourceTable,
+    http: WasiHttpCtx,
+    http_hooks: CallHttp,
     pub(crate) limits: CallLimits,
     pub(crate) backend: Arc<str>,
     pub(crate) cache: Arc<SharedCache>,
@@ -34,6 +38,8 @@ pub(crate) struct CallState {
     /// The backend's namespace in the state store.
     pub(crate) namespace: Arc<str>,
     pub(crate) deadline: Instant,
+    /// The node's addresses (`node` import).
+    pub(crate) node_addresses: Arc<[String]>,
     pub(crate) scrubber: Scrubber,
     pub(crate) log_budget: LogBudget,
 }
@@ -43,6 +49,16 @@ impl WasiView for CallState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for CallState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
         }
     }
 }
@@ -57,11 +73,18 @@ impl CallState {
         config: Arc<BackendConfig>,
         store: Option<Arc<dyn StateStore>>,
         deadline: Instant,
+        node_addresses: Arc<[String]>,
         scrubber: Scrubber,
     ) -> Self {
         Self {
             wasi,
             table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            http_hooks: CallHttp {
+                targets: config.clone(),
+                backend: backend.clone(),
+                deadline,
+            },
             limits,
             namespace: Arc::from(format!("backend/{backend}")),
             backend,
@@ -69,6 +92,7 @@ impl CallState {
             config,
             store,
             deadline,
+            node_addresses,
             scrubber,
             log_budget: LogBudget::default(),
         }

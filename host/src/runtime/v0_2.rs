@@ -1,4 +1,4 @@
-//! `modcsi:backend@0.2.x` (wit/0.2.1): the exports of a 0.2 component (the required core plus
+//! `modcsi:backend@0.2.x` (wit/0.2.2): the exports of a 0.2 component (the required core plus
 //! whichever optional interfaces it has) and the conversion of its types to and from the host's
 //! own (`volume::types`). The calls themselves come from the table in `operations.rs`.
 
@@ -14,23 +14,32 @@ use types as wit;
 
 mod bindings {
     wasmtime::component::bindgen!({
-        // Every interface a 0.2 backend may export; a component has the core and any subset of
-        // the rest, looked up one by one (`Exports::new`).
+        // Every modcsi interface a 0.2 backend may import or export (wasi:http is linked from
+        // wasmtime-wasi-http); a component has the core and any subset of the optional
+        // exports, looked up one by one (`Exports::new`).
         inline: "
             package modcsi:host;
             world host-view {
-                include modcsi:backend/backend@0.2.1;
-                export modcsi:backend/publish@0.2.1;
-                export modcsi:backend/expand@0.2.1;
-                export modcsi:backend/list-volumes@0.2.1;
-                export modcsi:backend/capacity@0.2.1;
-                export modcsi:backend/snapshots@0.2.1;
-                export modcsi:backend/node-identity@0.2.1;
-                export modcsi:backend/get-volume@0.2.1;
-                export modcsi:backend/locate@0.2.1;
+                import modcsi:backend/log@0.2.2;
+                import modcsi:backend/cache@0.2.2;
+                import modcsi:backend/config@0.2.2;
+                import modcsi:backend/store@0.2.2;
+                import modcsi:backend/host@0.2.2;
+                import modcsi:backend/ssh@0.2.2;
+                import modcsi:backend/node@0.2.2;
+                export modcsi:backend/identity@0.2.2;
+                export modcsi:backend/controller@0.2.2;
+                export modcsi:backend/publish@0.2.2;
+                export modcsi:backend/expand@0.2.2;
+                export modcsi:backend/list-volumes@0.2.2;
+                export modcsi:backend/capacity@0.2.2;
+                export modcsi:backend/snapshots@0.2.2;
+                export modcsi:backend/node-identity@0.2.2;
+                export modcsi:backend/get-volume@0.2.2;
+                export modcsi:backend/locate@0.2.2;
             }
         ",
-        path: "../wit/0.2.1",
+        path: "../wit/0.2.2",
         world: "host-view",
         imports: { default: trappable },
         exports: { default: async },
@@ -38,7 +47,7 @@ mod bindings {
 }
 
 use bindings::exports::modcsi::backend as ex;
-pub(crate) use bindings::modcsi::backend::{config, host as host_info, ssh, store, types};
+pub(crate) use bindings::modcsi::backend::{config, host as host_info, node, ssh, store, types};
 
 /// Export indices of a 0.2 component, resolved once at load.
 pub struct Exports {
@@ -60,7 +69,7 @@ fn optional<T>(
     interface: &str,
     indices: impl FnOnce(&InstancePre<CallState>) -> wasmtime::Result<T>,
 ) -> wasmtime::Result<Option<T>> {
-    let name = format!("modcsi:backend/{interface}@0.2.1");
+    let name = format!("modcsi:backend/{interface}@0.2.2");
     if pre.component().get_export_index(None, &name).is_none() {
         return Ok(None);
     }

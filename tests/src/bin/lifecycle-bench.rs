@@ -219,6 +219,7 @@ async fn backend_overhead() {
         max_concurrent_calls: 8,
         config: Default::default(),
         store: None,
+        node_addresses: std::sync::Arc::from([]),
     };
     let path = component(NODE_LOCAL_CACHE);
     let t = Instant::now();

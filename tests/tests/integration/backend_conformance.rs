@@ -37,6 +37,7 @@ async fn load_path(path: &std::path::Path) -> Backend {
             max_concurrent_calls: 4,
             config: Default::default(),
             store: None,
+            node_addresses: std::sync::Arc::from([]),
         },
     )
     .await
@@ -104,7 +105,7 @@ async fn the_frozen_0_1_component_is_served_through_the_adapter() {
     assert!(old.offers(Optional::Publish) && old.offers(Optional::Snapshots));
     assert!(!old.offers(Optional::Locate), "0.1 has no locate");
     let nlc = load().await;
-    assert_eq!(nlc.wit_version(), "0.2.1");
+    assert_eq!(nlc.wit_version(), "0.2.2");
 }
 
 #[tokio::test]

@@ -8,6 +8,8 @@ mod controller_forwarding;
 mod csi_lifecycle;
 mod csi_rules;
 mod e2e;
+mod emma_backend;
+mod fake_emma;
 mod fencing;
 mod kube_fencing;
 mod kube_store;

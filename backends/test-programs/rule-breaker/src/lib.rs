@@ -7,7 +7,8 @@
 //! `bad-id` (an id with `/`), `big-context` (a context over 4 KiB), `log-secret` (logs its
 //! secrets, control characters and a flood), `error-secret` (fails naming its secret),
 //! `panic-secret` (panics naming its secret), `config` (puts configuration values in the
-//! context), `store` (counts creates in the durable store, count in the context). Volume
+//! context), `http` (sends a request to an http target, the answer in the context), `store`
+//! (counts creates in the durable store, count in the context). Volume
 //! `rb-unpublishable` cannot be published; `rb-stuck` cannot be unpublished.
 
 use modcsi_backend_sdk::types::*;
@@ -136,6 +137,39 @@ impl modcsi_backend_sdk::controller::Guest for RuleBreaker {
                 v.context.push(("ssh-stdout".into(), out.stdout));
                 v.context
                     .push(("ssh-exit".into(), format!("{:?}", out.exit_status)));
+            }
+            // Sends a request to the `target` http target (0.2.2's wasi:http import): a POST of
+            // `body` when given; with `follow`, a redirect's Location is tried too.
+            Some("http") => {
+                use modcsi_backend_sdk::http::{Method, Request};
+                let send = |target: &str, path: &str| {
+                    let request = match lookup(&request.parameters, "body") {
+                        Some(body) => {
+                            Request::new(Method::Post, target, path).body("application/json", body)
+                        }
+                        None => Request::new(Method::Get, target, path),
+                    };
+                    request.send()
+                };
+                let target = lookup(&request.parameters, "target").unwrap_or("api");
+                let path = lookup(&request.parameters, "path").unwrap_or("/");
+                let mut text = match send(target, path) {
+                    Ok(r) => format!("{} {}", r.status, r.text()),
+                    Err(e) => format!("error: {e}"),
+                };
+                if lookup(&request.parameters, "follow").is_some()
+                    && let Ok(r) = send(target, path)
+                    && let Some(location) = r.header("location")
+                {
+                    let rest = location.split_once("://").map_or(location, |(_, r)| r);
+                    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+                    text = match send(authority, if path.is_empty() { "/" } else { path }) {
+                        Ok(r) => format!("followed: {} {}", r.status, r.text()),
+                        Err(e) => format!("followed: error: {e}"),
+                    };
+                }
+                text.truncate(1000);
+                v.context.push(("http".into(), text));
             }
             Some("config") => {
                 for key in config::keys() {

@@ -3,8 +3,8 @@
 //! `{ secret-file = "/path" }` is a secret reference: the host reads the file at start, hands
 //! the value to the backend on request, and scrubs it from everything the backend writes.
 //!
-//! The `ssh` table is the host's own: it configures the `ssh` capability (targets, keys, host
-//! keys), and the backend cannot read it.
+//! The `ssh` and `http` tables are the host's own: they configure the `ssh` and `http`
+//! capabilities (targets, keys, credentials), and the backend cannot read them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,6 +38,7 @@ pub struct BackendConfig {
     values: BTreeMap<String, String>,
     secrets: Vec<String>,
     ssh: std::sync::Arc<super::ssh::SshClient>,
+    http: std::sync::Arc<super::http::HttpTargets>,
 }
 
 impl BackendConfig {
@@ -54,12 +55,7 @@ impl BackendConfig {
             })?;
         let mut config = Self::default();
         config.flatten(path, "", &toml::Value::Table(table))?;
-        let ssh: BTreeMap<String, String> = config
-            .values
-            .iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix("ssh.")?.to_owned(), v.clone())))
-            .collect();
-        config.values.retain(|k, _| !k.starts_with("ssh."));
+        let ssh = config.host_section("ssh");
         config.ssh =
             std::sync::Arc::new(super::ssh::SshClient::from_config(&ssh).map_err(|message| {
                 ConfigError::Value {
@@ -68,7 +64,29 @@ impl BackendConfig {
                     message,
                 }
             })?);
+        let http = config.host_section("http");
+        config.http = std::sync::Arc::new(super::http::HttpTargets::from_config(&http).map_err(
+            |message| ConfigError::Value {
+                path: path.to_owned(),
+                key: "http".into(),
+                message,
+            },
+        )?);
         Ok(config)
+    }
+
+    /// Takes the host-owned section `name` out of what the backend can read, its keys relative
+    /// to it.
+    fn host_section(&mut self, name: &str) -> BTreeMap<String, String> {
+        let prefix = format!("{name}.");
+        let (section, rest) = std::mem::take(&mut self.values)
+            .into_iter()
+            .partition::<BTreeMap<_, _>, _>(|(k, _)| k.starts_with(&prefix));
+        self.values = rest;
+        section
+            .into_iter()
+            .map(|(k, v)| (k[prefix.len()..].to_owned(), v))
+            .collect()
     }
 
     fn flatten(&mut self, path: &Path, key: &str, value: &toml::Value) -> Result<(), ConfigError> {
@@ -140,6 +158,11 @@ impl BackendConfig {
     /// The `ssh` capability's targets and connections.
     pub fn ssh(&self) -> &super::ssh::SshClient {
         &self.ssh
+    }
+
+    /// The `http` capability's targets and connections.
+    pub fn http(&self) -> &super::http::HttpTargets {
+        &self.http
     }
 
     /// The resolved secret values, for scrubbing.

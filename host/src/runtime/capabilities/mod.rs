@@ -4,6 +4,7 @@
 //! 0.1 imports (log, cache) reach the same code from `runtime/v0_1.rs`.
 
 pub mod config;
+pub mod http;
 mod hygiene;
 pub mod ssh;
 mod v0_2;

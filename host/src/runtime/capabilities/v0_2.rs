@@ -12,7 +12,7 @@ use wasmtime::StoreContextMut;
 use wasmtime::component::{HasSelf, Linker, WasmList, WasmStr};
 
 use super::super::call_state::{CallState, LogLevel};
-use super::super::v0_2::{config, host_info as host, ssh, store, types};
+use super::super::v0_2::{config, host_info as host, node, ssh, store, types};
 use super::{CACHE_MAX_KEY, CACHE_MAX_VALUE};
 use crate::state::{self, StoreError};
 
@@ -29,6 +29,12 @@ impl config::Host for CallState {
 
     fn keys(&mut self) -> wasmtime::Result<Vec<String>> {
         Ok(self.config.keys().map(str::to_owned).collect())
+    }
+}
+
+impl node::Host for CallState {
+    fn addresses(&mut self) -> wasmtime::Result<Vec<String>> {
+        Ok(self.node_addresses.to_vec())
     }
 }
 
@@ -104,8 +110,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<
     types::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
     config::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
     host::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
+    node::add_to_linker::<_, HasSelf<CallState>>(linker, |s| s)?;
+    // 0.2.2: outgoing HTTP, served by the `http` capability's hooks on the call state.
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
 
-    let mut log = linker.instance("modcsi:backend/log@0.2.1")?;
+    let mut log = linker.instance("modcsi:backend/log@0.2.2")?;
     log.func_wrap(
         "log",
         |mut store: StoreContextMut<'_, CallState>,
@@ -132,7 +141,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<
         },
     )?;
 
-    let mut cache = linker.instance("modcsi:backend/cache@0.2.1")?;
+    let mut cache = linker.instance("modcsi:backend/cache@0.2.2")?;
     cache.func_wrap(
         "get",
         |store: StoreContextMut<'_, CallState>, (key,): (WasmStr,)| {
@@ -189,7 +198,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<
     )?;
 
     // 0.2.1: commands on configured machines, bounded by the call's deadline.
-    let mut remote = linker.instance("modcsi:backend/ssh@0.2.1")?;
+    let mut remote = linker.instance("modcsi:backend/ssh@0.2.2")?;
     remote.func_wrap_async(
         "run",
         |store: StoreContextMut<'_, CallState>,
@@ -229,7 +238,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<
         },
     )?;
 
-    let mut kv = linker.instance("modcsi:backend/store@0.2.1")?;
+    let mut kv = linker.instance("modcsi:backend/store@0.2.2")?;
     kv.func_wrap_async(
         "get",
         |store: StoreContextMut<'_, CallState>, (key,): (WasmStr,)| {
