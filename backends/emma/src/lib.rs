@@ -225,6 +225,14 @@ fn claim_key(id: &str) -> String {
     format!("volume/{id}")
 }
 
+/// Records that volume `id` belongs to the create of `name` (kept when already there).
+fn claim(id: &str, name: &str) -> Result<(), Error> {
+    match store::put(&claim_key(id), name.as_bytes(), None) {
+        Ok(_) | Err(store::StoreError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn create_key(name: &str) -> String {
     format!("create/{name}")
 }
@@ -383,17 +391,14 @@ impl modcsi_backend_sdk::controller::Guest for Emma {
                             "emma: POST /v1/volumes answered no id".into(),
                         ));
                     }
+                    // Claimed at once, so no other create's recovery can adopt it.
+                    claim(&id, &request.name)?;
                     Ok(id.into_bytes())
                 })?;
                 String::from_utf8_lossy(&id).into_owned()
             }
         };
-        if store::get(&claim_key(&id))?.is_none() {
-            store::put(&claim_key(&id), request.name.as_bytes(), None).or_else(|e| match e {
-                store::StoreError::Conflict(_) => Ok(0),
-                e => Err(e),
-            })?;
-        }
+        claim(&id, &request.name)?;
         let Some(volume) = fetch(&id)? else {
             // Deleted behind our back: forget it, so the retry creates a new one.
             pending::forget(&key)?;

@@ -3,7 +3,8 @@
 //! rate, per-call latency percentiles, and the driver's CPU time per lifecycle read from outside
 //! (/proc/<pid>/stat of the server process). Then block-volume lifecycles on a loop device
 //! (stage → publish → unpublish → unstage), the RDS backend's calls through the fake RouterOS
-//! over real SSH and what keeping the SSH connection saves, what a backend call costs inside
+//! over real SSH and what keeping the SSH connection saves, the Emma backend's lifecycle through
+//! the fake Emma API over HTTPS and one HTTPS request from a component against a native client, what a backend call costs inside
 //! the runtime, and a durable state-store write. Prints figures; asserts nothing.
 
 use std::path::{Path, PathBuf};
@@ -30,21 +31,26 @@ const CALLS: [&str; 4] = [
 ];
 
 #[derive(Default)]
-struct Samples([Vec<Duration>; 4]);
+struct Samples(Vec<Vec<Duration>>);
 
 impl Samples {
     /// Times `call` as sample `i`.
     async fn time<T>(&mut self, i: usize, call: impl std::future::Future<Output = T>) -> T {
         let t = Instant::now();
         let out = call.await;
+        if self.0.len() <= i {
+            self.0.resize(i + 1, Vec::new());
+        }
         self.0[i].push(t.elapsed());
         out
     }
 
-    fn print(all: &[Samples], names: &[&str; 4]) {
+    fn print(all: &[Samples], names: &[&str]) {
         for (i, name) in names.iter().enumerate() {
-            let mut merged: Vec<Duration> =
-                all.iter().flat_map(|s| s.0[i].iter().copied()).collect();
+            let mut merged: Vec<Duration> = all
+                .iter()
+                .flat_map(|s| s.0.get(i).into_iter().flatten().copied())
+                .collect();
             merged.sort();
             println!(
                 "  {name:<20} p50 {:>8}  p99 {:>8}",
@@ -350,6 +356,189 @@ async fn rds_calls() {
         commands as f64 / done.max(1) as f64
     );
     Samples::print(&[samples], &names);
+}
+
+/// The Emma backend's whole lifecycle through the fake Emma API over HTTPS, DRAFT and BUSY
+/// shortened to nothing: wall time per call, and the API requests a round takes.
+async fn emma_calls() {
+    use modcsi_tests::fake_emma::FakeEmmaOptions;
+    use modcsi_tests::fake_emma::rig::EmmaRig;
+    let options = FakeEmmaOptions {
+        draft: Duration::ZERO,
+        busy: Duration::ZERO,
+        ..Default::default()
+    };
+    let rig = EmmaRig::start(options, Duration::from_secs(10)).await;
+    let mut c = rig.host.client.controller.clone();
+    let names = [
+        "CreateVolume",
+        "ControllerPublish",
+        "ControllerExpand",
+        "ControllerUnpublish",
+        "DeleteVolume",
+    ];
+    let (mut samples, mut done) = (Samples::default(), 0);
+    let until = Instant::now() + RUN_FOR;
+    while Instant::now() < until {
+        let mut create = requests::create(&format!("bench-{done}"));
+        create.capacity_range.as_mut().unwrap().required_bytes = 1 << 30;
+        create.parameters = [("dataCenterId".to_string(), "aws-eu-central-1".to_string())].into();
+        let id = samples
+            .time(0, c.create_volume(create))
+            .await
+            .unwrap()
+            .into_inner()
+            .volume
+            .unwrap()
+            .volume_id;
+        let publish = ControllerPublishVolumeRequest {
+            volume_id: id.clone(),
+            node_id: "101".into(),
+            volume_capability: Some(requests::mount_capability(Mode::SingleNodeWriter)),
+            ..Default::default()
+        };
+        samples
+            .time(1, c.controller_publish_volume(publish))
+            .await
+            .unwrap();
+        let expand = ControllerExpandVolumeRequest {
+            volume_id: id.clone(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: 2 << 30,
+                limit_bytes: 0,
+            }),
+            ..Default::default()
+        };
+        samples
+            .time(2, c.controller_expand_volume(expand))
+            .await
+            .unwrap();
+        let unpublish = ControllerUnpublishVolumeRequest {
+            volume_id: id.clone(),
+            node_id: "101".into(),
+            ..Default::default()
+        };
+        samples
+            .time(3, c.controller_unpublish_volume(unpublish))
+            .await
+            .unwrap();
+        samples
+            .time(4, c.delete_volume(requests::delete(&id)))
+            .await
+            .unwrap();
+        done += 1;
+    }
+    println!(
+        "\nEmma through the fake API over HTTPS: {done} create/publish/expand/unpublish/delete rounds in {RUN_FOR:?}, {:.1} API requests per round over {} connections",
+        rig.fake.requests().len() as f64 / done.max(1) as f64,
+        rig.fake.connections()
+    );
+    Samples::print(&[samples], &names);
+}
+
+/// One HTTPS request's cost made by a backend through the host's `http` capability (the
+/// rule-breaker component sends N in one call; an empty call's time subtracted) against the
+/// same request from a native pooled client (hyper over rustls) in the same process.
+async fn https_cost() {
+    use modcsi_tests::fake_emma::rig::{host_config, start_host};
+    use modcsi_tests::fake_emma::{FakeEmma, FakeEmmaOptions};
+    const N: usize = 200;
+    const PLACEHOLDERS: &str =
+        r#"{"clientId":"{{secret:client-id}}","clientSecret":"{{secret:client-secret}}"}"#;
+    let fake = FakeEmma::start(FakeEmmaOptions::default()).await;
+    let files = tempfile::tempdir().unwrap();
+    let config = host_config(&fake, files.path(), fake.client_secret());
+    let host = start_host(RULE_BREAKER, &fake, config, Duration::from_secs(30), None).await;
+    let mut c = host.client.controller.clone();
+    let call = |name: String, repeat: usize| {
+        let mut create = requests::create(&name);
+        create.parameters = [
+            ("break", "http"),
+            ("target", "emma"),
+            ("path", "/v1/issue-token"),
+            ("body", PLACEHOLDERS),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain([("repeat".to_string(), repeat.to_string())])
+        .collect();
+        create
+    };
+    let best = |d: &mut Option<Duration>, t: Duration| *d = Some(d.map_or(t, |b| b.min(t)));
+    let (mut one, mut many) = (None, None);
+    for round in 0..5 {
+        let t = Instant::now();
+        c.create_volume(call(format!("one-{round}"), 1))
+            .await
+            .unwrap();
+        best(&mut one, t.elapsed());
+        let t = Instant::now();
+        c.create_volume(call(format!("many-{round}"), N + 1))
+            .await
+            .unwrap();
+        best(&mut many, t.elapsed());
+    }
+    let component = (many.unwrap() - one.unwrap()) / N as u32;
+
+    let pem = std::fs::read(fake.ca_file()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .wrap_connector(http);
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector);
+    let uri: http::Uri = format!("{}/v1/issue-token", fake.base_url())
+        .parse()
+        .unwrap();
+    let body = PLACEHOLDERS
+        .replace("{{secret:client-id}}", fake.client_id())
+        .replace("{{secret:client-secret}}", fake.client_secret());
+    let get = || {
+        use http_body_util::BodyExt;
+        let request = http::Request::post(uri.clone())
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body.clone())))
+            .unwrap();
+        let client = client.clone();
+        async move {
+            let answer = client.request(request).await.unwrap();
+            assert_eq!(answer.status(), 200);
+            answer.into_body().collect().await.unwrap();
+        }
+    };
+    get().await;
+    let mut native = None;
+    for _ in 0..5 {
+        let t = Instant::now();
+        for _ in 0..N {
+            get().await;
+        }
+        best(&mut native, t.elapsed() / N as u32);
+    }
+    let native = native.unwrap();
+    println!(
+        "\nHTTPS POST /v1/issue-token to the fake Emma API (loopback, pooled, TLS 1.3): {} per request from a backend component through the host, {} from a native pooled client ({:.2}x)",
+        us(component),
+        us(native),
+        component.as_secs_f64() / native.as_secs_f64()
+    );
 }
 
 /// Fencing decisions under contention: 16 clients publishing one single-node volume to their
@@ -661,10 +850,14 @@ async fn main() {
         "{} is missing: `just bench` builds it",
         binary.display()
     );
-    // `lifecycle-bench cleanup` or `volume-path`: that part alone.
+    // `lifecycle-bench cleanup`, `volume-path` or `emma`: that part alone.
     match std::env::args().nth(1).as_deref() {
         Some("cleanup") => return cleanup_at_scale(&binary).await,
         Some("volume-path") => return volume_path_in_cluster(&binary).await,
+        Some("emma") => {
+            emma_calls().await;
+            return https_cost().await;
+        }
         _ => {}
     }
     let root = tempfile::tempdir().unwrap();
@@ -692,6 +885,8 @@ async fn main() {
     volume_path_in_cluster(&binary).await;
     ssh_reuse().await;
     rds_calls().await;
+    emma_calls().await;
+    https_cost().await;
     backend_overhead().await;
     store_writes();
 }

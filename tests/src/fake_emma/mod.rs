@@ -88,6 +88,7 @@
 
 mod api;
 mod faults;
+pub mod rig;
 mod state;
 mod tls;
 

@@ -11,87 +11,20 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use modcsi::node::device::{AllowedDisks, DeviceDirs};
 use modcsi::proto::volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode};
 use modcsi::proto::*;
+use modcsi_tests::fake_emma::rig::{EMMA, EmmaRig, host_config, start_host};
 use modcsi_tests::fake_emma::{FakeEmma, FakeEmmaOptions};
 use modcsi_tests::{RULE_BREAKER, TestHost, requests};
 use tonic::Code;
 
 const GIB: i64 = 1 << 30;
-const EMMA: &str = "emma";
 
-/// The fake API, a host running the Emma backend against it, and the configuration's files.
-struct Rig {
-    fake: FakeEmma,
-    host: TestHost,
-    _files: tempfile::TempDir,
+async fn rig_with(options: FakeEmmaOptions, call_timeout: Duration) -> EmmaRig {
+    EmmaRig::start(options, call_timeout).await
 }
 
-/// The backend configuration for `fake`: the host-owned target with the credentials as secret
-/// files (the secret's content given), and the backend's own section.
-fn config(fake: &FakeEmma, files: &Path, client_secret: &str) -> PathBuf {
-    std::fs::write(files.join("client-id"), fake.client_id()).unwrap();
-    std::fs::write(files.join("client-secret"), format!("{client_secret}\n")).unwrap();
-    let path = files.join("backend.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[emma]\nvm-id = \"101\"\nnodes.test-node = \"101\"\n\n\
-             [http.targets.emma]\nbase-url = \"{}\"\nca-file = \"{}\"\n\
-             [http.targets.emma.secrets]\n\
-             client-id = {{ secret-file = \"{}\" }}\n\
-             client-secret = {{ secret-file = \"{}\" }}\n",
-            fake.base_url(),
-            fake.ca_file().display(),
-            files.join("client-id").display(),
-            files.join("client-secret").display(),
-        ),
-    )
-    .unwrap();
-    path
-}
-
-async fn host_for(
-    backend: &str,
-    fake: &FakeEmma,
-    config: PathBuf,
-    call_timeout: Duration,
-    state: Option<PathBuf>,
-) -> TestHost {
-    let by_id = fake.by_id().to_owned();
-    TestHost::start_with(backend, move |c| {
-        c.backend_config = Some(config);
-        c.call_timeout = call_timeout;
-        if let Some(state) = state {
-            c.state_dir = state;
-        }
-        c.devices = DeviceDirs {
-            by_id,
-            wait: Duration::from_secs(5),
-            allowed_disks: AllowedDisks {
-                by_id_prefixes: vec!["virtio-".into()],
-                serials: vec![],
-            },
-            ..Default::default()
-        };
-    })
-    .await
-}
-
-async fn rig_with(options: FakeEmmaOptions, call_timeout: Duration) -> Rig {
-    let fake = FakeEmma::start(options).await;
-    let files = tempfile::tempdir().unwrap();
-    let path = config(&fake, files.path(), fake.client_secret());
-    let host = host_for(EMMA, &fake, path, call_timeout, None).await;
-    Rig {
-        fake,
-        host,
-        _files: files,
-    }
-}
-
-async fn rig() -> Rig {
+async fn rig() -> EmmaRig {
     rig_with(FakeEmmaOptions::default(), Duration::from_secs(10)).await
 }
 
@@ -378,8 +311,8 @@ async fn a_host_restarted_mid_create_finishes_the_same_volume() {
     let fake = FakeEmma::start(options).await;
     let files = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
-    let path = config(&fake, files.path(), fake.client_secret());
-    let host = host_for(
+    let path = host_config(&fake, files.path(), fake.client_secret());
+    let host = start_host(
         EMMA,
         &fake,
         path.clone(),
@@ -398,7 +331,7 @@ async fn a_host_restarted_mid_create_finishes_the_same_volume() {
     drop(host);
     // The store's file is released once the old host has stopped.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let host = host_for(
+    let host = start_host(
         EMMA,
         &fake,
         path,
@@ -492,8 +425,8 @@ async fn a_wrong_secret_is_refused_without_showing_it() {
     let fake = FakeEmma::start(FakeEmmaOptions::default()).await;
     let files = tempfile::tempdir().unwrap();
     let wrong = "wr0ng-s3cret-value";
-    let path = config(&fake, files.path(), wrong);
-    let host = host_for(EMMA, &fake, path, Duration::from_secs(10), None).await;
+    let path = host_config(&fake, files.path(), wrong);
+    let host = start_host(EMMA, &fake, path, Duration::from_secs(10), None).await;
     let err = host
         .client
         .controller
@@ -613,8 +546,8 @@ async fn backends_reach_only_their_targets_and_never_hold_the_credentials() {
     let logs = modcsi_tests::capture_logs();
     let fake = FakeEmma::start(FakeEmmaOptions::default()).await;
     let files = tempfile::tempdir().unwrap();
-    let path = config(&fake, files.path(), fake.client_secret());
-    let host = host_for(RULE_BREAKER, &fake, path, Duration::from_secs(10), None).await;
+    let path = host_config(&fake, files.path(), fake.client_secret());
+    let host = start_host(RULE_BREAKER, &fake, path, Duration::from_secs(10), None).await;
     // A listener standing for any other host: nothing may reach it.
     let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     elsewhere.set_nonblocking(true).unwrap();

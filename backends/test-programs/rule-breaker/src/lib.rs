@@ -139,7 +139,7 @@ impl modcsi_backend_sdk::controller::Guest for RuleBreaker {
                     .push(("ssh-exit".into(), format!("{:?}", out.exit_status)));
             }
             // Sends a request to the `target` http target (0.2.2's wasi:http import): a POST of
-            // `body` when given; with `follow`, a redirect's Location is tried too.
+            // `body` when given; with `follow`, a redirect's Location is tried too; `repeat` times.
             Some("http") => {
                 use modcsi_backend_sdk::http::{Method, Request};
                 let send = |target: &str, path: &str| {
@@ -153,10 +153,17 @@ impl modcsi_backend_sdk::controller::Guest for RuleBreaker {
                 };
                 let target = lookup(&request.parameters, "target").unwrap_or("api");
                 let path = lookup(&request.parameters, "path").unwrap_or("/");
-                let mut text = match send(target, path) {
-                    Ok(r) => format!("{} {}", r.status, r.text()),
-                    Err(e) => format!("error: {e}"),
-                };
+                // `repeat`: that many requests in this one call (for the benchmark).
+                let repeat: usize = lookup(&request.parameters, "repeat")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1);
+                let mut text = String::new();
+                for _ in 0..repeat {
+                    text = match send(target, path) {
+                        Ok(r) => format!("{} {}", r.status, r.text()),
+                        Err(e) => format!("error: {e}"),
+                    };
+                }
                 if lookup(&request.parameters, "follow").is_some()
                     && let Ok(r) = send(target, path)
                     && let Some(location) = r.header("location")
