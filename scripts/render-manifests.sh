@@ -36,7 +36,9 @@ RULES_COPY="$ROOT/deploy/observability/prometheus-rules.yaml"
 MONITORING=(--set metrics.serviceMonitor.enabled=true --set metrics.prometheusRule.enabled=true)
 NAMESPACE=modcsi
 # backend values file → release name (object names are <release>-controller, <release>-node, ...)
-BACKENDS=(node-local-cache rds)
+BACKENDS=(node-local-cache rds emma)
+# The committed per-backend manifests.
+mapfile -t RENDERED < <(printf "$OUT/%s.yaml\n" "${BACKENDS[@]}")
 
 # Settings the committed manifests do not exercise, checked too (lint, arguments, server dry run):
 # BACKEND, then helm --set arguments, one variant a line.
@@ -230,7 +232,7 @@ container_binary() { # NAME IMAGE
     done
 }
 declare -A skipped=()
-for manifest in "$TMP"/render/{node-local-cache,rds}.yaml "$TMP"/variants/*.yaml; do
+for manifest in $(printf "$TMP/render/%s.yaml " "${BACKENDS[@]}") "$TMP"/variants/*.yaml; do
     file=$(basename "$manifest")
     python3 - "$manifest" >"$TMP/args" <<'EOF'
 import sys, yaml
@@ -369,7 +371,7 @@ log "kube-apiserver $(k version -o json 2>/dev/null | python3 -c 'import json, s
 k create namespace "$NAMESPACE" --save-config >/dev/null
 # Pods in a new namespace wait for its default ServiceAccount (no controller-manager here).
 k -n "$NAMESPACE" create serviceaccount default >/dev/null 2>&1 || true
-for file in "$OUT"/{node-local-cache,rds,rbac}.yaml "$TMP"/variants/*.yaml; do
+for file in "${RENDERED[@]}" "$OUT/rbac.yaml" "$TMP"/variants/*.yaml; do
     name=$(basename "$file")
     if k apply --dry-run=server -f "$file" >"$TMP/apply" 2>&1; then
         log "ok: $name: $(grep -c '(server dry run)' "$TMP/apply") objects accepted by the API server (dry run)"
@@ -382,7 +384,7 @@ done
 # 7. The workloads' pods, through the admission a Pod meets (service account, priority class,
 #    validation of a pod): the service accounts are created for real, each pod template is sent
 #    as a Pod, dry run.
-for file in "$OUT"/{node-local-cache,rds}.yaml; do
+for file in "${RENDERED[@]}"; do
     name=$(basename "$file")
     python3 - "$file" "$TMP/accounts.yaml" "$TMP/pods.yaml" <<'EOF'
 import sys, yaml

@@ -154,6 +154,23 @@ impl Cluster {
         format!("{pods}\n{events}")
     }
 
+    /// The last lines of every container of `release`'s `component` pods (for a failure's message).
+    pub fn logs(&self, release: &str, component: &str) -> String {
+        let selector =
+            format!("app.kubernetes.io/instance={release},app.kubernetes.io/component={component}");
+        self.try_kubectl(&[
+            "-n",
+            "modcsi",
+            "logs",
+            "-l",
+            &selector,
+            "--all-containers",
+            "--prefix",
+            "--tail=30",
+        ])
+        .unwrap_or_else(|e| e)
+    }
+
     /// `kubectl get … -o jsonpath=…` of one field ("" when absent).
     pub fn field(&self, namespace: &str, object: &str, path: &str) -> String {
         let jsonpath = format!("jsonpath={path}");

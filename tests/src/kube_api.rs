@@ -312,6 +312,28 @@ pub mod objects {
             .unwrap();
     }
 
+    /// The CSINode kubelet writes for node `name` when `driver` registers with `node_id`.
+    pub async fn add_csinode(client: &kube::Client, name: &str, driver: &str, node_id: &str) {
+        use k8s_openapi::api::storage::v1::{CSINode, CSINodeDriver, CSINodeSpec};
+        let csinode = CSINode {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            spec: CSINodeSpec {
+                drivers: vec![CSINodeDriver {
+                    name: driver.into(),
+                    node_id: node_id.into(),
+                    ..Default::default()
+                }],
+            },
+        };
+        Api::<CSINode>::all(client.clone())
+            .create(&PostParams::default(), &csinode)
+            .await
+            .unwrap();
+    }
+
     pub async fn delete_node(client: &kube::Client, name: &str) {
         Api::<Node>::all(client.clone())
             .delete(name, &DeleteParams::default())

@@ -323,9 +323,11 @@ impl modcsi_backend_sdk::identity::Guest for Emma {
         BackendInfo {
             name: "emma".into(),
             version: env!("CARGO_PKG_VERSION").into(),
+            // A disk attached to one VM: any number of writers on that node (ReadWriteOnce).
             access_modes: vec![
                 AccessMode::SingleNodeWriter,
                 AccessMode::SingleNodeSingleWriter,
+                AccessMode::SingleNodeMultiWriter,
             ],
             volume_modes: VolumeModes::FILESYSTEM | VolumeModes::BLOCK,
             content_sources: ContentSources::empty(),
@@ -488,7 +490,9 @@ impl modcsi_backend_sdk::controller::Guest for Emma {
         let single = capabilities.iter().all(|c| {
             matches!(
                 c.access_mode,
-                AccessMode::SingleNodeWriter | AccessMode::SingleNodeSingleWriter
+                AccessMode::SingleNodeWriter
+                    | AccessMode::SingleNodeSingleWriter
+                    | AccessMode::SingleNodeMultiWriter
             )
         });
         Ok(Validation {

@@ -157,20 +157,24 @@ impl Cluster {
             .list(&ListParams::default())
             .await
             .map_err(KubeError::api("list volume attachments"))?;
+        // Nodes by their CSI ids; where CSINodes cannot be read, ids are node names.
+        let ids = self.csi_ids().await.unwrap_or_default();
         let index = self.pvs.lock();
         Ok(list
             .items
             .iter()
             .filter_map(|va| {
                 let pv = va.spec.source.persistent_volume_name.as_ref();
-                self.seen(va, pv.and_then(|name| index.0.get(name)))
+                let name = &va.spec.node_name;
+                let node = ids.get(name).unwrap_or(name).clone();
+                self.seen(va, node, pv.and_then(|name| index.0.get(name)))
             })
             .collect())
     }
 
-    /// A VolumeAttachment of this driver, given its PV's facts (`None`: not this driver's, or
-    /// its volume cannot be named).
-    fn seen(&self, va: &VolumeAttachment, pv: Option<&PvFacts>) -> Option<Seen> {
+    /// A VolumeAttachment of this driver, given its node's CSI id and its PV's facts (`None`:
+    /// not this driver's, or its volume cannot be named).
+    fn seen(&self, va: &VolumeAttachment, node: String, pv: Option<&PvFacts>) -> Option<Seen> {
         if va.spec.attacher != self.driver {
             return None;
         }
@@ -183,7 +187,7 @@ impl Cluster {
         };
         Some(Seen {
             volume,
-            node: va.spec.node_name.clone(),
+            node,
             attached: va.status.as_ref().is_some_and(|s| s.attached),
             detaching_since_ms: va.metadata.deletion_timestamp.as_ref().map(unix_ms),
             since_ms: va.metadata.creation_timestamp.as_ref().map_or(0, unix_ms),
@@ -235,7 +239,8 @@ impl Cluster {
                         Some(name) => cluster.pv_facts_until_read(name).await,
                         None => None,
                     };
-                    let seen = cluster.seen(&va, pv.as_ref())?;
+                    let node = cluster.csi_id(&va.spec.node_name).await;
+                    let seen = cluster.seen(&va, node, pv.as_ref())?;
                     if let Some((_, present)) =
                         relist.lock().unwrap_or_else(|e| e.into_inner()).as_mut()
                     {

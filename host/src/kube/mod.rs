@@ -9,14 +9,13 @@
 mod attachments;
 mod config_maps;
 mod events;
+mod nodes;
 pub mod records;
 mod store;
 
 use std::path::Path;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Node;
-use kube::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 pub use attachments::{AttachmentChange, Seen};
@@ -71,6 +70,7 @@ pub struct Cluster {
     namespace: String,
     pvs: attachments::PvIndex,
     events: events::Limiter,
+    node_ids: nodes::NodeIds,
 }
 
 impl Cluster {
@@ -108,33 +108,11 @@ impl Cluster {
             namespace,
             pvs: attachments::PvIndex::default(),
             events: events::Limiter::default(),
+            node_ids: nodes::NodeIds::default(),
         }))
     }
 
     pub fn namespace(&self) -> &str {
         &self.namespace
-    }
-
-    /// Whether the cluster has a Node of this name (CSI node ids are Kubernetes node names).
-    /// The names of every Node of the cluster (one LIST, for a pass over many attachments).
-    pub async fn node_names(&self) -> Result<std::collections::HashSet<String>, KubeError> {
-        Api::<Node>::all(self.client.clone())
-            .list_metadata(&kube::api::ListParams::default())
-            .await
-            .map(|list| {
-                list.items
-                    .into_iter()
-                    .filter_map(|n| n.metadata.name)
-                    .collect()
-            })
-            .map_err(KubeError::api("list nodes"))
-    }
-
-    pub async fn node_exists(&self, node: &str) -> Result<bool, KubeError> {
-        Api::<Node>::all(self.client.clone())
-            .get_metadata_opt(node)
-            .await
-            .map(|n| n.is_some())
-            .map_err(KubeError::api(format!("get node {node}")))
     }
 }

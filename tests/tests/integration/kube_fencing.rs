@@ -3,8 +3,8 @@
 //! 200 nodes exactly one wins and the losers' claim gets an Event; the record is rebuilt from
 //! VolumeAttachments after a SIGKILL; a holder whose Node was deleted is cleared (on publish,
 //! and by the reconciler); every controller replica follows attachments another made; an
-//! unknown node is NOT_FOUND; and with the API server down, a publish is refused rather than
-//! guessed.
+//! unknown node is NOT_FOUND; nodes a backend names by its own ids are found and fenced by
+//! them; and with the API server down, a publish is refused rather than guessed.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -181,6 +181,56 @@ async fn a_restarted_host_rebuilds_attachments_from_volume_attachments() {
     assert!(err.message().contains("node-a"), "{}", err.message());
     // The holder publishing again is the same answer, whatever its capability was.
     c.controller_publish_volume(publish(&volume, "node-a"))
+        .await
+        .unwrap();
+}
+
+/// A backend may give nodes ids of their own (Emma: the VM id); kubelet records them in the
+/// CSINodes. The host finds such a node by its id and reads the VolumeAttachments, which name
+/// Kubernetes nodes, in those ids.
+#[tokio::test]
+async fn nodes_with_a_backends_own_ids_are_found_and_fenced_by_them() {
+    let api = KubeApi::start_deployed().await;
+    let client = api.client().await;
+    add_nodes(&client, ["vm-a".into(), "vm-b".into()]).await;
+    objects::add_csinode(&client, "vm-a", DRIVER, "101").await;
+    objects::add_csinode(&client, "vm-b", DRIVER, "102").await;
+    let root = tempfile::tempdir().unwrap();
+    let kubeconfig = api.controller_kubeconfig();
+    let flags = [
+        "--node-id",
+        "controller",
+        "--mode",
+        "controller",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+    ];
+    let mut first =
+        ServeProcess::start_with(&modcsi_binary(), RULE_BREAKER, root.path(), &flags).await;
+    let mut c = first.client.controller.clone();
+    let err = c
+        .controller_publish_volume(publish("any", "103"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{}", err.message());
+    let volume = c.create("by-id").await.volume_id;
+    objects::add_pv(&client, "pv-by-id", &volume, "ReadWriteOnce", "by-id").await;
+    c.controller_publish_volume(publish(&volume, "101"))
+        .await
+        .unwrap();
+    objects::add_attachment(&client, DRIVER, "pv-by-id", "vm-a", true).await;
+    first.kill();
+    // Rebuilt from the VolumeAttachment of vm-a: held by 101, so 102 is refused.
+    let second =
+        ServeProcess::start_with(&modcsi_binary(), RULE_BREAKER, root.path(), &flags).await;
+    let mut c = second.client.controller.clone();
+    let err = c
+        .controller_publish_volume(publish(&volume, "102"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(err.message().contains("101"), "{}", err.message());
+    c.controller_publish_volume(publish(&volume, "101"))
         .await
         .unwrap();
 }

@@ -117,6 +117,8 @@ impl HttpTargets {
             .map(|a| a.as_str().to_owned())
             .unwrap_or_default();
         let Some(target) = self.targets.get(&name).cloned() else {
+            // One series for every unknown name: a backend cannot grow the metrics.
+            crate::metrics::http_request("(none)", "denied", Duration::ZERO);
             return Err(Refusal::Denied(format!(
                 "{name:?} is not a configured http target"
             )));
@@ -329,6 +331,11 @@ impl Target {
             })?
             .to_bytes();
         let body = self.scrub(body);
+        parts.headers.remove(http::header::TRANSFER_ENCODING);
+        parts.headers.insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(body.len()),
+        );
         for value in parts.headers.values_mut() {
             if self.leaks(value.as_bytes()) {
                 *value = http::HeaderValue::from_static("<redacted>");

@@ -3,5 +3,6 @@
 //! `just test`, which has no cluster.
 
 mod cost;
+mod emma;
 mod node_local_cache;
 mod rds;
