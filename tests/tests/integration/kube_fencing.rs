@@ -42,6 +42,20 @@ async fn host(api: &KubeApi, adjust: impl FnOnce(&mut modcsi::serve::ServeConfig
     .await
 }
 
+/// A `modcsi serve --mode controller` process in `root` with the deployed controller's rights.
+async fn controller_process(api: &KubeApi, root: &std::path::Path) -> ServeProcess {
+    let kubeconfig = api.controller_kubeconfig();
+    let flags = [
+        "--node-id",
+        "controller",
+        "--mode",
+        "controller",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+    ];
+    ServeProcess::start_with(&modcsi_binary(), RULE_BREAKER, root, &flags).await
+}
+
 async fn add_nodes(client: &kube::Client, names: impl IntoIterator<Item = String>) {
     let mut set = JoinSet::new();
     for name in names {
@@ -146,17 +160,7 @@ async fn a_restarted_host_rebuilds_attachments_from_volume_attachments() {
     let client = api.client().await;
     add_nodes(&client, ["node-a".into(), "node-b".into()]).await;
     let root = tempfile::tempdir().unwrap();
-    let kubeconfig = api.controller_kubeconfig();
-    let flags = [
-        "--node-id",
-        "controller",
-        "--mode",
-        "controller",
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-    ];
-    let mut first =
-        ServeProcess::start_with(&modcsi_binary(), RULE_BREAKER, root.path(), &flags).await;
+    let mut first = controller_process(&api, root.path()).await;
     let mut c = first.client.controller.clone();
     let volume = c.create("kept").await.volume_id;
     objects::add_pv(&client, "pv-kept", &volume, "ReadWriteOnce", "kept").await;
@@ -170,8 +174,7 @@ async fn a_restarted_host_rebuilds_attachments_from_volume_attachments() {
     first.kill();
     // The embedded store is not the record with Kubernetes: losing it changes nothing.
     std::fs::remove_dir_all(root.path().join("state")).unwrap();
-    let second =
-        ServeProcess::start_with(&modcsi_binary(), RULE_BREAKER, root.path(), &flags).await;
+    let second = controller_process(&api, root.path()).await;
     let mut c = second.client.controller.clone();
     let err = c
         .controller_publish_volume(publish(&volume, "node-b"))
@@ -196,17 +199,7 @@ async fn nodes_with_a_backends_own_ids_are_found_and_fenced_by_them() {
     objects::add_csinode(&client, "vm-a", DRIVER, "101").await;
     objects::add_csinode(&client, "vm-b", DRIVER, "102").await;
     let root = tempfile::tempdir().unwrap();
-    let kubeconfig = api.controller_kubeconfig();
-    let flags = [
-        "--node-id",
-        "controller",
-        "--mode",
-        "controller",
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-    ];
-    let mut first =
-        ServeProcess::start_with(&modcsi_binary(), RULE_BREAKER, root.path(), &flags).await;
+    let mut first = controller_process(&api, root.path()).await;
     let mut c = first.client.controller.clone();
     let err = c
         .controller_publish_volume(publish("any", "103"))
@@ -221,8 +214,7 @@ async fn nodes_with_a_backends_own_ids_are_found_and_fenced_by_them() {
     objects::add_attachment(&client, DRIVER, "pv-by-id", "vm-a", true).await;
     first.kill();
     // Rebuilt from the VolumeAttachment of vm-a: held by 101, so 102 is refused.
-    let second =
-        ServeProcess::start_with(&modcsi_binary(), RULE_BREAKER, root.path(), &flags).await;
+    let second = controller_process(&api, root.path()).await;
     let mut c = second.client.controller.clone();
     let err = c
         .controller_publish_volume(publish(&volume, "102"))
