@@ -4,8 +4,9 @@
 //! → unpublish → delete, every call repeated, with a DRAFT and an attach longer than the call's
 //! deadline so that the retry path is the one exercised. Plus: one volume per name after a lost
 //! answer and after a host restart, faults absorbed or named, tokens refreshed, a wrong secret
-//! told without the secret, offers enforced, a public-driver PV staged through `locate`, and
-//! the `http` capability's refusals (targets, config, redirects) with the rule-breaker backend.
+//! told without the secret, offers enforced, a public-driver PV staged through `locate`, a node
+//! finding its VM by its address (or naming what it tried), and the `http` capability's
+//! refusals (targets, config, redirects, answers over the cap) with the rule-breaker backend.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use std::time::Duration;
 use modcsi::proto::volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode};
 use modcsi::proto::*;
 use modcsi_tests::fake_emma::rig::{EMMA, EmmaRig, host_config, start_host};
-use modcsi_tests::fake_emma::{FakeEmma, FakeEmmaOptions};
+use modcsi_tests::fake_emma::{FakeEmma, FakeEmmaOptions, default_vms};
 use modcsi_tests::{RULE_BREAKER, TestHost, requests};
 use tonic::Code;
 
@@ -629,4 +630,86 @@ async fn backends_reach_only_their_targets_and_never_hold_the_credentials() {
         !logs.contains(fake.client_secret()),
         "the secret is in the log"
     );
+}
+
+/// A host whose backend configuration names no VM for its node.
+async fn host_without_vm_id(fake: &FakeEmma, files: &Path) -> TestHost {
+    let path = host_config(fake, files, fake.client_secret());
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("vm-id = \"101\"\n", "")).unwrap();
+    start_host(EMMA, fake, path, Duration::from_secs(10), None).await
+}
+
+#[tokio::test]
+async fn a_node_finds_its_vm_by_its_address_or_names_what_it_tried() {
+    let addresses = modcsi::node::addresses::addresses();
+    assert!(!addresses.is_empty(), "this machine has no address");
+    // VM 102 has one of this machine's addresses.
+    let mut vms = default_vms();
+    vms[1].ip = addresses[0].clone();
+    let fake = FakeEmma::start(FakeEmmaOptions {
+        vms,
+        ..Default::default()
+    })
+    .await;
+    let files = tempfile::tempdir().unwrap();
+    let host = host_without_vm_id(&fake, files.path()).await;
+    let info = host
+        .client
+        .node
+        .clone()
+        .node_get_info(NodeGetInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.node_id, "102");
+    assert_eq!(info.max_volumes_per_node, 16);
+    let topology = info.accessible_topology.unwrap().segments;
+    assert_eq!(
+        topology["topology.csi.emma.ms/datacenter"],
+        "aws-eu-central-1"
+    );
+
+    // No VM has any of them: no guess, and the answer says what was looked at.
+    let fake = FakeEmma::start(FakeEmmaOptions::default()).await;
+    let files = tempfile::tempdir().unwrap();
+    let host = host_without_vm_id(&fake, files.path()).await;
+    let err = host
+        .client
+        .node
+        .clone()
+        .node_get_info(NodeGetInfoRequest {})
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().contains(&addresses[0]) && err.message().contains("emma.vm-id"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test]
+async fn an_answer_over_the_targets_cap_is_an_error_not_a_truncation() {
+    let fake = FakeEmma::start(FakeEmmaOptions::default()).await;
+    let files = tempfile::tempdir().unwrap();
+    let path = host_config(&fake, files.path(), fake.client_secret());
+    let text = std::fs::read_to_string(&path).unwrap();
+    let capped = text.replace(
+        "[http.targets.emma.secrets]",
+        "max-response-bytes = 64\n[http.targets.emma.secrets]",
+    );
+    std::fs::write(&path, capped).unwrap();
+    let host = start_host(RULE_BREAKER, &fake, path, Duration::from_secs(10), None).await;
+    let body = r#"{"clientId":"{{secret:client-id}}","clientSecret":"{{secret:client-secret}}"}"#;
+    let answer = http_probe(
+        &host,
+        "capped",
+        &[
+            ("target", "emma"),
+            ("path", "/v1/issue-token"),
+            ("body", body),
+        ],
+    )
+    .await;
+    assert!(answer.contains("answer too large"), "{answer}");
 }
