@@ -101,10 +101,6 @@ impl HttpTargets {
         Ok(Self { targets })
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.targets.is_empty()
-    }
-
     /// Sends a backend's request to the target its authority names, within `deadline`.
     pub async fn send(
         &self,
