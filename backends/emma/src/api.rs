@@ -75,7 +75,7 @@ impl Api {
         body: Option<&Value>,
         retry: Retry,
     ) -> Result<Value, ApiError> {
-        let what = format!("{} {path}", method_name(method));
+        let what = format!("{} {path}", method.as_str());
         let mut token = self.token(false).map_err(ApiError::Failed)?;
         let mut refreshed = false;
         loop {
@@ -153,7 +153,7 @@ impl Api {
                 && let Some(refresh) = t["refresh"].as_str()
             {
                 let body = json!({ "refreshToken": refresh });
-                if let Ok(token) = self.obtain("/v1/refresh-token", &body) {
+                if let Ok(token) = self.obtain("/v1/refresh-token", body.to_string()) {
                     return Ok(token);
                 }
                 // A refresh token the API no longer takes: issue a new pair below.
@@ -164,14 +164,11 @@ impl Api {
             secret("client-id"),
             secret("client-secret")
         );
-        self.obtain_raw("/v1/issue-token", body)
+        self.obtain("/v1/issue-token", body)
     }
 
-    fn obtain(&self, path: &str, body: &Value) -> Result<String, Error> {
-        self.obtain_raw(path, body.to_string())
-    }
-
-    fn obtain_raw(&self, path: &str, body: String) -> Result<String, Error> {
+    /// A token pair from `path` (issue or refresh), kept in the cache.
+    fn obtain(&self, path: &str, body: String) -> Result<String, Error> {
         // A token asked for twice is harmless: repeated like a read.
         let (answer, attempts) = self.send(&format!("POST {path}"), Retry::Safe, || {
             Request::new(Method::Post, &self.target, path)
@@ -214,16 +211,6 @@ impl Api {
         let ttl_ms = (refresh_in.max(60) as u64) * 1000;
         cache::set(TOKEN_KEY, kept.to_string().as_bytes(), ttl_ms);
         Ok(access)
-    }
-}
-
-fn method_name(method: Method) -> &'static str {
-    match method {
-        Method::Get => "GET",
-        Method::Post => "POST",
-        Method::Put => "PUT",
-        Method::Patch => "PATCH",
-        Method::Delete => "DELETE",
     }
 }
 

@@ -768,17 +768,10 @@ impl modcsi_backend_sdk::node_identity::Guest for Emma {
 }
 
 impl modcsi_backend_sdk::locate::Guest for Emma {
-    /// A public-driver PV: its id is Emma's, its disk the KVM by-id name (or the `devicePath`
-    /// the public driver published, when it is a by-id path).
-    fn locate(volume_id: String, context: KeyValues) -> Result<Attachment, Error> {
-        let id = numeric("volume", &volume_id)?;
-        if let Some(name) = lookup(&context, "devicePath")
-            .and_then(|p| p.strip_prefix("/dev/disk/by-id/"))
-            .filter(|n| !n.is_empty() && !n.contains('/') && *n != "." && *n != "..")
-        {
-            return Ok(Attachment::Disk(DiskLocator::ById(name.to_owned())));
-        }
-        Ok(disk(id))
+    /// A public-driver PV: its id is Emma's and its disk the KVM by-id name, the one that
+    /// driver published as `devicePath` too.
+    fn locate(volume_id: String, _context: KeyValues) -> Result<Attachment, Error> {
+        Ok(disk(numeric("volume", &volume_id)?))
     }
 }
 

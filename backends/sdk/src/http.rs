@@ -32,6 +32,19 @@ pub enum Method {
     Delete,
 }
 
+impl Method {
+    /// The method's name on the wire, e.g. `GET`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
 /// A request to one of the host's configured targets.
 #[derive(Debug, Clone)]
 pub struct Request {

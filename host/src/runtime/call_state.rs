@@ -81,7 +81,7 @@ impl CallState {
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
             http_hooks: CallHttp {
-                targets: config.clone(),
+                config: config.clone(),
                 backend: backend.clone(),
                 deadline,
             },

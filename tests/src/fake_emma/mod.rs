@@ -290,7 +290,6 @@ pub(crate) struct Shared {
 /// The fake Emma API, serving HTTPS in the background until dropped.
 pub struct FakeEmma {
     shared: Arc<Shared>,
-    addr: SocketAddr,
     base_url: String,
     ca_file: PathBuf,
     state_dir: PathBuf,
@@ -365,7 +364,6 @@ impl FakeEmma {
         ];
         FakeEmma {
             shared,
-            addr,
             base_url,
             ca_file,
             state_dir,
@@ -383,8 +381,36 @@ impl FakeEmma {
         self.base_url.clone()
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// A pooled HTTPS client (hyper over rustls) that trusts only the fake's test CA: what a
+    /// native program would use, for the fake's own tests and the benchmark.
+    pub fn client(
+        &self,
+    ) -> hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        http_body_util::Full<bytes::Bytes>,
+    > {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&self.ca_file).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .wrap_connector(http);
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector)
     }
 
     /// The test CA's certificate (PEM), the only one the server's certificate chains to.

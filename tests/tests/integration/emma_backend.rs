@@ -21,12 +21,8 @@ use tonic::Code;
 
 const GIB: i64 = 1 << 30;
 
-async fn rig_with(options: FakeEmmaOptions, call_timeout: Duration) -> EmmaRig {
-    EmmaRig::start(options, call_timeout).await
-}
-
 async fn rig() -> EmmaRig {
-    rig_with(FakeEmmaOptions::default(), Duration::from_secs(10)).await
+    EmmaRig::start(FakeEmmaOptions::default(), Duration::from_secs(10)).await
 }
 
 fn capability() -> VolumeCapability {
@@ -117,7 +113,7 @@ async fn a_volume_lives_through_retries_from_create_to_delete() {
         busy: Duration::from_secs(4),
         ..Default::default()
     };
-    let rig = rig_with(options, Duration::from_secs(3)).await;
+    let rig = EmmaRig::start(options, Duration::from_secs(3)).await;
     let mut controller = rig.host.client.controller.clone();
     let mut node = rig.host.client.node.clone();
 

@@ -2,17 +2,13 @@
 //! tokens, validation, the volume state machine, the loop devices behind attachments, faults.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use modcsi_tests::fake_emma::{FakeEmma, FakeEmmaOptions};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
@@ -32,24 +28,8 @@ struct Answer {
 
 impl Api {
     fn new(fake: &FakeEmma) -> Self {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(fake.ca_file()).unwrap() {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(config)
-            .https_only()
-            .enable_http1()
-            .build();
         Self {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: fake.client(),
             base: fake.base_url(),
             token: None,
         }

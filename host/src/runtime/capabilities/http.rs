@@ -143,7 +143,7 @@ impl HttpTargets {
 /// One call's `wasi:http` hooks: every request goes through [`HttpTargets::send`] within the
 /// call's deadline; a refusal is logged for the operator and answered to the backend.
 pub(crate) struct CallHttp {
-    pub(crate) targets: Arc<super::BackendConfig>,
+    pub(crate) config: Arc<super::BackendConfig>,
     pub(crate) backend: Arc<str>,
     pub(crate) deadline: Instant,
 }
@@ -166,7 +166,7 @@ impl wasmtime_wasi_http::WasiHttpHooks for CallHttp {
             + Send,
     > {
         let (config, backend, deadline) =
-            (self.targets.clone(), self.backend.clone(), self.deadline);
+            (self.config.clone(), self.backend.clone(), self.deadline);
         Box::new(async move {
             match config.http().send(request, deadline).await {
                 Ok(response) => Ok((response, Box::new(async { Ok(()) }) as IoFuture)),
