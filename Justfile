@@ -43,11 +43,18 @@ e2e: build-backends
 test-quotas: build-backends
     cargo nextest run -p modcsi-tests --test integration --run-ignored only -E 'test(/project_quota/)'
 
-# The backend conformance kit (MODCSI_BACKEND=path/to/backend.wasm checks another component), the
-# RDS backend end to end against the fake RouterOS over real SSH, and the Emma backend against the
-# fake Emma API over real HTTPS
+# `modcsi backend check` over every backend in the repository (node-local-cache and the older
+# contracts' components as they are, RDS against the fake RouterOS over real SSH, Emma against the
+# fake Emma API over real HTTPS), each rule broken by a test component, the backends' own end-to-end
+# suites, and the tutorial's new → build → check → serve from an empty directory
 test-backends: build-backends
-    cargo nextest run -p modcsi-tests --test integration -E 'test(/^backend_conformance::/) | test(/^rds_backend::/) | test(/^emma_backend::/) | test(/^fake_emma::/)'
+    cargo build -p modcsi
+    cargo nextest run -p modcsi-tests --test integration -E 'test(/^backend_check::/) | test(/^backend_scaffold::/) | test(/^backend_conformance::/) | test(/^rds_backend::/) | test(/^emma_backend::/) | test(/^fake_emma::/)'
+
+# A new backend crate in DIR (default: the current directory), taking the SDK from this checkout
+new-backend NAME DIR=invocation_directory():
+    cargo build -p modcsi
+    target/debug/modcsi backend new {{NAME}} --dir {{DIR}} --sdk-git file://{{justfile_directory()}}
 
 # The fake RouterOS behind a real sshd on 127.0.0.1:2222, for trying the RDS backend by hand
 fake-rds:

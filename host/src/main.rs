@@ -1,4 +1,5 @@
-//! The `modcsi` binary: `serve` runs the CSI driver; `csi` is a CSI client for people.
+//! The `modcsi` binary: `serve` runs the CSI driver; `csi` is a CSI client for people;
+//! `backend` is for backend authors (new, inspect, check).
 
 mod cli;
 
@@ -42,6 +43,9 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Talk to any CSI endpoint: create, delete, publish, unpublish, stats, info.
     Csi(cli::csi::CsiArgs),
+    /// For backend authors: make a new backend crate, inspect a component, check one against
+    /// the host's rules.
+    Backend(cli::backend::BackendArgs),
 }
 
 #[derive(clap::Args)]
@@ -158,6 +162,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
             Command::Csi(args) => cli::csi::run(args).await,
+            Command::Backend(args) => cli::backend::run(args).await,
         }
     })
 }

@@ -36,6 +36,8 @@ pub const FULL_FEATURED: &str = "full_featured";
 pub const CONTRACT_0_2_0: &str = "contract_0_2_0";
 /// A 0.2 test backend that exports every optional interface and breaks CSI rules on request.
 pub const RULE_BREAKER: &str = "rule_breaker";
+/// Keeps every rule of `modcsi backend check`, or breaks the one its `break` key names.
+pub const CHECK_BREAKER: &str = "check_breaker";
 /// Test backends that misbehave in `create-volume` for a volume named [`TRIGGER`].
 pub const LOOP_FOREVER: &str = "loop_forever";
 pub const MEMORY_BOMB: &str = "memory_bomb";

@@ -82,6 +82,11 @@ impl ServeProcess {
     /// [`ServeProcess::start`] with more flags (`--node-id` among them; `--driver-name`, when
     /// given, replaces `test.modcsi.io`).
     pub async fn start_with(binary: &Path, backend: &str, root: &Path, flags: &[&str]) -> Self {
+        Self::serve(binary, &component(backend), root, flags).await
+    }
+
+    /// [`ServeProcess::start_with`] for the component at `backend`, wherever it was built.
+    pub async fn serve(binary: &Path, backend: &Path, root: &Path, flags: &[&str]) -> Self {
         let root = std::fs::canonicalize(root).unwrap();
         std::fs::create_dir_all(root.join("targets")).unwrap();
         let endpoint = format!("unix://{}/csi.sock", root.display());
@@ -95,7 +100,7 @@ impl ServeProcess {
             .args(driver)
             .args(flags)
             .arg("--backend")
-            .arg(component(backend))
+            .arg(backend)
             .args(["--endpoint", &endpoint])
             .arg("--state-dir")
             .arg(root.join("state"))

@@ -6,22 +6,15 @@
 //! The client credentials never pass through here: the body of `issue-token` carries the host's
 //! placeholders for the target's secrets `client-id` and `client-secret`.
 
-use std::time::Duration;
-
 use modcsi_backend_sdk::http::{HttpError, Method, Request, Response, secret};
-use modcsi_backend_sdk::types::{Error, LogLevel};
-use modcsi_backend_sdk::{cache, host, log_at, unix_seconds};
+use modcsi_backend_sdk::retry::{Backoff, Next};
+use modcsi_backend_sdk::types::Error;
+use modcsi_backend_sdk::{cache, err, unix_seconds};
 use serde_json::{Value, json};
 
 const TOKEN_KEY: &str = "emma/token";
 /// An access token with less than this left is refreshed first.
 const REFRESH_BEFORE: i64 = 30;
-/// Attempts of one request, the first included.
-const ATTEMPTS: u32 = 5;
-const BACKOFF: Duration = Duration::from_millis(200);
-const MAX_PAUSE: Duration = Duration::from_secs(5);
-/// Time kept back from the call's deadline: no retry starts later than this.
-const RESERVE_MS: u64 = 1000;
 
 /// Why a request failed, with what the API said.
 #[derive(Debug)]
@@ -99,37 +92,26 @@ impl Api {
     }
 
     /// Sends `request()` until it is answered, repeating it as `retry` allows within the
-    /// attempt budget and the call's deadline; the last outcome and the attempts made.
+    /// attempt budget (5 attempts, pauses up to 5 s, honouring Retry-After) and the call's
+    /// deadline; the last outcome and the attempts made.
     fn send(
         &self,
         what: &str,
         retry: Retry,
         request: impl Fn() -> Request,
     ) -> (Result<Response, HttpError>, u32) {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let outcome = request().send();
-            let pause = match &outcome {
-                Ok(r) if r.status == 429 => Some(retry_after(r).unwrap_or(backoff(attempt))),
-                Ok(r) if r.status >= 500 && retry != Retry::Once => Some(backoff(attempt)),
-                Ok(r) if r.status == 409 && retry == Retry::WhenBusy => Some(backoff(attempt)),
-                Ok(_) => None,
-                Err(HttpError::Unavailable(_)) if retry != Retry::Once => Some(backoff(attempt)),
-                Err(_) => None,
-            };
-            match pause {
-                Some(pause) if attempt < ATTEMPTS && fits(pause) => {
-                    log_at(
-                        LogLevel::Debug,
-                        "emma: retrying",
-                        &[("request", what), ("attempt", &attempt.to_string())],
-                    );
-                    std::thread::sleep(pause);
-                }
-                _ => return (outcome, attempt),
-            }
-        }
+        let repeat = retry != Retry::Once;
+        Backoff::default().retry(
+            what,
+            || request().send(),
+            |outcome| match outcome {
+                Ok(r) if r.status == 429 => r.retry_after().map_or(Next::Retry, Next::RetryAfter),
+                Ok(r) if r.status >= 500 && repeat => Next::Retry,
+                Ok(r) if r.status == 409 && retry == Retry::WhenBusy => Next::Retry,
+                Err(HttpError::Unavailable(_)) if repeat => Next::Retry,
+                _ => Next::Stop,
+            },
+        )
     }
 
     pub fn get(&self, path: &str) -> Result<Value, ApiError> {
@@ -183,22 +165,24 @@ impl Api {
                 answer.status
             );
             return Err(if matches!(answer.status, 400 | 401 | 403) {
-                Error::FailedPrecondition(format!(
+                err!(
+                    FailedPrecondition,
                     "{text} (the API refused the client credentials of target {})",
                     self.target
-                ))
+                )
             } else {
                 Error::Unavailable(text)
             });
         }
         let token: Value = serde_json::from_slice(&answer.body).map_err(|e| {
-            Error::Unavailable(format!(
+            err!(
+                Unavailable,
                 "emma: POST {path}: an answer that is not JSON: {e}"
-            ))
+            )
         })?;
         let access = token["accessToken"]
             .as_str()
-            .ok_or_else(|| Error::Unavailable(format!("emma: POST {path}: no accessToken")))?
+            .ok_or_else(|| err!(Unavailable, "emma: POST {path}: no accessToken"))?
             .to_owned();
         let now = unix_seconds();
         let refresh_in = token["refreshExpiresIn"].as_i64().unwrap_or(0);
@@ -212,34 +196,6 @@ impl Api {
         cache::set(TOKEN_KEY, kept.to_string().as_bytes(), ttl_ms);
         Ok(access)
     }
-}
-
-/// Whether a pause still leaves time for another attempt before the call's deadline.
-fn fits(pause: Duration) -> bool {
-    host::time_left_ms() > pause.as_millis() as u64 + RESERVE_MS
-}
-
-/// Exponential backoff with full jitter: up to 200 ms, 400 ms, … capped at 5 s.
-fn backoff(attempt: u32) -> Duration {
-    let ceiling = BACKOFF
-        .saturating_mul(1 << attempt.saturating_sub(1).min(5))
-        .min(MAX_PAUSE);
-    let ms = ceiling.as_millis() as u64;
-    Duration::from_millis(ms / 2 + jitter() % (ms / 2 + 1))
-}
-
-/// A random number, from the hasher the standard library seeds from the system.
-fn jitter() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish()
-}
-
-/// The pause a 429 asks for (`Retry-After` in seconds), capped.
-fn retry_after(r: &Response) -> Option<Duration> {
-    let seconds: u64 = r.header("retry-after")?.trim().parse().ok()?;
-    Some(Duration::from_secs(seconds).min(MAX_PAUSE))
 }
 
 /// The `{code, message}` of an error answer, or the status text.
@@ -268,17 +224,19 @@ fn answer(
             return Ok(Value::Null);
         }
         return serde_json::from_slice(&r.body).map_err(|e| {
-            ApiError::Failed(Error::Unavailable(format!(
+            ApiError::Failed(err!(
+                Unavailable,
                 "emma: {what}: an answer that is not JSON: {e}"
-            )))
+            ))
         });
     }
     let (code, message) = error_body(&r);
     if r.status == 429 || r.status >= 500 {
-        return Err(ApiError::Failed(Error::Unavailable(format!(
+        return Err(ApiError::Failed(err!(
+            Unavailable,
             "emma: {what} answered {} {code}: {message} (after {attempts} attempts)",
             r.status
-        ))));
+        )));
     }
     Err(ApiError::Status {
         status: r.status,

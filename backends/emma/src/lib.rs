@@ -25,13 +25,15 @@ use std::time::Duration;
 
 use api::{Api, Retry, refused};
 use modcsi_backend_sdk::http::Method;
+use modcsi_backend_sdk::params::{Params, config_or};
 use modcsi_backend_sdk::pending::{self, Step};
+use modcsi_backend_sdk::time::parse_utc;
 use modcsi_backend_sdk::types::{
     AccessMode, Attachment, BackendInfo, Capability, CapacityRange, ContentSources, CreateRequest,
     DiskLocator, Error, ExpandResult, KeyValues, NodeInfo, ParameterSpec, PublishRequest,
     PublishResult, Topology, Validation, Volume, VolumeModes, VolumePage, VolumeStatus,
 };
-use modcsi_backend_sdk::{config, lookup, node, page, store, unix_seconds};
+use modcsi_backend_sdk::{config, err, lookup, node, page, put_if_absent, store, unix_seconds};
 use serde_json::{Value, json};
 
 const GIB: u64 = 1 << 30;
@@ -44,7 +46,7 @@ const POLL: Duration = Duration::from_secs(2);
 struct Emma;
 
 fn api() -> Api {
-    Api::new(config::get("emma.target").unwrap_or_else(|| "emma".into()))
+    Api::new(config_or("emma.target", "emma"))
 }
 
 /// An Emma id (a volume's or a VM's): digits only, so it is safe in a path.
@@ -52,9 +54,10 @@ fn numeric<'a>(what: &str, id: &'a str) -> Result<&'a str, Error> {
     if !id.is_empty() && id.len() <= 19 && id.bytes().all(|b| b.is_ascii_digit()) {
         Ok(id)
     } else {
-        Err(Error::NotFound(format!(
+        Err(err!(
+            NotFound,
             "{what} {id:?} is not an Emma id (digits only)"
-        )))
+        ))
     }
 }
 
@@ -68,9 +71,10 @@ fn plain(what: &str, value: &str) -> Result<(), Error> {
     {
         Ok(())
     } else {
-        Err(Error::InvalidArgument(format!(
+        Err(err!(
+            InvalidArgument,
             "{what} {value:?}: letters, digits, '-' and '_' only"
-        )))
+        ))
     }
 }
 
@@ -172,13 +176,14 @@ fn fit(capacity: &CapacityRange, data_center: &str, kind: &str) -> Result<u64, E
         .copied()
         .find(|&gb| gb >= wanted && limit.is_none_or(|l| gb <= l))
         .ok_or_else(|| {
-            Error::OutOfRange(format!(
+            err!(
+                OutOfRange,
                 "no {kind} volume size in {data_center} holds {wanted} GiB{}; Emma offers {:?} GB",
                 limit
                     .map(|l| format!(" within {l} GiB"))
                     .unwrap_or_default(),
                 sizes
-            ))
+            )
         })
 }
 
@@ -196,9 +201,9 @@ fn data_center(request: &CreateRequest) -> Result<String, Error> {
         .or(from_topology)
         .or_else(|| config::get("emma.data-center"))
         .ok_or_else(|| {
-            Error::InvalidArgument(
+            err!(
+                InvalidArgument,
                 "no data center: set the StorageClass parameter dataCenterId (or emma.data-center)"
-                    .into(),
             )
         })?;
     plain("dataCenterId", &dc)?;
@@ -212,11 +217,12 @@ fn data_center(request: &CreateRequest) -> Result<String, Error> {
         .filter_map(|d| d["id"].as_str())
         .collect();
     if !ids.contains(&dc.as_str()) {
-        return Err(Error::InvalidArgument(format!(
+        return Err(err!(
+            InvalidArgument,
             "data center {dc:?} is not one of Emma's ({} known, e.g. {})",
             ids.len(),
             ids.iter().take(5).copied().collect::<Vec<_>>().join(", ")
-        )));
+        ));
     }
     Ok(dc)
 }
@@ -227,10 +233,7 @@ fn claim_key(id: &str) -> String {
 
 /// Records that volume `id` belongs to the create of `name` (kept when already there).
 fn claim(id: &str, name: &str) -> Result<(), Error> {
-    match store::put(&claim_key(id), name.as_bytes(), None) {
-        Ok(_) | Err(store::StoreError::Conflict(_)) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    put_if_absent(&claim_key(id), name.as_bytes()).map(drop)
 }
 
 fn create_key(name: &str) -> String {
@@ -241,7 +244,7 @@ fn create_key(name: &str) -> String {
 /// recorded type, size and data center made since then that no record claims, if there is one.
 fn recover(intent: &[u8]) -> Result<Option<Vec<u8>>, Error> {
     let intent: Value = serde_json::from_slice(intent)
-        .map_err(|e| Error::Internal(format!("a create record that is not JSON: {e}")))?;
+        .map_err(|e| err!(Internal, "a create record that is not JSON: {e}"))?;
     let all = api()
         .get("/v1/volumes")
         .map_err(|e| refused("GET /v1/volumes", e))?;
@@ -260,47 +263,29 @@ fn recover(intent: &[u8]) -> Result<Option<Vec<u8>>, Error> {
     match found.as_slice() {
         [] => Ok(None),
         [one] => Ok(Some(one.clone().into_bytes())),
-        many => Err(Error::Aborted(format!(
+        many => Err(err!(
+            Aborted,
             "an interrupted create may have made any of volumes {many:?}; none is claimed, so \
              none is adopted: delete the extra ones by hand"
-        ))),
+        )),
     }
 }
 
 /// Whether Emma's `createdAt` ("2021-11-26 14:54:11", UTC) is at most a minute before `since`.
 fn created_since(v: &Value, since: i64) -> bool {
-    let Some(at) = v["createdAt"].as_str().and_then(parse_time) else {
+    let Some(at) = v["createdAt"].as_str().and_then(parse_utc) else {
         return true;
     };
     at >= since - 60
-}
-
-/// "YYYY-MM-DD HH:MM:SS" (or with a T) as Unix seconds, UTC.
-fn parse_time(text: &str) -> Option<i64> {
-    let (date, time) = text.split_once([' ', 'T'])?;
-    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let mut t = time.get(..8)?.splitn(3, ':').map(|p| p.parse::<i64>().ok());
-    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
 }
 
 /// Waits for a volume to reach `want` (and, when given, to be attached to `vm`), within the
 /// call; FAILED ends the wait.
 fn settle(id: &str, want: &str, vm: Option<&str>) -> Result<EmmaVolume, Error> {
     pending::wait(&format!("Emma volume {id}"), POLL, || {
-        let volume =
-            fetch(id)?.ok_or_else(|| Error::NotFound(format!("Emma volume {id} is gone")))?;
+        let volume = fetch(id)?.ok_or_else(|| err!(NotFound, "Emma volume {id} is gone"))?;
         if volume.status == "FAILED" {
-            return Err(Error::Internal(format!("Emma reports volume {id} FAILED")));
+            return Err(err!(Internal, "Emma reports volume {id} FAILED"));
         }
         if volume.status == want && (vm.is_none() || volume.attached_to.as_deref() == vm) {
             Ok(Step::Done(volume))
@@ -360,19 +345,16 @@ impl modcsi_backend_sdk::identity::Guest for Emma {
 impl modcsi_backend_sdk::controller::Guest for Emma {
     fn create_volume(request: CreateRequest) -> Result<Volume, Error> {
         if request.source.is_some() {
-            return Err(Error::InvalidArgument(
-                "Emma volumes cannot be created from a snapshot or another volume".into(),
+            return Err(err!(
+                InvalidArgument,
+                "Emma volumes cannot be created from a snapshot or another volume"
             ));
         }
-        let kind = lookup(&request.parameters, "type")
-            .map(str::to_owned)
-            .or_else(|| config::get("emma.type"))
-            .unwrap_or_else(|| "ssd".into());
-        if !TYPES.contains(&kind.as_str()) {
-            return Err(Error::InvalidArgument(format!(
-                "type {kind:?}: one of {TYPES:?}"
-            )));
-        }
+        let kind = Params::new(&request.parameters)
+            .or_config(&[("type", "emma.type")])
+            .one_of("type", &TYPES)?
+            .unwrap_or("ssd")
+            .to_owned();
         let key = create_key(&request.name);
         let id = match pending::started(&key)? {
             Some(id) => String::from_utf8_lossy(&id).into_owned(),
@@ -389,9 +371,7 @@ impl modcsi_backend_sdk::controller::Guest for Emma {
                         .map_err(|e| refused("POST /v1/volumes", e))?;
                     let id = EmmaVolume::from_json(&made).id;
                     if id.is_empty() {
-                        return Err(Error::Unavailable(
-                            "emma: POST /v1/volumes answered no id".into(),
-                        ));
+                        return Err(err!(Unavailable, "emma: POST /v1/volumes answered no id"));
                     }
                     // Claimed at once, so no other create's recovery can adopt it.
                     claim(&id, &request.name)?;
@@ -405,20 +385,24 @@ impl modcsi_backend_sdk::controller::Guest for Emma {
             // Deleted behind our back: forget it, so the retry creates a new one.
             pending::forget(&key)?;
             store::delete(&claim_key(&id), None)?;
-            return Err(Error::Aborted(format!(
+            return Err(err!(
+                Aborted,
                 "Emma volume {id} made for {} is gone; the retry creates a new one",
                 request.name
-            )));
+            ));
         };
         if volume.kind != kind
             || volume.size_gb * GIB < request.capacity.required_bytes
             || (request.capacity.limit_bytes > 0
                 && volume.size_gb * GIB > request.capacity.limit_bytes)
         {
-            return Err(Error::AlreadyExists(format!(
+            return Err(err!(
+                AlreadyExists,
                 "volume {} exists as Emma volume {id} ({} GB {}), which this request does not fit",
-                request.name, volume.size_gb, volume.kind
-            )));
+                request.name,
+                volume.size_gb,
+                volume.kind
+            ));
         }
         let ready = match settle(&id, "AVAILABLE", None) {
             Err(Error::Internal(m)) if m.contains("FAILED") => {
@@ -431,10 +415,11 @@ impl modcsi_backend_sdk::controller::Guest for Emma {
                 );
                 pending::forget(&key)?;
                 store::delete(&claim_key(&id), None)?;
-                return Err(Error::ResourceExhausted(format!(
+                return Err(err!(
+                    ResourceExhausted,
                     "Emma could not create a volume for {} ({m}); it was deleted",
                     request.name
-                )));
+                ));
             }
             other => other?,
         };
@@ -449,16 +434,18 @@ impl modcsi_backend_sdk::controller::Guest for Emma {
         if let Some(volume) = fetch(id)? {
             match volume.status.as_str() {
                 "ACTIVE" => {
-                    return Err(Error::FailedPrecondition(format!(
+                    return Err(err!(
+                        FailedPrecondition,
                         "Emma volume {id} is attached to VM {}",
                         volume.attached_to.unwrap_or_default()
-                    )));
+                    ));
                 }
                 "DRAFT" | "BUSY" => {
-                    return Err(Error::Aborted(format!(
+                    return Err(err!(
+                        Aborted,
                         "Emma volume {id} is {}; delete it once it settles",
                         volume.status
-                    )));
+                    ));
                 }
                 _ => {}
             }
@@ -485,7 +472,7 @@ impl modcsi_backend_sdk::controller::Guest for Emma {
     ) -> Result<Validation, Error> {
         let id = numeric("volume", &volume_id)?;
         if fetch(id)?.is_none() {
-            return Err(Error::NotFound(format!("Emma volume {id} does not exist")));
+            return Err(err!(NotFound, "Emma volume {id} does not exist"));
         }
         let single = capabilities.iter().all(|c| {
             matches!(
@@ -517,10 +504,11 @@ fn vm_of(node_id: &str, attributes: &KeyValues) -> Result<String, Error> {
     }
     match config::get(&format!("emma.nodes.{node_id}")) {
         Some(vm) => Ok(numeric("VM", &vm)?.to_owned()),
-        None => Err(Error::NotFound(format!(
+        None => Err(err!(
+            NotFound,
             "node {node_id:?}: no Emma VM: the node id is not numeric, the node reported no \
              vm-id, and emma.nodes.{node_id} is not configured"
-        ))),
+        )),
     }
 }
 
@@ -537,14 +525,14 @@ impl modcsi_backend_sdk::publish::Guest for Emma {
     fn controller_publish(request: PublishRequest) -> Result<PublishResult, Error> {
         let id = numeric("volume", &request.volume_id)?;
         let vm = vm_of(&request.node_id, &request.node_attributes)?;
-        let volume = fetch(id)?
-            .ok_or_else(|| Error::NotFound(format!("Emma volume {id} does not exist")))?;
+        let volume = fetch(id)?.ok_or_else(|| err!(NotFound, "Emma volume {id} does not exist"))?;
         match (volume.status.as_str(), volume.attached_to.as_deref()) {
             ("ACTIVE", Some(on)) if on == vm => {}
             (_, Some(on)) if on != vm => {
-                return Err(Error::FailedPrecondition(format!(
+                return Err(err!(
+                    FailedPrecondition,
                     "Emma volume {id} is attached to VM {on}, not {vm}"
-                )));
+                ));
             }
             ("AVAILABLE", None) => {
                 // An attach whose answer was lost may have gone through: its effect decides.
@@ -614,8 +602,7 @@ impl modcsi_backend_sdk::expand::Guest for Emma {
         _secrets: KeyValues,
     ) -> Result<ExpandResult, Error> {
         let id = numeric("volume", &volume_id)?;
-        let volume = fetch(id)?
-            .ok_or_else(|| Error::NotFound(format!("Emma volume {id} does not exist")))?;
+        let volume = fetch(id)?.ok_or_else(|| err!(NotFound, "Emma volume {id} does not exist"))?;
         let mut size = volume.size_gb;
         if size * GIB < capacity.required_bytes {
             let gb = fit(&capacity, &volume.data_center, &volume.kind)?;
@@ -638,15 +625,15 @@ impl modcsi_backend_sdk::expand::Guest for Emma {
                 &format!("Emma volume {id} growing to {gb} GB"),
                 POLL,
                 || {
-                    let v = fetch(id)?
-                        .ok_or_else(|| Error::NotFound(format!("Emma volume {id} is gone")))?;
+                    let v = fetch(id)?.ok_or_else(|| err!(NotFound, "Emma volume {id} is gone"))?;
                     Ok(match v.status.as_str() {
                         "AVAILABLE" | "ACTIVE" if v.size_gb >= gb => Step::Done(v),
                         "AVAILABLE" | "ACTIVE" => {
-                            return Err(Error::Aborted(format!(
+                            return Err(err!(
+                                Aborted,
                                 "Emma volume {id} settled at {} GB, not {gb}; retry",
                                 v.size_gb
-                            )));
+                            ));
                         }
                         other => Step::Pending(other.to_owned()),
                     })
@@ -677,9 +664,10 @@ impl modcsi_backend_sdk::list_volumes::Guest for Emma {
             .collect();
         volumes.sort_by(|a, b| a.id.cmp(&b.id));
         if !starting_token.is_empty() && !volumes.iter().any(|v| v.id == starting_token) {
-            return Err(Error::Aborted(format!(
+            return Err(err!(
+                Aborted,
                 "starting token {starting_token:?} is no volume"
-            )));
+            ));
         }
         let (volumes, next_token) = page(volumes, |v| &v.id, max_entries, &starting_token);
         Ok(VolumePage {
@@ -692,8 +680,7 @@ impl modcsi_backend_sdk::list_volumes::Guest for Emma {
 impl modcsi_backend_sdk::get_volume::Guest for Emma {
     fn get_volume(volume_id: String) -> Result<VolumeStatus, Error> {
         let id = numeric("volume", &volume_id)?;
-        let volume = fetch(id)?
-            .ok_or_else(|| Error::NotFound(format!("Emma volume {id} does not exist")))?;
+        let volume = fetch(id)?.ok_or_else(|| err!(NotFound, "Emma volume {id} does not exist"))?;
         Ok(VolumeStatus {
             capacity_bytes: volume.size_gb * GIB,
             condition: None,
@@ -720,9 +707,7 @@ impl modcsi_backend_sdk::node_identity::Guest for Emma {
             Some(configured) => vms
                 .iter()
                 .find(|vm| id_of(vm) == configured)
-                .ok_or_else(|| {
-                    Error::NotFound(format!("emma.vm-id {configured}: no such VM at Emma"))
-                })?,
+                .ok_or_else(|| err!(NotFound, "emma.vm-id {configured}: no such VM at Emma"))?,
             None => {
                 let matching: Vec<&&Value> = vms
                     .iter()
@@ -737,17 +722,19 @@ impl modcsi_backend_sdk::node_identity::Guest for Emma {
                 match matching.as_slice() {
                     [one] => *one,
                     [] => {
-                        return Err(Error::NotFound(format!(
+                        return Err(err!(
+                            NotFound,
                             "no Emma VM has one of this node's addresses {addresses:?} ({} VMs \
                              looked at); set emma.vm-id",
                             vms.len()
-                        )));
+                        ));
                     }
                     many => {
-                        return Err(Error::FailedPrecondition(format!(
+                        return Err(err!(
+                            FailedPrecondition,
                             "Emma VMs {:?} all share an address with this node; set emma.vm-id",
                             many.iter().map(|vm| id_of(vm)).collect::<Vec<_>>()
-                        )));
+                        ));
                     }
                 }
             }
@@ -786,14 +773,6 @@ modcsi_backend_sdk::export_locate!(Emma);
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn emma_times_read_as_utc() {
-        assert_eq!(parse_time("1970-01-01 00:00:00"), Some(0));
-        assert_eq!(parse_time("2021-11-26 14:54:11"), Some(1_637_938_451));
-        assert_eq!(parse_time("2024-02-29T12:00:00"), Some(1_709_208_000));
-        assert_eq!(parse_time("garbage"), None);
-    }
 
     #[test]
     fn ids_are_digits() {

@@ -11,11 +11,11 @@
 use modcsi_backend_sdk::controller::Guest as Controller;
 use modcsi_backend_sdk::identity::Guest as Identity;
 use modcsi_backend_sdk::locate::Guest as Locate;
-use modcsi_backend_sdk::log_at;
 use modcsi_backend_sdk::types::{
     AccessMode, Attachment, BackendInfo, Capability, ContentSources, CreateRequest, Error,
-    KeyValues, LogLevel, Validation, Volume, VolumeModes,
+    KeyValues, Validation, Volume, VolumeModes,
 };
+use modcsi_backend_sdk::{debug, err};
 use uuid::Uuid;
 
 /// The public driver's namespace for volume ids (UUID v5 of the request name).
@@ -37,7 +37,7 @@ fn is_our_id(id: &str) -> bool {
 }
 
 fn not_ours(id: &str) -> Error {
-    Error::NotFound(format!("{id} is not a node-local-cache volume id"))
+    err!(NotFound, "{id} is not a node-local-cache volume id")
 }
 
 impl Identity for NodeLocalCache {
@@ -69,11 +69,7 @@ impl Identity for NodeLocalCache {
 impl Controller for NodeLocalCache {
     fn create_volume(request: CreateRequest) -> Result<Volume, Error> {
         let id = volume_id(&request.name);
-        log_at(
-            LogLevel::Debug,
-            "volume named",
-            &[("name", &request.name), ("volume", &id)],
-        );
+        debug!("volume named", name = request.name, volume = id);
         Ok(Volume {
             id,
             capacity_bytes: request.capacity.required_bytes,

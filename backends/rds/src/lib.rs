@@ -16,13 +16,16 @@
 
 mod routeros;
 
+use std::time::Duration;
+
+use modcsi_backend_sdk::params::{Params, config_or};
 use modcsi_backend_sdk::types::{
     AccessMode, AccessType, Attachment, BackendInfo, Capability, Capacity, CapacityRange,
     ContentSource, ContentSources, CreateRequest, Error, ExpandResult, KeyValues, NvmeTarget,
     ParameterSpec, Portal, PublishRequest, PublishResult, Snapshot, SnapshotFilter, SnapshotPage,
     Topology, Validation, Volume, VolumeModes, VolumePage, VolumeStatus,
 };
-use modcsi_backend_sdk::{config, host, lookup, page, ssh, store, unix_seconds};
+use modcsi_backend_sdk::{err, page, put_if_absent, remote, store, unix_seconds};
 use routeros::{Entry, Refusal};
 
 const NQN_PREFIX: &str = "nqn.2000-02.com.mikrotik:";
@@ -31,6 +34,8 @@ const MIB: u64 = 1 << 20;
 const MIN_BYTES: u64 = 1 << 30;
 const MAX_BYTES: u64 = 16 << 40;
 const SNAPSHOT_PREFIX: &str = "snap-";
+/// The longest one RouterOS command may take.
+const COMMAND_TIME: Duration = Duration::from_secs(30);
 
 struct Rds;
 
@@ -47,9 +52,10 @@ struct Settings {
 }
 
 fn invalid(what: &str, value: &str) -> Error {
-    Error::InvalidArgument(format!(
+    err!(
+        InvalidArgument,
         "{what} {value:?} may hold only letters, digits and . _ - : / (it reaches a RouterOS command)"
-    ))
+    )
 }
 
 fn safe(what: &str, value: &str) -> Result<(), Error> {
@@ -62,30 +68,26 @@ fn safe(what: &str, value: &str) -> Result<(), Error> {
 
 impl Settings {
     fn load(parameters: &[(String, String)]) -> Result<Self, Error> {
-        let get = |param: &str, key: &str| {
-            lookup(parameters, param)
-                .map(str::to_owned)
-                .or_else(|| config::get(key))
-        };
-        let number = |param: &str, key: &str, default: i64| -> Result<i64, Error> {
-            match get(param, key) {
-                None => Ok(default),
-                Some(v) => v.parse().map_err(|_| invalid(param, &v)),
-            }
-        };
+        let p = Params::new(parameters).or_config(&[
+            ("volumePath", "rds.volume-path"),
+            ("nvmeAddress", "rds.nvme-address"),
+            ("nvmePort", "rds.nvme-port"),
+            ("ctrlLossTmo", "rds.ctrl-loss-tmo"),
+            ("reconnectDelay", "rds.reconnect-delay"),
+            ("keepAliveTmo", "rds.keep-alive-tmo"),
+        ]);
         let settings = Self {
-            target: config::get("rds.target").unwrap_or_else(|| "rds".into()),
-            volume_path: get("volumePath", "rds.volume-path")
-                .unwrap_or_else(|| "/storage-pool/metal-csi".into()),
-            pool: config::get("rds.pool").unwrap_or_else(|| "storage-pool".into()),
-            nvme_address: get("nvmeAddress", "rds.nvme-address"),
-            nvme_port: u16::try_from(number("nvmePort", "rds.nvme-port", 4420)?)
-                .map_err(|_| invalid("nvmePort", "out of range"))?,
-            ctrl_loss_tmo: number("ctrlLossTmo", "rds.ctrl-loss-tmo", -1)? as i32,
-            reconnect_delay: number("reconnectDelay", "rds.reconnect-delay", 5)? as u32,
-            keep_alive_tmo: get("keepAliveTmo", "rds.keep-alive-tmo")
-                .map(|v| v.parse().map_err(|_| invalid("keepAliveTmo", &v)))
-                .transpose()?,
+            target: config_or("rds.target", "rds"),
+            volume_path: p
+                .get("volumePath")
+                .unwrap_or("/storage-pool/metal-csi")
+                .to_owned(),
+            pool: config_or("rds.pool", "storage-pool"),
+            nvme_address: p.get("nvmeAddress").map(str::to_owned),
+            nvme_port: p.parse("nvmePort")?.unwrap_or(4420),
+            ctrl_loss_tmo: p.parse("ctrlLossTmo")?.unwrap_or(-1),
+            reconnect_delay: p.parse("reconnectDelay")?.unwrap_or(5),
+            keep_alive_tmo: p.parse("keepAliveTmo")?,
         };
         safe("volumePath", &settings.volume_path)?;
         if !settings.volume_path.starts_with('/') {
@@ -100,8 +102,9 @@ impl Settings {
 
     fn attachment(&self, nqn: String) -> Result<Attachment, Error> {
         let address = self.nvme_address.clone().ok_or_else(|| {
-            Error::FailedPrecondition(
-                "no NVMe/TCP portal: set rds.nvme-address or the nvmeAddress parameter".into(),
+            err!(
+                FailedPrecondition,
+                "no NVMe/TCP portal: set rds.nvme-address or the nvmeAddress parameter"
             )
         })?;
         Ok(Attachment::NvmeTcp(NvmeTarget {
@@ -127,9 +130,10 @@ fn check_id(id: &str) -> Result<(), Error> {
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidArgument(format!(
+        Err(err!(
+            InvalidArgument,
             "id {id:?}: only letters, digits and '-', starting with a letter or digit"
-        )))
+        ))
     }
 }
 
@@ -140,22 +144,11 @@ fn nqn_of(id: &str) -> String {
 /// Runs one RouterOS command; a refusal is returned as such, transport trouble as an error. A
 /// non-zero exit status or anything on stderr is a refusal too, whatever stdout says.
 fn run(settings: &Settings, command: &str) -> Result<Result<String, Refusal>, Error> {
-    let budget = host::time_left_ms().min(30_000) as u32;
-    let out = ssh::run(&settings.target, command, budget)?;
+    let out = remote::run(&settings.target, command, COMMAND_TIME)?;
     if let Some(r) = routeros::refusal(&out.stdout) {
         return Ok(Err(r));
     }
-    if out.exit_status.is_some_and(|s| s != 0) || !out.stderr.trim().is_empty() {
-        let said = [out.stderr.trim(), out.stdout.trim()]
-            .into_iter()
-            .find(|s| !s.is_empty())
-            .unwrap_or("nothing");
-        return Ok(Err(Refusal::Failure(format!(
-            "exit status {}: {said}",
-            out.exit_status.map_or("unknown".into(), |s| s.to_string())
-        ))));
-    }
-    Ok(Ok(out.stdout))
+    Ok(out.checked().map_err(Refusal::Failure))
 }
 
 /// Runs a command that answers nothing when it succeeds (`add`, `set`, `remove`): any answer
@@ -172,11 +165,11 @@ fn run_silent(settings: &Settings, command: &str) -> Result<Result<(), Refusal>,
 /// A refusal of a command that had to succeed, as the call's error.
 fn refused(command: &str) -> impl FnOnce(Refusal) -> Error + '_ {
     move |r| match r {
-        Refusal::NoSuchItem => Error::NotFound(format!("router: no such item ({command})")),
+        Refusal::NoSuchItem => err!(NotFound, "router: no such item ({command})"),
         Refusal::Failure(m) if m.contains("not enough space") => {
-            Error::ResourceExhausted(format!("router: {m}"))
+            err!(ResourceExhausted, "router: {m}")
         }
-        Refusal::Failure(m) => Error::Internal(format!("router refused {command:?}: {m}")),
+        Refusal::Failure(m) => err!(Internal, "router refused {command:?}: {m}"),
     }
 }
 
@@ -209,9 +202,10 @@ fn size_of(entry: &Entry) -> u64 {
 fn rounded_size(required: u64, limit: u64) -> Result<u64, Error> {
     let bytes = required.max(MIN_BYTES).div_ceil(MIB) * MIB;
     if bytes > MAX_BYTES || (limit > 0 && bytes > limit) {
-        return Err(Error::OutOfRange(format!(
+        return Err(err!(
+            OutOfRange,
             "{bytes} bytes (requested {required}, limit {limit}) is outside 1 GiB to 16 TiB or the limit"
-        )));
+        ));
     }
     Ok(bytes)
 }
@@ -284,9 +278,10 @@ impl modcsi_backend_sdk::controller::Guest for Rds {
         let id = volume_id_of(&request.name);
         check_id(&id)?;
         if id.starts_with(SNAPSHOT_PREFIX) {
-            return Err(Error::InvalidArgument(format!(
+            return Err(err!(
+                InvalidArgument,
                 "volume name {id:?}: the {SNAPSHOT_PREFIX} prefix is for snapshots"
-            )));
+            ));
         }
         let settings = Settings::load(&request.parameters)?;
         let mut bytes = rounded_size(
@@ -296,14 +291,15 @@ impl modcsi_backend_sdk::controller::Guest for Rds {
         let source = match &request.source {
             None => None,
             Some(ContentSource::Volume(_)) => {
-                return Err(Error::InvalidArgument(
-                    "cloning a volume is not supported: take a snapshot and restore it".into(),
+                return Err(err!(
+                    InvalidArgument,
+                    "cloning a volume is not supported: take a snapshot and restore it"
                 ));
             }
             Some(ContentSource::Snapshot(snap)) => {
                 check_id(snap)?;
-                let found = find_ours(&settings, snap)?
-                    .ok_or_else(|| Error::NotFound(format!("snapshot {snap}")))?;
+                let found =
+                    find_ours(&settings, snap)?.ok_or_else(|| err!(NotFound, "snapshot {snap}"))?;
                 bytes = bytes.max(size_of(&found));
                 Some(snap.clone())
             }
@@ -311,9 +307,10 @@ impl modcsi_backend_sdk::controller::Guest for Rds {
         if let Some(existing) = find_ours(&settings, &id)? {
             let size = size_of(&existing);
             if size != bytes {
-                return Err(Error::AlreadyExists(format!(
+                return Err(err!(
+                    AlreadyExists,
                     "volume {id} exists with {size} bytes, not {bytes}"
-                )));
+                ));
             }
             return volume_of(&settings, &id, size);
         }
@@ -335,18 +332,17 @@ impl modcsi_backend_sdk::controller::Guest for Rds {
         )?;
         // The router says nothing on success: check that the disk is there, at the size.
         let created = find_ours(&settings, &id)?.ok_or_else(|| {
-            Error::Internal(format!(
+            err!(
+                Internal,
                 "volume {id}: the router accepted the disk but does not show it"
-            ))
+            )
         })?;
         volume_of(&settings, &id, size_of(&created))
     }
 
     fn delete_volume(id: String, _secrets: KeyValues) -> Result<(), Error> {
         if check_id(&id).is_err() {
-            return Err(Error::NotFound(format!(
-                "{id} is not an id this driver makes"
-            )));
+            return Err(err!(NotFound, "{id} is not an id this driver makes"));
         }
         remove_disk(&id)
     }
@@ -360,7 +356,7 @@ impl modcsi_backend_sdk::controller::Guest for Rds {
     ) -> Result<Validation, Error> {
         check_id(&id)?;
         let settings = Settings::load(&parameters)?;
-        find_ours(&settings, &id)?.ok_or_else(|| Error::NotFound(format!("volume {id}")))?;
+        find_ours(&settings, &id)?.ok_or_else(|| err!(NotFound, "volume {id}"))?;
         let multi = capabilities.iter().any(|c| {
             !matches!(
                 c.access_mode,
@@ -391,10 +387,11 @@ fn is_ours(id: &str, entry: &Entry) -> bool {
 /// Finds a disk that must be this driver's.
 fn find_ours(settings: &Settings, id: &str) -> Result<Option<Entry>, Error> {
     match find_disk(settings, id)? {
-        Some(entry) if !is_ours(id, &entry) => Err(Error::FailedPrecondition(format!(
+        Some(entry) if !is_ours(id, &entry) => Err(err!(
+            FailedPrecondition,
             "disk {id} on the router is not one this driver manages (its NQN is not {})",
             nqn_of(id)
-        ))),
+        )),
         found => Ok(found),
     }
 }
@@ -415,28 +412,25 @@ fn remove_disk(id: &str) -> Result<(), Error> {
             if let Err(Refusal::Failure(m)) =
                 run_silent(&settings, &format!("/disk remove [find slot={id}]"))?
             {
-                return Err(Error::Internal(format!("removing disk {id}: {m}")));
+                return Err(err!(Internal, "removing disk {id}: {m}"));
             }
             path
         }
-        None => kept.ok_or_else(|| Error::NotFound(format!("volume {id} is not on the router")))?,
+        None => kept.ok_or_else(|| err!(NotFound, "volume {id} is not on the router"))?,
     };
     safe("file-path", &path)?;
     let name = path.trim_start_matches('/');
     if let Err(Refusal::Failure(m)) =
         run_silent(&settings, &format!("/file remove [find name=\"{name}\"]"))?
     {
-        return Err(Error::Internal(format!("removing file {name}: {m}")));
+        return Err(err!(Internal, "removing file {name}: {m}"));
     }
     Ok(store::delete(&format!("file/{id}"), None)?)
 }
 
 /// Notes where a disk's file is.
 fn keep_file(id: &str, path: &str) -> Result<(), Error> {
-    match store::put(&format!("file/{id}"), path.as_bytes(), None) {
-        Ok(_) | Err(store::StoreError::Conflict(_)) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    put_if_absent(&format!("file/{id}"), path.as_bytes()).map(drop)
 }
 
 /// Where a disk's file was noted to be, if it was.
@@ -483,7 +477,7 @@ impl modcsi_backend_sdk::publish::Guest for Rds {
         check_id(&request.volume_id)?;
         let settings = Settings::load(&request.context)?;
         find_ours(&settings, &request.volume_id)?
-            .ok_or_else(|| Error::NotFound(format!("volume {}", request.volume_id)))?;
+            .ok_or_else(|| err!(NotFound, "volume {}", request.volume_id))?;
         let attachment = settings.attachment(nqn_of(&request.volume_id))?;
         Ok(PublishResult {
             context: vec![],
@@ -506,8 +500,7 @@ impl modcsi_backend_sdk::expand::Guest for Rds {
     ) -> Result<ExpandResult, Error> {
         check_id(&id)?;
         let settings = Settings::load(&[])?;
-        let current =
-            find_ours(&settings, &id)?.ok_or_else(|| Error::NotFound(format!("volume {id}")))?;
+        let current = find_ours(&settings, &id)?.ok_or_else(|| err!(NotFound, "volume {id}"))?;
         let now = size_of(&current);
         let wanted = rounded_size(capacity.required_bytes, capacity.limit_bytes)?;
         if wanted > now {
@@ -538,9 +531,7 @@ impl modcsi_backend_sdk::capacity::Guest for Rds {
         let free = routeros::parse_detail(&out)
             .iter()
             .find_map(|e| e.get("free").and_then(|f| routeros::number(f)))
-            .ok_or_else(|| {
-                Error::Internal(format!("pool {} shows no free space", settings.pool))
-            })?;
+            .ok_or_else(|| err!(Internal, "pool {} shows no free space", settings.pool))?;
         Ok(Capacity {
             available_bytes: free,
             maximum_volume_bytes: Some(MAX_BYTES.min(free)),
@@ -591,8 +582,7 @@ impl modcsi_backend_sdk::get_volume::Guest for Rds {
     fn get_volume(id: String) -> Result<VolumeStatus, Error> {
         check_id(&id)?;
         let settings = Settings::load(&[])?;
-        let entry =
-            find_ours(&settings, &id)?.ok_or_else(|| Error::NotFound(format!("volume {id}")))?;
+        let entry = find_ours(&settings, &id)?.ok_or_else(|| err!(NotFound, "volume {id}"))?;
         Ok(VolumeStatus {
             capacity_bytes: size_of(&entry),
             condition: None,
@@ -634,14 +624,14 @@ impl modcsi_backend_sdk::snapshots::Guest for Rds {
         let settings = Settings::load(&parameters)?;
         if let Some(existing) = find_ours(&settings, &id)? {
             return match snapshot_record(&id)? {
-                Some((of, _)) if of != source => Err(Error::AlreadyExists(format!(
+                Some((of, _)) if of != source => Err(err!(
+                    AlreadyExists,
                     "snapshot {id} exists of volume {of}, not {source}"
-                ))),
+                )),
                 _ => snapshot_of(&id, &existing),
             };
         }
-        find_ours(&settings, &source)?
-            .ok_or_else(|| Error::NotFound(format!("volume {source}")))?;
+        find_ours(&settings, &source)?.ok_or_else(|| err!(NotFound, "volume {source}"))?;
         // A copy-on-write copy of the source's file, not exported.
         let file = file_path(&settings, &id);
         keep_file(&id, &file)?;
@@ -651,28 +641,18 @@ impl modcsi_backend_sdk::snapshots::Guest for Rds {
                 "/disk add type=file copy-from=[find slot={source}] file-path={file} slot={id}"
             ),
         )?;
-        let now = unix_seconds();
-        store::put(
-            &format!("snapshot/{id}"),
-            format!("{source} {now}").as_bytes(),
-            None,
-        )
-        .or_else(|e| match e {
-            // A retry of this very create: the record is already there.
-            store::StoreError::Conflict(_) => Ok(0),
-            other => Err(other),
-        })?;
+        // A retry of this very create finds the record already there, and keeps it.
+        let record = format!("{source} {}", unix_seconds());
+        put_if_absent(&format!("snapshot/{id}"), record.as_bytes())?;
         let entry = find_ours(&settings, &id)?
-            .ok_or_else(|| Error::Internal(format!("snapshot {id} is not shown after its copy")))?;
+            .ok_or_else(|| err!(Internal, "snapshot {id} is not shown after its copy"))?;
         snapshot_of(&id, &entry)
     }
 
     fn delete_snapshot(id: String, _: KeyValues) -> Result<(), Error> {
         if check_id(&id).is_err() || !id.starts_with(SNAPSHOT_PREFIX) {
             // Nothing this driver made can have that id: there is nothing to delete.
-            return Err(Error::NotFound(format!(
-                "{id} is not a snapshot id of this driver"
-            )));
+            return Err(err!(NotFound, "{id} is not a snapshot id of this driver"));
         }
         // The record goes with the disk, also when an earlier delete removed the disk only.
         let removed = remove_disk(&id);
@@ -720,21 +700,25 @@ impl modcsi_backend_sdk::locate::Guest for Rds {
     fn locate(id: String, context: KeyValues) -> Result<Attachment, Error> {
         check_id(&id)?;
         let mut settings = Settings::load(&[])?;
-        if let Some(a) = lookup(&context, "nvmeAddress").or_else(|| lookup(&context, "rdsAddress"))
+        let context = Params::new(&context);
+        if let Some(a) = context
+            .get("nvmeAddress")
+            .or_else(|| context.get("rdsAddress"))
         {
             safe("nvmeAddress", a)?;
             settings.nvme_address = Some(a.to_owned());
         }
-        if let Some(p) = lookup(&context, "nvmePort") {
-            settings.nvme_port = p.parse().map_err(|_| invalid("nvmePort", p))?;
+        if let Some(port) = context.parse("nvmePort")? {
+            settings.nvme_port = port;
         }
-        let nqn = lookup(&context, "nqn")
-            .map(str::to_owned)
-            .unwrap_or_else(|| nqn_of(&id));
+        let nqn = context
+            .get("nqn")
+            .map_or_else(|| nqn_of(&id), str::to_owned);
         if !nqn.starts_with(NQN_PREFIX) || !routeros::is_safe(&nqn) {
-            return Err(Error::InvalidArgument(format!(
+            return Err(err!(
+                InvalidArgument,
                 "volume {id}: NQN {nqn:?} is not one of this driver's ({NQN_PREFIX}…)"
-            )));
+            ));
         }
         settings.attachment(nqn)
     }

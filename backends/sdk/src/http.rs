@@ -15,6 +15,10 @@
 //! # Ok::<(), modcsi_backend_sdk::http::HttpError>(())
 //! ```
 
+#![warn(missing_docs)]
+
+use std::time::Duration;
+
 use crate::types::Error;
 use crate::wasi::http::outgoing_handler;
 use crate::wasi::http::types as wasi;
@@ -23,12 +27,18 @@ use crate::wasi::io::streams::StreamError;
 /// Bytes written to, or read from, a body stream at a time.
 const CHUNK: usize = 4096;
 
+/// A request's method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
+    /// `GET`
     Get,
+    /// `POST`
     Post,
+    /// `PUT`
     Put,
+    /// `PATCH`
     Patch,
+    /// `DELETE`
     Delete,
 }
 
@@ -58,8 +68,11 @@ pub struct Request {
 /// An answer, whatever its status.
 #[derive(Debug, Clone)]
 pub struct Response {
+    /// The status code, e.g. 200.
     pub status: u16,
+    /// The headers, names as the target wrote them (values with invalid UTF-8 replaced).
     pub headers: Vec<(String, String)>,
+    /// The whole body.
     pub body: Vec<u8>,
 }
 
@@ -123,6 +136,12 @@ impl Response {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+
+    /// The pause a `Retry-After` header in seconds asks for (a 429's, a 503's), if it does.
+    pub fn retry_after(&self) -> Option<Duration> {
+        let seconds: u64 = self.header("retry-after")?.trim().parse().ok()?;
+        Some(Duration::from_secs(seconds))
+    }
 }
 
 impl Request {
@@ -137,12 +156,14 @@ impl Request {
         }
     }
 
+    /// Adds a header.
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers
             .push((name.to_owned(), value.as_bytes().to_vec()));
         self
     }
 
+    /// Sets the body, and the `content-type` header to `content_type`.
     pub fn body(mut self, content_type: &str, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();
         self.header("content-type", content_type)

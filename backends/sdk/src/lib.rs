@@ -52,11 +52,20 @@
 //! them by their presence and advertises exactly that. A backend crate depends on this one
 //! only (not on `wit-bindgen`) and is a `cdylib` built for `wasm32-wasip2`.
 //!
-//! Helpers: [`log_at`] (logging), [`lookup`] (key-value lists), [`page`] (list-volumes and
-//! list-snapshots pages), [`unix_seconds`] (the clock), [`http`] (blocking HTTPS requests to the
-//! host's configured targets, credentials as placeholders), [`pending`] (long operations that
-//! finish across CSI retries and host restarts), and `From` conversions of the [`store`],
-//! [`ssh`] and [`http`] errors into [`types::Error`], so `?` works on those imports.
+//! Helpers, so a backend reads as its storage logic only:
+//!
+//! | helper | for |
+//! |---|---|
+//! | [`err!`] | a call's error in one line: `err!(NotFound, "volume {id}")`; the [`store`] and [`ssh`] errors (and [`http::HttpError`]) convert into [`types::Error`], so `?` works on those imports |
+//! | [`params::Params`], [`params::config_or`] | parameters and volume contexts read by name and type (`parse`, `bool`, `size`, `one_of`, `required`), falling back to configuration keys; a bad value is `invalid-argument` naming it |
+//! | [`info!`], [`debug!`], [`warn!`], [`error!`], [`trace!`], [`log_at`] | logs with `key = value` fields, attributed to the backend by the host |
+//! | [`retry::Backoff`] | a request repeated with exponential backoff and jitter, within the call's deadline |
+//! | [`http`] | blocking HTTPS requests to the host's configured targets, credentials as placeholders |
+//! | [`remote`] | commands on the host's ssh targets, bounded in time, their failures told apart |
+//! | [`pending`] | long operations that finish across CSI retries and host restarts |
+//! | [`page`] | list-volumes and list-snapshots pages |
+//! | [`lookup`], [`put_if_absent`] | a key in a key-value list; a durable record written once |
+//! | [`time`] ([`unix_seconds`], [`time::parse_utc`]) | the clock, and API timestamps |
 
 wit_bindgen::generate!({
     world: "backend",
@@ -74,8 +83,17 @@ pub use exports::modcsi::backend::{controller, identity};
 pub use modcsi::backend::types;
 pub use modcsi::backend::{cache, config, host, log, node, ssh, store};
 
+mod errors;
 pub mod http;
+mod logging;
+pub mod params;
 pub mod pending;
+pub mod remote;
+pub mod retry;
+pub mod time;
+
+pub use logging::log_at;
+pub use time::unix_seconds;
 
 pub use optional::capacity::exports::modcsi::backend::capacity;
 pub use optional::expand::exports::modcsi::backend::expand;
@@ -245,16 +263,7 @@ macro_rules! export_locate {
     };
 }
 
-use types::{Error, LogLevel};
-
-/// Logs a message through the host, which attributes it to this backend.
-pub fn log_at(level: LogLevel, message: &str, fields: &[(&str, &str)]) {
-    let fields: Vec<(String, String)> = fields
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    log::log(level, message, &fields);
-}
+use types::Error;
 
 /// Looks a key up in a list of key-value pairs (parameters, context, secrets).
 pub fn lookup<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
@@ -293,42 +302,13 @@ pub fn page<T>(
     (rest, next)
 }
 
-/// Now, in seconds since the Unix epoch (the WASI wall clock), as `snapshot` records it.
-pub fn unix_seconds() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-/// A store failure as a call's error: a lost compare-and-swap is `aborted` (the caller may
-/// retry), an entry over the host's limits `resource-exhausted`, an unreachable store
-/// `unavailable`.
-impl From<store::StoreError> for Error {
-    fn from(e: store::StoreError) -> Self {
-        use store::StoreError as E;
-        match e {
-            E::Conflict(version) => Error::Aborted(format!(
-                "store: the entry changed concurrently (now version {version:?})"
-            )),
-            E::TooLarge(m) => Error::ResourceExhausted(format!("store: {m}")),
-            E::Unavailable(m) => Error::Unavailable(format!("store: {m}")),
-        }
-    }
-}
-
-/// An ssh failure as a call's error: a target that cannot be reached or answers too late is
-/// `unavailable` (worth retrying), a configuration problem (unknown target, host key, refused
-/// key) `failed-precondition`, too much output `internal`.
-impl From<ssh::SshError> for Error {
-    fn from(e: ssh::SshError) -> Self {
-        use ssh::SshError as E;
-        match e {
-            E::Unavailable(m) | E::Timeout(m) => Error::Unavailable(format!("ssh: {m}")),
-            E::HostKey(m) | E::Denied(m) | E::UnknownTarget(m) => {
-                Error::FailedPrecondition(format!("ssh: {m}"))
-            }
-            E::TooLarge(m) => Error::Internal(format!("ssh: {m}")),
-        }
+/// Writes `value` under `key` in the durable [`store`] unless the key is there already (written
+/// by an earlier try of the same call, say); whether this call wrote it.
+pub fn put_if_absent(key: &str, value: &[u8]) -> Result<bool, Error> {
+    match store::put(key, value, None) {
+        Ok(_) => Ok(true),
+        Err(store::StoreError::Conflict(_)) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 

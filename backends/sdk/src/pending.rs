@@ -8,6 +8,8 @@
 //! 2. waits for it within the call's deadline ([`wait`]), and when time runs out answers
 //!    `aborted` ("in progress"), which the sidecars retry; the retry resumes the wait.
 
+#![warn(missing_docs)]
+
 use std::time::Duration;
 
 use crate::store;
@@ -18,6 +20,7 @@ const MARGIN_MS: u64 = 1500;
 
 /// How an operation stands.
 pub enum Step<T> {
+    /// Finished, with its result.
     Done(T),
     /// Still running; the text says how it stands (for the "in progress" answer).
     Pending(String),

@@ -72,9 +72,15 @@ pub fn code(error: &Error) -> Code {
 
 /// The canonical name (`OK`, `NOT_FOUND`, …) of a `grpc-status` header's value; none is `OK`.
 pub(super) fn code_name(status: Option<&str>) -> &'static str {
-    let code = status
-        .and_then(|s| s.parse::<i32>().ok())
-        .map_or(Code::Ok, Code::from_i32);
+    canonical_name(
+        status
+            .and_then(|s| s.parse::<i32>().ok())
+            .map_or(Code::Ok, Code::from_i32),
+    )
+}
+
+/// A gRPC code's canonical name: `NOT_FOUND`, `FAILED_PRECONDITION`, …
+pub fn canonical_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",
         Code::Cancelled => "CANCELLED",

@@ -12,7 +12,7 @@ mod measure;
 mod node;
 
 pub use controller::ControllerService;
-pub use error::Error;
+pub use error::{Error, canonical_name};
 pub use identity::IdentityService;
 pub use measure::Measured;
 pub use node::NodeService;

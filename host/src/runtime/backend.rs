@@ -327,6 +327,19 @@ impl Backend {
         }
     }
 
+    /// The names of the component's imports and of its exports, as the component states
+    /// them (`modcsi:backend/ssh@0.2.2`, `wasi:http/outgoing-handler@0.2.6`).
+    pub fn interfaces(&self) -> (Vec<String>, Vec<String>) {
+        let ty = self.pre.component().component_type();
+        let names = |items: &mut dyn Iterator<Item = (&str, _)>| {
+            items.map(|(name, _)| name.to_owned()).collect::<Vec<_>>()
+        };
+        (
+            names(&mut ty.imports(&self.engine)),
+            names(&mut ty.exports(&self.engine)),
+        )
+    }
+
     /// Whether the component was compiled at load or came from the artifact cache.
     pub fn origin(&self) -> Origin {
         self.origin

@@ -86,6 +86,19 @@ pub enum AccessMode {
 }
 
 impl AccessMode {
+    /// The mode's name in the CSI specification, e.g. `SINGLE_NODE_WRITER`.
+    pub fn csi_name(self) -> &'static str {
+        match self {
+            AccessMode::SingleNodeWriter => "SINGLE_NODE_WRITER",
+            AccessMode::SingleNodeReaderOnly => "SINGLE_NODE_READER_ONLY",
+            AccessMode::MultiNodeReaderOnly => "MULTI_NODE_READER_ONLY",
+            AccessMode::MultiNodeSingleWriter => "MULTI_NODE_SINGLE_WRITER",
+            AccessMode::MultiNodeMultiWriter => "MULTI_NODE_MULTI_WRITER",
+            AccessMode::SingleNodeSingleWriter => "SINGLE_NODE_SINGLE_WRITER",
+            AccessMode::SingleNodeMultiWriter => "SINGLE_NODE_MULTI_WRITER",
+        }
+    }
+
     /// Whether at most one node may hold the volume at a time.
     pub fn single_node(self) -> bool {
         matches!(

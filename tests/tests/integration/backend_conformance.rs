@@ -1,31 +1,20 @@
-//! The backend conformance kit: drives backend components through the real runtime (no gRPC)
-//! and checks the contract every backend owes the host. `MODCSI_BACKEND=/path/to/backend.wasm`
-//! points it at any component; by default it checks node-local-cache (0.2) and the
-//! full-featured test component built from the frozen 0.1 WIT, so the promise that a host
-//! upgrade never breaks a backend that worked stays under test. node-local-cache's own promises
-//! (the public driver's `nlc-<uuid v5>` ids, local-dir attachment, `locate`) follow.
+//! Components of every contract version the host serves, through the real runtime (no gRPC):
+//! node-local-cache (0.2.2), a component built from the frozen 0.2.0 WIT and the full-featured
+//! one built from 0.1 load with their optional exports and pass `modcsi backend check`, so the
+//! promise that a host upgrade never breaks a backend that worked stays under test.
+//! node-local-cache's own promises (the public driver's `nlc-<uuid v5>` ids, local-dir
+//! attachment, `locate`) follow. Another component is checked with `modcsi backend check`.
 
-use std::path::PathBuf;
 use std::time::Duration;
+
+use modcsi::author::check::{self, CheckOptions};
 
 use modcsi::runtime::{Backend, CallError, Optional, RuntimeOptions};
 use modcsi::volume::types::{
     AccessMode, AccessType, Attachment, BackendError, Capability, CapacityRange, CreateRequest,
     MountVolume,
 };
-use modcsi::volume::validate;
 use modcsi_tests::{CONTRACT_0_2_0, FULL_FEATURED, NODE_LOCAL_CACHE, component, shared_cache_dir};
-
-fn backend_paths() -> Vec<PathBuf> {
-    match std::env::var_os("MODCSI_BACKEND") {
-        Some(path) => vec![PathBuf::from(path)],
-        None => vec![
-            component(NODE_LOCAL_CACHE),
-            component(FULL_FEATURED),
-            component(CONTRACT_0_2_0),
-        ],
-    }
-}
 
 async fn load_path(path: &std::path::Path) -> Backend {
     Backend::load(
@@ -42,15 +31,6 @@ async fn load_path(path: &std::path::Path) -> Backend {
     )
     .await
     .unwrap_or_else(|e| panic!("{} loads: {e}", path.display()))
-}
-
-/// Every backend under test.
-async fn backends() -> Vec<Backend> {
-    let mut loaded = vec![];
-    for path in backend_paths() {
-        loaded.push(load_path(&path).await);
-    }
-    loaded
 }
 
 /// node-local-cache alone.
@@ -84,22 +64,8 @@ fn request(name: &str, capabilities: Vec<Capability>) -> CreateRequest {
     }
 }
 
-/// A capability the backend says it supports.
-fn supported(backend: &Backend) -> Capability {
-    filesystem(
-        *backend
-            .info()
-            .access_modes
-            .first()
-            .expect("at least one access mode"),
-    )
-}
-
 #[tokio::test]
 async fn the_frozen_0_1_component_is_served_through_the_adapter() {
-    if std::env::var_os("MODCSI_BACKEND").is_some() {
-        return;
-    }
     let old = load_path(&component(FULL_FEATURED)).await;
     assert_eq!(old.wit_version(), "0.1.0");
     assert!(old.offers(Optional::Publish) && old.offers(Optional::Snapshots));
@@ -110,9 +76,6 @@ async fn the_frozen_0_1_component_is_served_through_the_adapter() {
 
 #[tokio::test]
 async fn a_component_of_an_older_0_2_minor_loads_with_its_optional_exports() {
-    if std::env::var_os("MODCSI_BACKEND").is_some() {
-        return;
-    }
     let older = load_path(&component(CONTRACT_0_2_0)).await;
     assert_eq!(older.wit_version(), "0.2.0");
     assert!(older.offers(Optional::Expand), "its 0.2.0 export is found");
@@ -144,98 +107,27 @@ async fn a_component_of_an_older_0_2_minor_loads_with_its_optional_exports() {
 }
 
 #[tokio::test]
-async fn describes_itself_and_is_ready() {
-    for backend in backends().await {
-        let info = backend.info();
-        assert!(!info.name.is_empty() && !info.version.is_empty());
-        assert!(!info.access_modes.is_empty(), "declares its access modes");
-        assert!(
-            info.volume_modes != modcsi::volume::types::VolumeModes::default(),
-            "declares filesystem and/or block"
-        );
-        backend.probe(None).await.unwrap();
-    }
-}
-
-#[tokio::test]
-async fn create_is_idempotent_and_ids_are_safe() {
-    for backend in backends().await {
-        let cap = supported(&backend);
-        let first = backend
-            .create_volume(request("pvc-a", vec![cap.clone()]), None)
-            .await
-            .unwrap();
-        let again = backend
-            .create_volume(request("pvc-a", vec![cap.clone()]), None)
-            .await
-            .unwrap();
-        let other = backend
-            .create_volume(request("pvc-b", vec![cap]), None)
-            .await
-            .unwrap();
-        assert_eq!(first.id, again.id, "the same name yields the same volume");
-        assert_ne!(
-            first.id, other.id,
-            "different names yield different volumes"
-        );
-        for volume in [&first, &other] {
-            validate::volume_id(&volume.id).expect("ids are safe for paths and commands");
-            assert!(
-                volume
-                    .context
-                    .iter()
-                    .all(|(k, _)| !k.starts_with("modcsi.io/")),
-                "reserved keys"
-            );
-        }
-    }
-}
-
-#[tokio::test]
-async fn delete_is_idempotent() {
-    for backend in backends().await {
-        let volume = backend
-            .create_volume(request("pvc-del", vec![supported(&backend)]), None)
-            .await
-            .unwrap();
-        backend
-            .delete_volume(volume.id.clone(), vec![], None)
-            .await
-            .unwrap();
-        backend
-            .delete_volume(volume.id, vec![], None)
-            .await
-            .unwrap();
-    }
-}
-
-#[tokio::test]
-async fn validates_what_it_created() {
-    for backend in backends().await {
-        let cap = supported(&backend);
-        let volume = backend
-            .create_volume(request("pvc-val", vec![cap.clone()]), None)
-            .await
-            .unwrap();
-        let validation = backend
-            .validate_capabilities(volume.id, vec![cap], vec![], vec![], vec![], None)
-            .await
-            .unwrap();
-        assert!(validation.confirmed, "{}", validation.message);
+async fn components_of_every_contract_version_pass_the_checker() {
+    for name in [NODE_LOCAL_CACHE, FULL_FEATURED, CONTRACT_0_2_0] {
+        let options = CheckOptions {
+            cache_dir: shared_cache_dir(),
+            config: Default::default(),
+            call_timeout: Duration::from_secs(10),
+            memory_limit: 64 << 20,
+            size: 1 << 30,
+            parameters: vec![],
+            secrets: vec![],
+            node_id: "test-node".into(),
+        };
+        let report = check::check(&component(name), &options).await;
+        assert!(report.passed(), "{}", report.text());
     }
 }
 
 // node-local-cache's own promises.
 
-fn is_node_local_cache() -> bool {
-    std::env::var_os("MODCSI_BACKEND").is_none()
-}
-
 #[tokio::test]
 async fn node_local_cache_ids_are_uuid_v5_of_the_name() {
-    if !is_node_local_cache() {
-        return;
-    }
     let backend = load().await;
     let volume = backend
         .create_volume(
@@ -272,9 +164,6 @@ async fn node_local_cache_ids_are_uuid_v5_of_the_name() {
 
 #[tokio::test]
 async fn node_local_cache_does_not_know_foreign_ids() {
-    if !is_node_local_cache() {
-        return;
-    }
     let backend = load().await;
     let unknown = backend
         .validate_capabilities("pvc-not-ours".into(), vec![], vec![], vec![], vec![], None)

@@ -3,8 +3,11 @@
 //! of once per suite, which keeps a clean build's time and disk in bounds.
 
 mod any_grpc_client;
+mod backend_check;
 mod backend_conformance;
+mod backend_scaffold;
 mod controller_forwarding;
+mod csi_cli;
 mod csi_lifecycle;
 mod csi_rules;
 mod e2e;

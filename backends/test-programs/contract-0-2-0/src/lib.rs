@@ -63,12 +63,15 @@ impl controller::Guest for Contract {
     }
 
     fn validate_capabilities(
-        _: String,
+        id: String,
         _: Vec<Capability>,
         _: KeyValues,
         _: KeyValues,
         _: KeyValues,
     ) -> Result<Validation, Error> {
+        if cache::get(&key(&id)).is_none() {
+            return Err(Error::NotFound(format!("no volume {id}")));
+        }
         Ok(Validation {
             confirmed: true,
             message: String::new(),

@@ -1,0 +1,210 @@
+//! `modcsi backend new | inspect | check`: the backend author's commands.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use modcsi::author::check::{self, CheckOptions};
+use modcsi::author::inspect::inspect;
+use modcsi::author::scaffold::{SdkSource, new_backend};
+use modcsi::runtime::BackendConfig;
+
+#[derive(Args)]
+pub struct BackendArgs {
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Subcommand)]
+enum Verb {
+    /// Write a new backend crate that builds for wasm32-wasip2 and passes `check` as made.
+    New(NewArgs),
+    /// Say what a component is: contract, exports, capabilities it imports, what it declares,
+    /// size and compile time.
+    Inspect {
+        component: PathBuf,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a component through the host's rules and report each one; exits non-zero when one
+    /// fails.
+    Check(Box<CheckArgs>),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Lang {
+    Rust,
+}
+
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("sdk").required(true).args(["sdk_git", "sdk_version"]))]
+struct NewArgs {
+    /// The backend's name: lowercase letters, digits and dashes.
+    name: String,
+    /// The language of the crate (Rust is the one the SDK serves today).
+    #[arg(long, value_enum, default_value = "rust")]
+    lang: Lang,
+    /// Where to make the crate's directory.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// Take the SDK from this git repository (the modcsi repository or a fork of it).
+    #[arg(long)]
+    sdk_git: Option<String>,
+    /// With --sdk-git: a branch, tag or commit (default: the repository's default branch).
+    #[arg(long, requires = "sdk_git")]
+    sdk_rev: Option<String>,
+    /// Take the SDK from the crate registry, at this version requirement.
+    #[arg(long)]
+    sdk_version: Option<String>,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[arg(required_unless_present = "rules")]
+    component: Option<PathBuf>,
+    /// The backend's configuration, as `modcsi serve --backend-config` takes it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A StorageClass parameter for every CreateVolume, key=value (repeatable).
+    #[arg(long = "param", value_parser = super::parse_pair)]
+    params: Vec<(String, String)>,
+    /// A secret for every call that carries secrets, key=value (repeatable).
+    #[arg(long = "secret", value_parser = super::parse_pair)]
+    secrets: Vec<(String, String)>,
+    /// Capacity of the test volume, e.g. 1Gi.
+    #[arg(long, default_value = "1Gi", value_parser = super::parse_size)]
+    size: i64,
+    /// The node ControllerPublish publishes to, unless the backend's node-identity names one.
+    #[arg(long, default_value = "modcsi-check-node")]
+    node_id: String,
+    /// Upper bound on one backend call.
+    #[arg(long, default_value = "30s", value_parser = super::parse_duration)]
+    call_timeout: Duration,
+    /// Linear-memory cap of one instance, in MiB.
+    #[arg(long, default_value_t = 128)]
+    memory_mib: usize,
+    /// Where compiled components are cached (default: $XDG_CACHE_HOME/modcsi or
+    /// ~/.cache/modcsi).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// The report as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Print the rules as a Markdown table and exit.
+    #[arg(long)]
+    rules: bool,
+}
+
+pub async fn run(args: BackendArgs) -> anyhow::Result<()> {
+    match args.verb {
+        Verb::New(new) => {
+            let sdk = match (new.sdk_git, new.sdk_version) {
+                (Some(url), _) => SdkSource::Git {
+                    url,
+                    rev: new.sdk_rev,
+                },
+                (None, Some(version)) => SdkSource::Version(version),
+                (None, None) => unreachable!("clap requires one SDK source"),
+            };
+            let Lang::Rust = new.lang;
+            let dir = new_backend(&new.dir, &new.name, &sdk)?;
+            println!(
+                "made {}\nnext: cd {} && cargo build --release && modcsi backend check \
+                 target/wasm32-wasip2/release/{}.wasm",
+                dir.display(),
+                dir.display(),
+                new.name.replace('-', "_")
+            );
+            Ok(())
+        }
+        Verb::Inspect { component, json } => {
+            let scratch = Scratch::new()?;
+            let found = inspect(&component, &scratch.0).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&found)?);
+            } else {
+                print!("{}", found.text());
+            }
+            Ok(())
+        }
+        Verb::Check(args) => {
+            if args.rules {
+                print!("{}", check::markdown());
+                return Ok(());
+            }
+            let options = CheckOptions {
+                cache_dir: match args.cache_dir {
+                    Some(dir) => dir,
+                    None => user_cache_dir()?,
+                },
+                config: match &args.config {
+                    Some(path) => BackendConfig::load(path)?,
+                    None => BackendConfig::default(),
+                },
+                call_timeout: args.call_timeout,
+                memory_limit: args.memory_mib << 20,
+                size: u64::try_from(args.size).context("--size must not be negative")?,
+                parameters: args.params,
+                secrets: args.secrets,
+                node_id: args.node_id,
+            };
+            let component = args.component.expect("clap requires a component");
+            let report = check::check(&component, &options).await;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.text());
+            }
+            let failed = report.failed().count();
+            if failed > 0 || !report.passed() {
+                anyhow::bail!(
+                    "{} failed {failed} of {} rules{}",
+                    component.display(),
+                    report.findings.len(),
+                    if report.left_behind.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" and left {} behind", report.left_behind.len())
+                    }
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The per-user cache of compiled components: never a directory others can write, since the
+/// host runs what it finds there.
+fn user_cache_dir() -> anyhow::Result<PathBuf> {
+    let base = match (std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME")) {
+        (Some(dir), _) if !dir.is_empty() => PathBuf::from(dir),
+        (_, Some(home)) if !home.is_empty() => Path::new(&home).join(".cache"),
+        _ => anyhow::bail!("neither XDG_CACHE_HOME nor HOME is set: pass --cache-dir"),
+    };
+    Ok(base.join("modcsi"))
+}
+
+/// A directory of this process's own, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "modcsi-inspect-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
