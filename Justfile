@@ -46,10 +46,11 @@ test-quotas: build-backends
 # `modcsi backend check` over every backend in the repository (node-local-cache and the older
 # contracts' components as they are, RDS against the fake RouterOS over real SSH, Emma against the
 # fake Emma API over real HTTPS), each rule broken by a test component, the backends' own end-to-end
-# suites, and the tutorial's new → build → check → serve from an empty directory
+# suites, delivery through a real OCI registry, and the tutorial's new → build → check → serve from
+# an empty directory
 test-backends: build-backends
     cargo build -p modcsi
-    cargo nextest run -p modcsi-tests --test integration -E 'test(/^backend_check::/) | test(/^backend_scaffold::/) | test(/^backend_conformance::/) | test(/^rds_backend::/) | test(/^emma_backend::/) | test(/^fake_emma::/)'
+    cargo nextest run -p modcsi-tests --test integration -E 'test(/^backend_check::/) | test(/^backend_scaffold::/) | test(/^backend_registry::/) | test(/^backend_conformance::/) | test(/^rds_backend::/) | test(/^emma_backend::/) | test(/^fake_emma::/)'
 
 # A new backend crate in DIR (default: the current directory), taking the SDK from this checkout
 new-backend NAME DIR=invocation_directory():

@@ -44,6 +44,7 @@ mapfile -t RENDERED < <(printf "$OUT/%s.yaml\n" "${BACKENDS[@]}")
 # BACKEND, then helm --set arguments, one variant a line.
 VARIANTS=(
     "rds --set backend.source=initContainer --set backend.initContainer.image.repository=modcsi.local/rds-backend --set backend.initContainer.image.tag=v0.1.0 --set backend.initContainer.path=/rds.wasm --set backend.secret.create=true --set-string backend.secret.files.ssh-key=k --set-string backend.secret.files.known_hosts=h --set csiDriver.storageCapacity=true --set metrics.enabled=false --set node.livenessprobe=true"
+    "emma --set backend.source=oci --set backend.oci.reference=oci://registry.example.com:5000/modcsi/emma@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef --set backend.oci.insecureRegistries={registry.example.com:5000}"
     "node-local-cache --set backend.source=hostPath --set backend.hostPath.dir=/opt/modcsi/backends --set controller.livenessprobe=false --set leaderElection.enabled=false --set metrics.address=:: --set node.allowDiskById={virtio-pvc-} --set node.allowDiskSerial={pvc-*} --set node.projectIds=3000000000-3000999999 --set node.stateDir=/var/lib/modcsi-nlc --set node.kubeletDir=/var/lib/k0s/kubelet"
 )
 

@@ -50,9 +50,13 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// The backend component (.wasm) to load.
+    /// The backend component to load: a .wasm file, or an OCI artifact
+    /// (oci://registry/repository:tag, or pinned: oci://registry/repository@sha256:…), pulled,
+    /// verified by digest and cached under the cache directory.
     #[arg(long)]
-    backend: PathBuf,
+    backend: String,
+    #[command(flatten)]
+    registry: cli::backend::RegistryArgs,
     /// CSI driver name, e.g. node-local-cache.csi.io.
     #[arg(long)]
     driver_name: String,
@@ -186,15 +190,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => anyhow::bail!("reading {HOST_NQN_FILE}: {e}"),
     };
+    let cache_dir = args
+        .cache_dir
+        .unwrap_or_else(|| args.state_dir.join("cache"));
+    let backend = args.registry.resolve(&args.backend, &cache_dir).await?;
     let server = Server::prepare(ServeConfig {
-        backend: args.backend,
+        backend,
         driver_name: args.driver_name,
         node_id,
         endpoint: args.endpoint,
         mode: args.mode,
-        cache_dir: args
-            .cache_dir
-            .unwrap_or_else(|| args.state_dir.join("cache")),
+        cache_dir,
         state_dir: args.state_dir,
         call_timeout: args.call_timeout,
         memory_limit_mib: args.backend_memory_mib,

@@ -11,6 +11,7 @@ pub mod fake_rds;
 pub mod kube_api;
 pub mod loop_disk;
 pub mod process;
+pub mod registry;
 pub mod sshd;
 pub mod stall_proxy;
 pub mod store_contract;

@@ -66,6 +66,21 @@ pub fn modcsi_binary() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/modcsi")
 }
 
+/// Runs the `modcsi` binary to its end with `args`, and `XDG_CACHE_HOME` (where it caches
+/// what it pulls) when `cache` is given: whether it succeeded, its stdout, its stderr.
+pub fn run_modcsi(args: &[&str], cache: Option<&Path>) -> (bool, String, String) {
+    let mut command = Command::new(modcsi_binary());
+    if let Some(cache) = cache {
+        command.env("XDG_CACHE_HOME", cache);
+    }
+    let out = command.args(args).output().expect("modcsi runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub struct ServeProcess {
     child: Child,
     root: PathBuf,

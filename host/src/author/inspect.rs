@@ -33,8 +33,9 @@ pub struct Inspection {
     /// The host capabilities it imports (`ssh`, `http`, `store`, …): what its configuration
     /// has to grant, the host-owned `ssh` and `http` sections for those two.
     pub capabilities: Vec<String>,
-    /// Every import, by the component's own names.
+    /// Every import and every export, by the component's own names.
     pub imports: Vec<String>,
+    pub interfaces_exported: Vec<String>,
     pub access_modes: Vec<&'static str>,
     pub volume_modes: Vec<&'static str>,
     pub content_sources: Vec<&'static str>,
@@ -63,7 +64,7 @@ pub async fn inspect(path: &Path, scratch: &Path) -> Result<Inspection, LoadErro
     )
     .await?;
     let compile_ms = started.elapsed().as_secs_f64() * 1e3;
-    let (imports, _) = backend.interfaces();
+    let (imports, interfaces_exported) = backend.interfaces();
     let info = backend.info();
     let flags = |pairs: &[(bool, &'static str)]| {
         pairs
@@ -87,6 +88,7 @@ pub async fn inspect(path: &Path, scratch: &Path) -> Result<Inspection, LoadErro
             .collect(),
         capabilities: capabilities(&imports),
         imports,
+        interfaces_exported,
         access_modes: info.access_modes.iter().map(|m| m.csi_name()).collect(),
         volume_modes: flags(&[
             (info.volume_modes.filesystem, "filesystem"),

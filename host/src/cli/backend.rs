@@ -1,4 +1,4 @@
-//! `modcsi backend new | inspect | check`: the backend author's commands.
+//! `modcsi backend new | inspect | check | push | contract`: the backend author's commands.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,6 +9,7 @@ use modcsi::author::check::{self, CheckOptions};
 use modcsi::author::inspect::inspect;
 use modcsi::author::scaffold::{SdkSource, new_backend};
 use modcsi::runtime::BackendConfig;
+use modcsi::runtime::registry::{self, Registry};
 
 #[derive(Args)]
 pub struct BackendArgs {
@@ -23,11 +24,25 @@ enum Verb {
     /// Say what a component is: contract, exports, capabilities it imports, what it declares,
     /// size and compile time.
     Inspect {
-        component: PathBuf,
+        /// A .wasm file, or an OCI reference (oci://registry/repository:tag or @sha256:…).
+        component: String,
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        registry: RegistryArgs,
     },
+    /// Push a component to an OCI registry (the Wasm artifact layout) and print the reference
+    /// pinned by digest, for `modcsi serve --backend`.
+    Push {
+        component: PathBuf,
+        /// Where to: oci://registry/repository:tag.
+        reference: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Print the contract's reference (the newest WIT, as Markdown).
+    Contract,
     /// Run a component through the host's rules and report each one; exits non-zero when one
     /// fails.
     Check(Box<CheckArgs>),
@@ -60,10 +75,41 @@ struct NewArgs {
     sdk_version: Option<String>,
 }
 
+/// How OCI registries are reached.
+#[derive(Args)]
+pub struct RegistryArgs {
+    /// A registry (host:port) spoken to over plain HTTP instead of HTTPS (repeatable, or
+    /// comma-separated). A reference pinned by digest stays verified either way.
+    #[arg(long, env = "MODCSI_INSECURE_REGISTRY", value_delimiter = ',')]
+    pub insecure_registry: Vec<String>,
+}
+
+impl RegistryArgs {
+    /// The component `value` names: the file itself, or the cached copy of the OCI artifact
+    /// it references, pulled and verified into `cache_dir`.
+    pub async fn resolve(&self, value: &str, cache_dir: &Path) -> anyhow::Result<PathBuf> {
+        if registry::reference(value).is_none() {
+            return Ok(PathBuf::from(value));
+        }
+        let registry = Registry::new(cache_dir, self.insecure_registry.clone());
+        let pulled = registry.pull(value).await?;
+        tracing::info!(
+            reference = value,
+            manifest = %pulled.manifest_digest,
+            component = %pulled.digest,
+            "backend pulled and verified"
+        );
+        Ok(pulled.path)
+    }
+}
+
 #[derive(Args)]
 struct CheckArgs {
+    /// A .wasm file, or an OCI reference (oci://registry/repository:tag or @sha256:…).
     #[arg(required_unless_present = "rules")]
-    component: Option<PathBuf>,
+    component: Option<String>,
+    #[command(flatten)]
+    registry: RegistryArgs,
     /// The backend's configuration, as `modcsi serve --backend-config` takes it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -119,8 +165,13 @@ pub async fn run(args: BackendArgs) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Verb::Inspect { component, json } => {
+        Verb::Inspect {
+            component,
+            json,
+            registry,
+        } => {
             let scratch = Scratch::new()?;
+            let component = registry.resolve(&component, &user_cache_dir()?).await?;
             let found = inspect(&component, &scratch.0).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&found)?);
@@ -129,16 +180,39 @@ pub async fn run(args: BackendArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Verb::Contract => {
+            print!("{}", modcsi::author::contract::markdown());
+            Ok(())
+        }
+        Verb::Push {
+            component,
+            reference,
+            registry,
+        } => {
+            // Only what loads is pushed; its interfaces go into the artifact's config.
+            let scratch = Scratch::new()?;
+            let found = inspect(&component, &scratch.0).await?;
+            let wasm = std::fs::read(&component)
+                .with_context(|| format!("reading {}", component.display()))?;
+            let pinned = Registry::new(&scratch.0, registry.insecure_registry)
+                .push(&reference, wasm, (found.imports, found.interfaces_exported))
+                .await?;
+            println!("{pinned}");
+            Ok(())
+        }
         Verb::Check(args) => {
             if args.rules {
                 print!("{}", check::markdown());
                 return Ok(());
             }
+            let cache_dir = match args.cache_dir {
+                Some(dir) => dir,
+                None => user_cache_dir()?,
+            };
+            let component = args.component.expect("clap requires a component");
+            let component = args.registry.resolve(&component, &cache_dir).await?;
             let options = CheckOptions {
-                cache_dir: match args.cache_dir {
-                    Some(dir) => dir,
-                    None => user_cache_dir()?,
-                },
+                cache_dir,
                 config: match &args.config {
                     Some(path) => BackendConfig::load(path)?,
                     None => BackendConfig::default(),
@@ -150,7 +224,6 @@ pub async fn run(args: BackendArgs) -> anyhow::Result<()> {
                 secrets: args.secrets,
                 node_id: args.node_id,
             };
-            let component = args.component.expect("clap requires a component");
             let report = check::check(&component, &options).await;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);

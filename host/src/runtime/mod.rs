@@ -15,6 +15,7 @@ mod convert;
 mod engine;
 mod limits;
 mod operations;
+pub mod registry;
 mod v0_1;
 mod v0_2;
 

@@ -6,7 +6,6 @@
 //! the rule reference in docs/backend-authors.md is the checker's own table.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use modcsi::author::check::{self, CheckOptions, RULES, Report, Verdict};
@@ -126,15 +125,7 @@ async fn emma_passes_against_the_fake_api() {
 }
 
 fn modcsi(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(modcsi_tests::process::modcsi_binary())
-        .args(args)
-        .output()
-        .expect("modcsi runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    modcsi_tests::process::run_modcsi(args, None)
 }
 
 #[test]
@@ -143,7 +134,7 @@ fn the_binary_exits_by_the_report_and_speaks_json() {
     let breaker = breaker.to_str().unwrap();
     let cache = shared_cache_dir();
     let cache = cache.to_str().unwrap();
-    let (ok, text, _) = modcsi(&[
+    let check = [
         "backend",
         "check",
         breaker,
@@ -151,7 +142,8 @@ fn the_binary_exits_by_the_report_and_speaks_json() {
         cache,
         "--param",
         "flavour=plain",
-    ]);
+    ];
+    let (ok, text, _) = modcsi(&check);
     assert!(ok, "{text}");
     assert!(text.contains("20 passed, 0 failed"), "{text}");
 
@@ -159,18 +151,7 @@ fn the_binary_exits_by_the_report_and_speaks_json() {
     let config = dir.path().join("backend.toml");
     std::fs::write(&config, "break = \"validate-unknown\"\n").unwrap();
     let config = config.to_str().unwrap();
-    let (ok, json, stderr) = modcsi(&[
-        "backend",
-        "check",
-        breaker,
-        "--cache-dir",
-        cache,
-        "--param",
-        "flavour=plain",
-        "--config",
-        config,
-        "--json",
-    ]);
+    let (ok, json, stderr) = modcsi(&[&check[..], &["--config", config, "--json"]].concat());
     assert!(!ok, "a failed rule fails the command");
     assert!(stderr.contains("failed 1 of 20 rules"), "{stderr}");
     let report: serde_json::Value = serde_json::from_str(&json).expect("the report is JSON");
@@ -219,13 +200,19 @@ fn inspect_names_the_capabilities_each_backend_imports() {
 }
 
 #[test]
-fn the_authors_guide_lists_the_checkers_rules() {
+fn the_authors_guide_carries_the_checkers_rules_and_the_contract() {
     let guide = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/backend-authors.md");
     let guide = std::fs::read_to_string(&guide).unwrap();
-    let (ok, table, _) = modcsi(&["backend", "check", "--rules"]);
-    assert!(ok);
-    assert!(
-        guide.contains(&table),
-        "docs/backend-authors.md is behind `modcsi backend check --rules`:\n{table}"
-    );
+    for command in [
+        &["backend", "check", "--rules"][..],
+        &["backend", "contract"],
+    ] {
+        let (ok, generated, _) = modcsi(command);
+        assert!(ok && generated.len() > 500, "{command:?}");
+        assert!(
+            guide.contains(&generated),
+            "docs/backend-authors.md is behind `modcsi {}`:\n{generated}",
+            command.join(" ")
+        );
+    }
 }

@@ -5,6 +5,7 @@
 mod any_grpc_client;
 mod backend_check;
 mod backend_conformance;
+mod backend_registry;
 mod backend_scaffold;
 mod controller_forwarding;
 mod csi_cli;

@@ -141,9 +141,17 @@ Where the backend component is, inside the modcsi container.
   image:         the modcsi image's own copy, <backend.imageDir>/<backend.file>
   initContainer: copied by an init container from another image into an emptyDir
   hostPath:      a directory of the node, mounted read-only
+  oci:           an OCI reference the host pulls, verifies by digest and caches itself
 */}}
 {{- define "modcsi.backendPath" -}}
 {{- $b := .Values.backend -}}
+{{- if eq $b.source "oci" -}}
+{{- $ref := required "backend.oci.reference is required (oci://registry/repository@sha256:...)" $b.oci.reference -}}
+{{- if not (hasPrefix "oci://" $ref) -}}
+{{- fail (printf "backend.oci.reference %q must start with oci://" $ref) -}}
+{{- end -}}
+{{- $ref -}}
+{{- else -}}
 {{- $file := required "backend.file is required (e.g. rds.wasm)" $b.file -}}
 {{- if eq $b.source "image" -}}
 {{- printf "%s/%s" $b.imageDir $file -}}
@@ -152,7 +160,8 @@ Where the backend component is, inside the modcsi container.
 {{- else if eq $b.source "hostPath" -}}
 {{- printf "/opt/modcsi/host/%s" $file -}}
 {{- else -}}
-{{- fail (printf "backend.source %q: use image, initContainer or hostPath" $b.source) -}}
+{{- fail (printf "backend.source %q: use image, initContainer, hostPath or oci" $b.source) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
@@ -217,6 +226,9 @@ Where the backend component is, inside the modcsi container.
 - --mode={{ .component }}
 - --driver-name={{ include "modcsi.driverName" .root }}
 - --backend={{ include "modcsi.backendPath" .root }}
+{{- if and (eq $v.backend.source "oci") $v.backend.oci.insecureRegistries }}
+- --insecure-registry={{ join "," $v.backend.oci.insecureRegistries }}
+{{- end }}
 - --endpoint=unix:///csi/csi.sock
 - --log-format={{ $v.host.logFormat }}
 - --call-timeout={{ $v.host.callTimeout }}

@@ -113,96 +113,48 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// Every rule after `loads`, in the table's order.
     async fn all(&mut self) {
-        let verdict = self.describes_itself();
-        self.report.record("describes-itself", verdict);
-        let verdict = self.timed("probe", self.backend.probe(None)).await;
-        self.report.record(
-            "probe",
-            match verdict {
-                Ok(()) => Verdict::Pass("ready".into()),
-                Err(e) => Verdict::Fail(e.to_string()),
-            },
-        );
-        let verdict = self.create().await.into();
-        self.report.record("create", verdict);
-        for id in [
-            "create-idempotent",
-            "declarations-match",
-            "required-parameters",
-            "huge-volume",
-            "validate",
-            "validate-unknown",
-            "locate",
-            "get-volume",
-            "list-volumes",
-            "capacity",
-            "node-identity",
-            "publish",
-            "publish-unknown",
-            "expand",
-            "snapshots",
-            "delete",
-        ] {
-            let verdict = self.rule(id).await;
-            self.report.record(id, verdict);
+        for rule in &RULES[1..] {
+            let verdict = self.rule(rule).await;
+            self.report.record(rule.id, verdict);
         }
     }
 
-    /// Runs one rule after `create`, or says why it does not apply.
-    async fn rule(&mut self, id: &'static str) -> Verdict {
-        let rule = Rule::find(id).expect("every rule the runner names is in RULES");
+    /// Runs one rule, or says why it does not apply.
+    async fn rule(&mut self, rule: &Rule) -> Verdict {
         if let Some(interface) = rule.needs
             && !self.backend.offers(interface)
         {
             return Verdict::Skip(format!("the backend does not export {}", interface.name()));
         }
-        let independent = matches!(
-            id,
-            "required-parameters"
-                | "huge-volume"
-                | "validate-unknown"
-                | "capacity"
-                | "node-identity"
-                | "publish-unknown"
-        );
-        let Some((request, volume)) = self.volume.clone() else {
-            if !independent && id != "declarations-match" {
-                return Verdict::Skip("no volume to check: create failed".into());
+        let made = self.volume.clone();
+        let outcome = match (rule.id, &made) {
+            ("describes-itself", _) => self.describes_itself(),
+            ("probe", _) => self.probe().await,
+            ("create", _) => self.create().await,
+            ("declarations-match", made) => self.declarations(made.as_ref().map(|(_, v)| v)),
+            ("required-parameters", _) => self.required_parameters().await,
+            ("huge-volume", _) => self.huge_volume().await,
+            ("validate-unknown", _) => self.validate_unknown().await,
+            ("capacity", _) => self.capacity().await,
+            ("node-identity", _) => self.node_identity().await,
+            ("publish-unknown", _) => self.publish_unknown().await,
+            (_, None) => return Verdict::Skip("no volume to check: create failed".into()),
+            ("create-idempotent", Some((request, volume))) => {
+                self.create_again(request, volume).await
             }
-            return match id {
-                "declarations-match" => self.declarations(None),
-                _ => self.independent(id).await,
-            }
-            .into();
-        };
-        let outcome = match id {
-            "create-idempotent" => self.create_again(&request, &volume).await,
-            "declarations-match" => self.declarations(Some(&volume)),
-            "validate" => self.validate(&request, &volume).await,
-            "locate" => self.locate(&volume).await,
-            "get-volume" => self.get_volume(&request, &volume).await,
-            "list-volumes" => self.list_volumes(&volume).await,
-            "publish" => self.publish(&request, &volume).await,
-            "expand" => self.expand(&request, &volume).await,
-            "snapshots" => self.snapshots(&volume).await,
-            "delete" => self.delete(&volume).await,
-            _ => return self.independent(id).await.into(),
+            ("validate", Some((request, volume))) => self.validate(request, volume).await,
+            ("locate", Some((_, volume))) => self.locate(volume).await,
+            ("get-volume", Some((request, volume))) => self.get_volume(request, volume).await,
+            ("list-volumes", Some((_, volume))) => self.list_volumes(volume).await,
+            ("publish", Some((request, volume))) => self.publish(request, volume).await,
+            ("expand", Some((request, volume))) => self.expand(request, volume).await,
+            ("snapshots", Some((_, volume))) => self.snapshots(volume).await,
+            ("delete", Some((_, volume))) => self.delete(volume).await,
+            (id, _) => unreachable!("rule {id} has no check"),
         };
         outcome.into()
-    }
-
-    /// The rules that need no volume of their own.
-    async fn independent(&mut self, id: &str) -> Outcome {
-        match id {
-            "required-parameters" => self.required_parameters().await,
-            "huge-volume" => self.huge_volume().await,
-            "validate-unknown" => self.validate_unknown().await,
-            "capacity" => self.capacity().await,
-            "node-identity" => self.node_identity().await,
-            "publish-unknown" => self.publish_unknown().await,
-            _ => unreachable!("{id} is not an independent rule"),
-        }
     }
 
     /// Awaits a backend call, recording its time under `operation`.
@@ -258,7 +210,14 @@ impl Run<'_> {
         })
     }
 
-    fn describes_itself(&self) -> Verdict {
+    async fn probe(&mut self) -> Outcome {
+        self.timed("probe", self.backend.probe(None))
+            .await
+            .map(|()| "ready".to_owned())
+            .map_err(|e| e.to_string())
+    }
+
+    fn describes_itself(&self) -> Outcome {
         let info = self.backend.info();
         let mut problems = vec![];
         if info.name.trim().is_empty() {
@@ -281,17 +240,16 @@ impl Run<'_> {
                 problems.push(format!("parameter {:?} is listed twice", p.name));
             }
         }
-        if problems.is_empty() {
-            Verdict::Pass(format!(
-                "{} {}, {} access mode(s), {} parameter(s)",
-                info.name,
-                info.version,
-                info.access_modes.len(),
-                info.parameters.len()
-            ))
-        } else {
-            Verdict::Fail(format!("info: {}", problems.join("; ")))
+        if !problems.is_empty() {
+            return Err(format!("info: {}", problems.join("; ")));
         }
+        Ok(format!(
+            "{} {}, {} access mode(s), {} parameter(s)",
+            info.name,
+            info.version,
+            info.access_modes.len(),
+            info.parameters.len()
+        ))
     }
 
     /// CreateVolume, its answer checked as the host checks it.

@@ -15,12 +15,6 @@ pub struct Rule {
     pub checks: &'static str,
 }
 
-impl Rule {
-    pub fn find(id: &str) -> Option<&'static Rule> {
-        RULES.iter().find(|r| r.id == id)
-    }
-}
-
 /// Every rule, in the order the checker runs them.
 pub const RULES: &[Rule] = &[
     Rule {
