@@ -97,6 +97,13 @@ pub async fn check(path: &Path, options: &CheckOptions) -> Report {
     run.report
 }
 
+/// Something the run made on the storage.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Made {
+    Volume(String),
+    Snapshot(String),
+}
+
 /// A rule's outcome before it is recorded: passed with a detail, or failed with the reason.
 type Outcome = Result<String, String>;
 
@@ -107,7 +114,7 @@ struct Run<'a> {
     /// The volume `create` made, with the request that made it.
     volume: Option<(CreateRequest, Volume)>,
     /// Volumes and snapshots made and not (yet) deleted: removed at the end, whatever failed.
-    leftovers: BTreeSet<(bool, String)>,
+    leftovers: BTreeSet<Made>,
     /// Makes this run's names its own, so runs against one storage system never meet.
     stamp: u128,
 }
@@ -264,7 +271,7 @@ impl Run<'_> {
             )
             .await
             .map_err(|e| e.to_string())?;
-        self.leftovers.insert((false, volume.id.clone()));
+        self.leftovers.insert(Made::Volume(volume.id.clone()));
         self.accepts_volume(&request, &volume)?;
         let detail = format!(
             "volume {} of {} bytes for {:?}",
@@ -295,7 +302,7 @@ impl Run<'_> {
             .await
             .map_err(|e| format!("the second CreateVolume of {:?}: {e}", request.name))?;
         if again.id != first.id {
-            self.leftovers.insert((false, again.id.clone()));
+            self.leftovers.insert(Made::Volume(again.id.clone()));
         }
         if (again.id.as_str(), again.capacity_bytes) != (first.id.as_str(), first.capacity_bytes) {
             return Err(format!(
@@ -374,7 +381,7 @@ impl Run<'_> {
                     ));
                 }
                 Ok(volume) => {
-                    self.leftovers.insert((false, volume.id.clone()));
+                    self.leftovers.insert(Made::Volume(volume.id.clone()));
                     return Err(format!(
                         "without required parameter {name:?} the backend created volume {}",
                         volume.id
@@ -408,7 +415,7 @@ impl Run<'_> {
                  INVALID_ARGUMENT or the volume)"
             )),
             Ok(volume) => {
-                self.leftovers.insert((false, volume.id.clone()));
+                self.leftovers.insert(Made::Volume(volume.id.clone()));
                 self.accepts_volume(&request, &volume)?;
                 Ok(format!("made in full: {} bytes", volume.capacity_bytes))
             }
@@ -759,7 +766,7 @@ impl Run<'_> {
                 )
                 .await
                 .map_err(|e| format!("snapshot {name:?} of {}{round}: {e}", volume.id))?;
-            self.leftovers.insert((true, snapshot.id.clone()));
+            self.leftovers.insert(Made::Snapshot(snapshot.id.clone()));
             host_rules::returned_id(
                 self.backend.name(),
                 "CreateSnapshot",
@@ -813,7 +820,7 @@ impl Run<'_> {
                 .await;
             gone(answer).map_err(|e| format!("DeleteSnapshot {id}{round}: {e}"))?;
         }
-        self.leftovers.remove(&(true, id.clone()));
+        self.leftovers.remove(&Made::Snapshot(id.clone()));
         Ok(format!("snapshot {id}"))
     }
 
@@ -833,21 +840,26 @@ impl Run<'_> {
                 .await;
             gone(answer).map_err(|e| format!("DeleteVolume {id}{what}: {e}"))?;
         }
-        self.leftovers.remove(&(false, volume.id.clone()));
+        self.leftovers.remove(&Made::Volume(volume.id.clone()));
         self.volume = None;
         Ok(format!("deleted {}", volume.id))
     }
 
     /// Deletes whatever this run made and did not delete; what fails is named in the report.
     async fn clean_up(&mut self) {
-        for (snapshot, id) in std::mem::take(&mut self.leftovers) {
+        for made in std::mem::take(&mut self.leftovers) {
             let secrets = self.options.secrets.clone();
-            let answer = if snapshot {
-                self.backend
-                    .delete_snapshot(id.clone(), secrets, None)
-                    .await
-            } else {
-                self.backend.delete_volume(id.clone(), secrets, None).await
+            let (answer, id) = match made {
+                Made::Snapshot(id) => (
+                    self.backend
+                        .delete_snapshot(id.clone(), secrets, None)
+                        .await,
+                    id,
+                ),
+                Made::Volume(id) => (
+                    self.backend.delete_volume(id.clone(), secrets, None).await,
+                    id,
+                ),
             };
             if let Err(e) = gone(answer) {
                 self.report.left_behind.push(format!("{id}: {e}"));
