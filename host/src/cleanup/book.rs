@@ -50,6 +50,18 @@ impl Book {
         move |source| CleanupError::Store { volume, source }
     }
 
+    /// The record and its version as the watch last showed it, once it has listed them all;
+    /// `None` when only [`Book::get`] can tell (standalone, the store answers at once).
+    pub fn cached(&self, volume: &str) -> Option<Result<Option<(Status, String)>, CleanupError>> {
+        let Book::Cluster(_, cache) = self else {
+            return None;
+        };
+        Some(match cache.get(volume)? {
+            Some(s) => checked(&s).map(|status| Some((status, s.version))),
+            None => Ok(None),
+        })
+    }
+
     /// The record and its version.
     pub async fn get(&self, volume: &str) -> Result<Option<(Status, String)>, CleanupError> {
         match self {
@@ -78,10 +90,16 @@ impl Book {
     ) -> Result<Option<String>, CleanupError> {
         let text = serde_json::to_string(status).expect("a cleanup record serialises");
         match self {
-            Book::Cluster(c, _) => c
-                .put_record(volume, &text, version)
-                .await
-                .map_err(Self::cluster_err(volume)),
+            Book::Cluster(c, cache) => {
+                let written = c
+                    .put_record(volume, &text, version)
+                    .await
+                    .map_err(Self::cluster_err(volume))?;
+                if let Some(version) = &written {
+                    cache.wrote(volume, Some((&text, version.clone())));
+                }
+                Ok(written)
+            }
             Book::Embedded(store) => {
                 let expected = version.and_then(|v| v.parse().ok());
                 match store.put_with(NAMESPACE, volume, text.as_bytes(), expected, DURABILITY) {
@@ -96,10 +114,16 @@ impl Book {
     /// Removes the record at `version`; `false` when it changed meanwhile.
     pub async fn delete(&self, volume: &str, version: &str) -> Result<bool, CleanupError> {
         match self {
-            Book::Cluster(c, _) => c
-                .delete_record(volume, version)
-                .await
-                .map_err(Self::cluster_err(volume)),
+            Book::Cluster(c, cache) => {
+                let deleted = c
+                    .delete_record(volume, version)
+                    .await
+                    .map_err(Self::cluster_err(volume))?;
+                if deleted {
+                    cache.wrote(volume, None);
+                }
+                Ok(deleted)
+            }
             Book::Embedded(store) => {
                 match store.delete_with(NAMESPACE, volume, version.parse().ok(), DURABILITY) {
                     Ok(()) => Ok(true),

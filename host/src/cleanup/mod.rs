@@ -180,18 +180,28 @@ impl Cleanup {
 
     /// Applies `change` to the volume's record by compare-and-swap, reading again and retrying
     /// with jittered backoff when another writer came first. Returns the record as written.
+    ///
+    /// The first read is the watch's copy when there is one: a write based on it is checked by
+    /// the compare-and-swap, and a decision to leave the record alone is made again on a fresh
+    /// read, so a copy behind the API server costs a request, never a wrong answer.
     async fn update(
         &self,
         volume: &str,
         mut change: impl FnMut(Option<Status>) -> Result<Change, CleanupError>,
     ) -> Result<Option<Status>, CleanupError> {
+        let mut fresh = false;
         for attempt in 0..ATTEMPTS {
-            let current = self.book.get(volume).await?;
+            let (current, cached) = match self.book.cached(volume) {
+                Some(read) if !fresh => (read?, true),
+                _ => (self.book.get(volume).await?, false),
+            };
+            fresh = true;
             let (status, version) = match current {
                 Some((s, v)) => (Some(s), Some(v)),
                 None => (None, None),
             };
             let done = match change(status.clone())? {
+                Change::Nothing if cached => continue,
                 Change::Nothing => return Ok(status),
                 Change::Write(new) => self
                     .book
@@ -239,8 +249,16 @@ impl Cleanup {
     }
 
     /// CreateVolume: refuses while a volume of the same id is still being removed from nodes.
+    /// With a cluster, the watch's copy answers once it has listed the records (this process's
+    /// own deletion requests are in it at once; another's after the watch's lag, milliseconds):
+    /// a create then costs no request. The first one starts the watch.
     pub async fn check_not_deleting(&self, volume: &str) -> Result<(), CleanupError> {
-        match self.book.get(volume).await? {
+        self.wanted.notify_one();
+        let current = match self.book.cached(volume) {
+            Some(read) => read?,
+            None => self.book.get(volume).await?,
+        };
+        match current {
             Some((status, _)) if status.cleanup_requested_at.is_some() => {
                 Err(Self::deleting(volume, &status))
             }

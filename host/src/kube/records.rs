@@ -217,6 +217,7 @@ impl Cluster {
                         let name = cm.metadata.name.clone().unwrap_or_default();
                         if let (Some(records), true) = (state.records.as_mut(), cluster.owns(&cm))
                             && let Some(stored) = stored(cm)
+                            && !older(&stored, records.get(&name))
                         {
                             records.insert(name, stored);
                         }
@@ -254,12 +255,94 @@ struct CacheState {
 }
 
 impl RecordCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Every record, once the watch has listed them all (None before).
     pub fn records(&self) -> Option<Vec<Stored>> {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = self.lock();
         state
             .records
             .as_ref()
             .map(|r| r.values().cloned().collect())
+    }
+
+    /// `volume`'s record as the watch last showed it, once it has listed them all (None
+    /// before; `Some(None)`: there is none).
+    pub fn get(&self, volume: &str) -> Option<Option<Stored>> {
+        let state = self.lock();
+        let records = state.records.as_ref()?;
+        Some(records.get(&name_of(volume)).cloned())
+    }
+
+    /// This process's own write of `volume`'s record (`None`: removed), seen before the
+    /// watch shows it, so that the next read here does not miss it.
+    pub fn wrote(&self, volume: &str, written: Option<(&str, String)>) {
+        let mut state = self.lock();
+        let Some(records) = state.records.as_mut() else {
+            return;
+        };
+        let (name, label) = names(volume);
+        match written {
+            Some((text, version)) => records.insert(
+                name.clone(),
+                Stored {
+                    text: text.to_owned(),
+                    version,
+                    name,
+                    label: Some(label),
+                },
+            ),
+            None => records.remove(&name),
+        };
+    }
+}
+
+/// Whether `event` is older than `cached`: resource versions are etcd revisions, so a write
+/// this process made (and cached) is not undone by the watch's late event of an earlier one.
+fn older(event: &Stored, cached: Option<&Stored>) -> bool {
+    let revision = |s: &Stored| s.version.parse::<u64>().ok();
+    matches!((revision(event), cached.and_then(revision)), (Some(e), Some(c)) if e < c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(version: &str) -> Stored {
+        Stored {
+            text: String::new(),
+            version: version.into(),
+            name: "n".into(),
+            label: None,
+        }
+    }
+
+    #[test]
+    fn a_late_event_does_not_undo_a_newer_write() {
+        assert!(older(&at("41"), Some(&at("42"))));
+        assert!(!older(&at("43"), Some(&at("42"))));
+        assert!(!older(&at("42"), None));
+        // Not numbers: no order is assumed, the event wins.
+        assert!(!older(&at("a"), Some(&at("b"))));
+    }
+
+    #[test]
+    fn the_cache_answers_once_listed_and_sees_this_processs_writes() {
+        let cache = RecordCache::default();
+        assert!(
+            cache.get("v1").is_none(),
+            "nothing is known before the listing"
+        );
+        cache.wrote("v1", Some(("{}", "7".into())));
+        assert!(cache.get("v1").is_none(), "nor after a write");
+        cache.lock().records = Some(BTreeMap::new());
+        assert!(matches!(cache.get("v1"), Some(None)));
+        cache.wrote("v1", Some(("{}", "7".into())));
+        let cached = cache.get("v1").flatten().unwrap();
+        assert!(cached.is_of("v1") && cached.version == "7");
+        cache.wrote("v1", None);
+        assert!(matches!(cache.get("v1"), Some(None)));
     }
 }
