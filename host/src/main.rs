@@ -220,6 +220,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
     })
     .await?;
+    // Loading may have compiled the component: return the compiler's freed memory to the
+    // system instead of keeping it in the allocator's arenas for the life of the process.
+    // SAFETY: malloc_trim only releases free memory; it touches no live allocation.
+    unsafe { nix::libc::malloc_trim(0) };
     if let Some(address) = args.metrics_address {
         modcsi::scrape::start(address)
             .await
