@@ -1,6 +1,7 @@
 //! modcsi: a CSI driver host that runs storage backends as WebAssembly components.
 //! See ARCHITECTURE.md for the map of the layers.
 
+pub mod audit;
 pub mod author;
 pub mod authority;
 pub mod cleanup;

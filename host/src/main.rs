@@ -1,5 +1,6 @@
 //! The `modcsi` binary: `serve` runs the CSI driver; `csi` is a CSI client for people;
-//! `backend` is for backend authors (new, inspect, check).
+//! `backend` is for backend authors (new, inspect, check, push, contract); `audit` finds
+//! orphans.
 
 mod cli;
 
@@ -46,6 +47,10 @@ enum Command {
     /// For backend authors: make a new backend crate, inspect a component, check one against
     /// the host's rules.
     Backend(cli::backend::BackendArgs),
+    /// Find what is wrong between Kubernetes and the backend: PVs whose volume is gone,
+    /// volumes no PV names, PVs released but never deleted, claims that wait; exits 3 when a
+    /// finding reaches --fail-on.
+    Audit(Box<cli::audit::AuditArgs>),
 }
 
 #[derive(clap::Args)]
@@ -167,6 +172,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Serve(args) => serve(*args).await,
             Command::Csi(args) => cli::csi::run(args).await,
             Command::Backend(args) => cli::backend::run(args).await,
+            Command::Audit(args) => cli::audit::run(*args).await,
         }
     })
 }

@@ -61,7 +61,7 @@ fn top(rel: &str) -> &str {
 /// The layers, from the wire down; a module may import its own layer or any below it.
 const LAYERS: &[&[&str]] = &[
     &["main", "cli", "serve", "scrape", "lib"],
-    &["csi", "client", "authority", "proto", "author"],
+    &["csi", "client", "authority", "proto", "author", "audit"],
     &["lifecycle"],
     &["fencing", "cleanup", "node"],
     &["runtime", "kube"],

@@ -250,7 +250,7 @@ pub async fn run(args: BackendArgs) -> anyhow::Result<()> {
 
 /// The per-user cache of compiled components: never a directory others can write, since the
 /// host runs what it finds there.
-fn user_cache_dir() -> anyhow::Result<PathBuf> {
+pub fn user_cache_dir() -> anyhow::Result<PathBuf> {
     let base = match (std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME")) {
         (Some(dir), _) if !dir.is_empty() => PathBuf::from(dir),
         (_, Some(home)) if !home.is_empty() => Path::new(&home).join(".cache"),

@@ -1,5 +1,6 @@
 //! Command-line helpers for the binary.
 
+pub mod audit;
 pub mod backend;
 pub mod csi;
 

@@ -9,6 +9,7 @@
 mod attachments;
 mod config_maps;
 mod events;
+pub mod inventory;
 mod nodes;
 pub mod records;
 mod store;

@@ -148,12 +148,16 @@ impl Controller {
         if matches!(volume.attachment, Some(Attachment::LocalDir)) {
             parts.cleanup.check_not_deleting(&volume.id).await?;
         }
-        let record = VolumeRecord::new(
+        let mut record = VolumeRecord::new(
             &name,
             shape,
             &volume,
             &context.into_iter().collect::<BTreeMap<_, _>>(),
         );
+        // A volume is as old as its first record.
+        if let Some(first) = &existing {
+            record.created_unix = first.created_unix;
+        }
         // A repeated CreateVolume with the same answer writes nothing.
         if existing.as_ref() == Some(&record) {
             tracing::debug!(volume = %volume.id, name, "volume created already");

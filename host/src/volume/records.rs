@@ -30,6 +30,10 @@ pub struct VolumeRecord {
     pub capacity_bytes: u64,
     pub context: BTreeMap<String, String>,
     pub topology: Vec<BTreeMap<String, String>>,
+    /// When the volume was first recorded, in Unix seconds (none in records of hosts before
+    /// the audit): how old a volume no PV names is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_unix: Option<i64>,
 }
 
 /// The parts of a request that must match a recorded volume of the same name.
@@ -86,6 +90,10 @@ impl VolumeRecord {
                 .iter()
                 .map(|t| t.iter().cloned().collect())
                 .collect(),
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_secs() as i64),
         }
     }
 
@@ -226,26 +234,34 @@ impl Shared {
     }
 }
 
+/// Every volume record in `store` (unreadable ones left out).
+pub fn all(store: &dyn StateStore) -> Result<Vec<VolumeRecord>, StoreError> {
+    let mut records = vec![];
+    let mut after = String::new();
+    loop {
+        let keys = store.list(NAMESPACE, "", &after, 1000)?;
+        for key in &keys {
+            if let Some(record) = store
+                .get(NAMESPACE, key)?
+                .and_then(|e| VolumeRecord::decode(&e.value).ok())
+            {
+                records.push(record);
+            }
+        }
+        match keys.last() {
+            Some(last) => after = last.clone(),
+            None => return Ok(records),
+        }
+    }
+}
+
 impl Records {
     /// Loads the id index from the store and starts the writer.
     pub fn open(store: Arc<dyn StateStore>) -> Result<Self, StoreError> {
         let mut index = Index::default();
-        let mut after = String::new();
-        loop {
-            let keys = store.list(NAMESPACE, "", &after, 1000)?;
-            for key in &keys {
-                if let Some(record) = store
-                    .get(NAMESPACE, key)?
-                    .and_then(|e| VolumeRecord::decode(&e.value).ok())
-                {
-                    index.recorded.insert(record.name.clone());
-                    index.names.insert(record.id, record.name);
-                }
-            }
-            match keys.last() {
-                Some(last) => after = last.clone(),
-                None => break,
-            }
+        for record in all(store.as_ref())? {
+            index.recorded.insert(record.name.clone());
+            index.names.insert(record.id, record.name);
         }
         let shared = Arc::new(Shared {
             store,

@@ -3,6 +3,7 @@
 //! of once per suite, which keeps a clean build's time and disk in bounds.
 
 mod any_grpc_client;
+mod audit;
 mod backend_check;
 mod backend_conformance;
 mod backend_registry;

@@ -1,0 +1,312 @@
+//! Facts in, findings out: no I/O, so every rule is tested by a table below.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::finding::{Finding, Severity};
+use crate::kube::inventory::{DriverPv, PendingClaim};
+
+/// A volume the backend has (or, for a backend that cannot list, the host recorded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendVolume {
+    pub id: String,
+    pub capacity_bytes: u64,
+    /// From the host's record of its creation; unknown for a volume the host did not make.
+    pub created_unix: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub pvs: Vec<DriverPv>,
+    /// `None` when neither the backend nor the host can say which volumes exist.
+    pub volumes: Option<Vec<BackendVolume>>,
+    /// `volumes` is every volume the backend has (its `list-volumes`), not only those the host
+    /// recorded: only then is a PV whose volume is missing a finding.
+    pub complete: bool,
+    pub claims: Vec<PendingClaim>,
+    pub now_unix: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    /// A PV younger than this is left alone: it may be being made or bound right now.
+    pub grace: Duration,
+    /// A volume no PV names is an orphan once it is this old.
+    pub orphan_age: Duration,
+    /// A claim pending this long is a finding.
+    pub pending: Duration,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(300),
+            orphan_age: Duration::from_secs(3600),
+            pending: Duration::from_secs(900),
+        }
+    }
+}
+
+fn secs(d: Duration) -> i64 {
+    d.as_secs() as i64
+}
+
+/// Every finding the facts show, the worst first.
+pub fn correlate(facts: &Facts, t: &Thresholds) -> Vec<Finding> {
+    let mut found = vec![];
+    let listed: Option<HashSet<&str>> = facts
+        .volumes
+        .as_ref()
+        .map(|v| v.iter().map(|v| v.id.as_str()).collect());
+    for pv in &facts.pvs {
+        let age = facts.now_unix - pv.created_unix;
+        if age < secs(t.grace) {
+            continue;
+        }
+        let claim = pv
+            .claim
+            .as_ref()
+            .map_or(String::new(), |c| format!(", claim {c}"));
+        if let Some(listed) = &listed
+            && facts.complete
+            && !listed.contains(pv.volume.as_str())
+        {
+            let bound = pv.phase == "Bound";
+            found.push(Finding {
+                kind: "pv-without-volume",
+                severity: if bound {
+                    Severity::Critical
+                } else {
+                    Severity::Medium
+                },
+                subject: format!("pv/{}", pv.name),
+                evidence: vec![
+                    format!(
+                        "PV {} ({}{claim}) names volume {}",
+                        pv.name, pv.phase, pv.volume
+                    ),
+                    format!("the backend has {} volumes, and not this one", listed.len()),
+                ],
+                age_seconds: Some(age),
+                remediation: if bound {
+                    format!(
+                        "the workload's data is not on the storage: find where volume {} went \
+                         (restore it from a backup), then delete the claim and PV {}",
+                        pv.volume, pv.name
+                    )
+                } else {
+                    format!("nothing uses it: kubectl delete pv {}", pv.name)
+                },
+            });
+        } else if pv.phase == "Released" && pv.reclaim == "Delete" {
+            found.push(Finding {
+                kind: "released-not-deleted",
+                severity: Severity::Medium,
+                subject: format!("pv/{}", pv.name),
+                evidence: vec![format!(
+                    "PV {} is Released with reclaim policy Delete, and its volume {} is still \
+                     there",
+                    pv.name, pv.volume
+                )],
+                age_seconds: Some(age),
+                remediation: format!(
+                    "the provisioner failed to delete it: see `kubectl describe pv {}` and the \
+                     provisioner's log",
+                    pv.name
+                ),
+            });
+        }
+    }
+    if let Some(volumes) = &facts.volumes {
+        let named: HashSet<&str> = facts.pvs.iter().map(|pv| pv.volume.as_str()).collect();
+        for v in volumes.iter().filter(|v| !named.contains(v.id.as_str())) {
+            let age = v.created_unix.map(|c| facts.now_unix - c);
+            let (severity, evidence) = match age {
+                Some(age) if age < secs(t.orphan_age) => continue,
+                Some(_) => (
+                    Severity::High,
+                    format!(
+                        "volume {} ({} bytes) is named by no PV of this driver",
+                        v.id, v.capacity_bytes
+                    ),
+                ),
+                None => (
+                    Severity::Low,
+                    format!(
+                        "volume {} ({} bytes) is named by no PV of this driver, and its age is \
+                         unknown (the host has no record of it): a volume provisioned right now \
+                         looks like this too",
+                        v.id, v.capacity_bytes
+                    ),
+                ),
+            };
+            found.push(Finding {
+                kind: "volume-without-pv",
+                severity,
+                subject: format!("volume/{}", v.id),
+                evidence: vec![evidence],
+                age_seconds: age,
+                remediation: format!(
+                    "if nothing needs it, delete it: modcsi csi delete {} (look again later \
+                     when its age is unknown)",
+                    v.id
+                ),
+            });
+        }
+    }
+    for claim in &facts.claims {
+        let age = facts.now_unix - claim.created_unix;
+        if age < secs(t.pending) {
+            continue;
+        }
+        let mut evidence = vec![format!(
+            "claim {} of StorageClass {} has no volume",
+            claim.claim, claim.class
+        )];
+        evidence.extend(claim.warning.iter().map(|w| format!("last warning: {w}")));
+        found.push(Finding {
+            kind: "claim-pending",
+            severity: Severity::Medium,
+            subject: format!("pvc/{}", claim.claim),
+            evidence,
+            age_seconds: Some(age),
+            remediation: "see the warning: a parameter the backend refuses, a full storage \
+                          system or a provisioner that is not running"
+                .into(),
+        });
+    }
+    found.sort_by(|a, b| (b.severity, a.kind, &a.subject).cmp(&(a.severity, b.kind, &b.subject)));
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+    const HOUR: i64 = 3600;
+
+    fn pv(name: &str, volume: &str, phase: &str, age: i64) -> DriverPv {
+        DriverPv {
+            name: name.into(),
+            volume: volume.into(),
+            phase: phase.into(),
+            reclaim: "Delete".into(),
+            claim: Some(format!("default/{name}")),
+            created_unix: NOW - age,
+        }
+    }
+
+    fn volume(id: &str, age: Option<i64>) -> BackendVolume {
+        BackendVolume {
+            id: id.into(),
+            capacity_bytes: 1 << 30,
+            created_unix: age.map(|a| NOW - a),
+        }
+    }
+
+    fn kinds(facts: Facts) -> Vec<(&'static str, Severity, String)> {
+        correlate(
+            &Facts {
+                now_unix: NOW,
+                complete: facts.volumes.is_some(),
+                ..facts
+            },
+            &Thresholds::default(),
+        )
+        .into_iter()
+        .map(|f| (f.kind, f.severity, f.subject))
+        .collect()
+    }
+
+    #[test]
+    fn healthy_and_young_things_are_no_findings() {
+        let healthy = Facts {
+            pvs: vec![pv("pv-a", "v-a", "Bound", 10 * HOUR)],
+            volumes: Some(vec![volume("v-a", Some(10 * HOUR))]),
+            ..Default::default()
+        };
+        assert_eq!(kinds(healthy), []);
+        // Made seconds ago: its PV is not there yet, or is, without the backend listing it yet.
+        let young = Facts {
+            pvs: vec![pv("pv-new", "v-elsewhere", "Bound", 5)],
+            volumes: Some(vec![volume("v-new", Some(5))]),
+            claims: vec![PendingClaim {
+                claim: "default/c".into(),
+                class: "fast".into(),
+                created_unix: NOW - 5,
+                warning: None,
+            }],
+            ..Default::default()
+        };
+        assert_eq!(kinds(young), []);
+    }
+
+    #[test]
+    fn orphans_both_ways_released_and_pending_with_their_severities() {
+        let facts = Facts {
+            pvs: vec![
+                pv("pv-lost", "v-lost", "Bound", 2 * HOUR),
+                pv("pv-stale", "v-gone", "Released", 2 * HOUR),
+                pv("pv-stuck", "v-stuck", "Released", 2 * HOUR),
+            ],
+            volumes: Some(vec![
+                volume("v-stuck", Some(3 * HOUR)),
+                volume("v-leak", Some(2 * HOUR)),
+                volume("v-foreign", None),
+            ]),
+            claims: vec![PendingClaim {
+                claim: "default/waiting".into(),
+                class: "fast".into(),
+                created_unix: NOW - HOUR,
+                warning: Some("invalid parameter type".into()),
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            kinds(facts),
+            [
+                ("pv-without-volume", Severity::Critical, "pv/pv-lost".into()),
+                ("volume-without-pv", Severity::High, "volume/v-leak".into()),
+                (
+                    "claim-pending",
+                    Severity::Medium,
+                    "pvc/default/waiting".into()
+                ),
+                ("pv-without-volume", Severity::Medium, "pv/pv-stale".into()),
+                (
+                    "released-not-deleted",
+                    Severity::Medium,
+                    "pv/pv-stuck".into()
+                ),
+                (
+                    "volume-without-pv",
+                    Severity::Low,
+                    "volume/v-foreign".into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn without_a_list_of_volumes_no_orphan_is_claimed() {
+        let facts = Facts {
+            pvs: vec![pv("pv-a", "v-a", "Bound", 10 * HOUR)],
+            volumes: None,
+            ..Default::default()
+        };
+        assert_eq!(kinds(facts), []);
+        // Only what the host recorded: a PV of a volume the host did not make (the public
+        // driver's) is no finding, a recorded volume no PV names is.
+        let recorded = Facts {
+            pvs: vec![pv("pv-public", "v-public", "Bound", 10 * HOUR)],
+            volumes: Some(vec![volume("v-ours", Some(10 * HOUR))]),
+            now_unix: NOW,
+            complete: false,
+            ..Default::default()
+        };
+        let found = correlate(&recorded, &Thresholds::default());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].subject, "volume/v-ours");
+    }
+}
