@@ -251,9 +251,8 @@ impl Cleanup {
     /// CreateVolume: refuses while a volume of the same id is still being removed from nodes.
     /// With a cluster, the watch's copy answers once it has listed the records (this process's
     /// own deletion requests are in it at once; another's after the watch's lag, milliseconds):
-    /// a create then costs no request. The first one starts the watch.
+    /// a create then costs no request. The watch runs once the driver has a record.
     pub async fn check_not_deleting(&self, volume: &str) -> Result<(), CleanupError> {
-        self.wanted.notify_one();
         let current = match self.book.cached(volume) {
             Some(read) => read?,
             None => self.book.get(volume).await?,
