@@ -200,6 +200,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .cache_dir
         .unwrap_or_else(|| args.state_dir.join("cache"));
     let backend = args.registry.resolve(&args.backend, &cache_dir).await?;
+    cli::backend::precompile_in_child(
+        &backend,
+        &cache_dir,
+        args.max_concurrent_calls,
+        args.backend_memory_mib,
+    );
     let server = Server::prepare(ServeConfig {
         backend,
         driver_name: args.driver_name,
@@ -226,8 +232,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
     })
     .await?;
-    // Loading may have compiled the component: return the compiler's freed memory to the
-    // system instead of keeping it in the allocator's arenas for the life of the process.
+    // Loading may still have compiled the component (the child could not): return the
+    // compiler's freed memory to the system instead of keeping it in the allocator's arenas.
     // SAFETY: malloc_trim only releases free memory; it touches no live allocation.
     unsafe { nix::libc::malloc_trim(0) };
     if let Some(address) = args.metrics_address {

@@ -31,19 +31,24 @@ pub fn cpu(pid: u32) -> Duration {
 
 /// Context switches of every thread of process `pid` so far: how often it woke up.
 pub fn wakeups(pid: u32) -> u64 {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
-        .flat_map(|status| {
-            status
-                .lines()
-                .filter(|l| l.contains("ctxt_switches"))
-                .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
-                .collect::<Vec<_>>()
-        })
-        .sum()
+    wakeups_by_thread(pid).values().sum()
+}
+
+/// Context switches so far of each thread of `pid`, by thread name.
+pub fn wakeups_by_thread(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"));
+    for task in tasks.into_iter().flatten().flatten() {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let switches: u64 = std::fs::read_to_string(task.path().join("status"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("ctxt_switches"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .sum();
+        *out.entry(name.trim().to_owned()).or_default() += switches;
+    }
+    out
 }
 
 /// The flags of a `modcsi serve` process of the test API server's cluster: its node id and mode,

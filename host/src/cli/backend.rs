@@ -46,6 +46,18 @@ enum Verb {
     /// Run a component through the host's rules and report each one; exits non-zero when one
     /// fails.
     Check(Box<CheckArgs>),
+    /// Compile a component into the artifact cache for the engine `serve` builds with these
+    /// limits (`serve` runs this as its child).
+    #[command(hide = true)]
+    Precompile {
+        component: PathBuf,
+        #[arg(long)]
+        cache_dir: PathBuf,
+        #[arg(long)]
+        max_concurrent_calls: u32,
+        #[arg(long)]
+        backend_memory_mib: usize,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -200,6 +212,20 @@ pub async fn run(args: BackendArgs) -> anyhow::Result<()> {
             println!("{pinned}");
             Ok(())
         }
+        Verb::Precompile {
+            component,
+            cache_dir,
+            max_concurrent_calls,
+            backend_memory_mib,
+        } => {
+            modcsi::runtime::precompile(
+                &component,
+                &cache_dir,
+                max_concurrent_calls,
+                backend_memory_mib << 20,
+            )?;
+            Ok(())
+        }
         Verb::Check(args) => {
             if args.rules {
                 print!("{}", check::markdown());
@@ -279,5 +305,36 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Compiles the backend in a child process (`backend precompile`), so that the compiler's code
+/// and memory stay out of the long-running driver and a compiler crash is the child's. On any
+/// failure the driver compiles it itself, and reports what is wrong with it.
+pub fn precompile_in_child(
+    component: &Path,
+    cache_dir: &Path,
+    max_concurrent_calls: u32,
+    backend_memory_mib: usize,
+) {
+    let status = std::env::current_exe().and_then(|exe| {
+        std::process::Command::new(exe)
+            .args(["backend", "precompile"])
+            .arg(component)
+            .arg("--cache-dir")
+            .arg(cache_dir)
+            .arg(format!("--max-concurrent-calls={max_concurrent_calls}"))
+            .arg(format!("--backend-memory-mib={backend_memory_mib}"))
+            .stdout(std::process::Stdio::null())
+            .status()
+    });
+    match status {
+        Ok(status) if status.success() => {}
+        Ok(status) => {
+            tracing::warn!(%status, "precompiling the backend in a child process failed; compiling it here")
+        }
+        Err(err) => {
+            tracing::warn!(%err, "cannot start a child process to precompile the backend; compiling it here")
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
-use wasmtime::component::{Instance, Linker};
+use wasmtime::component::{Component, Instance, Linker};
 use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -229,22 +229,9 @@ impl Backend {
     /// Loads the component at `path` (from the artifact cache when possible), checks that it
     /// speaks a WIT version this host serves, links its imports and asks it to describe itself.
     pub async fn load(path: &Path, options: RuntimeOptions) -> Result<Self, LoadError> {
-        let wasm = std::fs::read(path).map_err(|source| LoadError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        check_header(&wasm).map_err(|reason| LoadError::NotAComponent {
-            path: path.to_owned(),
-            reason,
-        })?;
         let (engine, ticker) = engine::build(options.max_concurrent_calls, options.memory_limit)
             .map_err(LoadError::Engine)?;
-        let cache_err = |source| LoadError::Cache {
-            path: path.to_owned(),
-            source,
-        };
-        let cache = ArtifactCache::open(&options.cache_dir).map_err(cache_err)?;
-        let (component, origin) = cache.load(&engine, &wasm).map_err(cache_err)?;
+        let (component, origin) = compiled(path, &engine, &options.cache_dir)?;
         let wit_version = wit_version(path, &engine, &component)?;
 
         let link_err = |source| LoadError::Link {
@@ -528,6 +515,42 @@ fn stderr_excerpt(pipe: &MemoryOutputPipe) -> String {
         .find(|&i| text.is_char_boundary(i))
         .unwrap_or(0);
     format!("; backend stderr: {}", &text[start..])
+}
+
+/// The component at `path`, from the artifact cache or compiled into it.
+fn compiled(
+    path: &Path,
+    engine: &Engine,
+    cache_dir: &Path,
+) -> Result<(Component, Origin), LoadError> {
+    let wasm = std::fs::read(path).map_err(|source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    check_header(&wasm).map_err(|reason| LoadError::NotAComponent {
+        path: path.to_owned(),
+        reason,
+    })?;
+    let cache_err = |source| LoadError::Cache {
+        path: path.to_owned(),
+        source,
+    };
+    let cache = ArtifactCache::open(cache_dir).map_err(cache_err)?;
+    cache.load(engine, &wasm).map_err(cache_err)
+}
+
+/// Puts the component's compiled form in the artifact cache for the engine `Backend::load`
+/// builds with these limits, compiling it if it is not there yet. `modcsi serve` runs this in a
+/// child process, so that the compiler's code and memory never enter the long-running driver.
+pub fn precompile(
+    path: &Path,
+    cache_dir: &Path,
+    max_concurrent_calls: u32,
+    memory_limit: usize,
+) -> Result<Origin, LoadError> {
+    let engine = Engine::new(&engine::config(max_concurrent_calls, memory_limit))
+        .map_err(LoadError::Engine)?;
+    compiled(path, &engine, cache_dir).map(|(_, origin)| origin)
 }
 
 /// Tells a component from a core module or a stray file before the compiler sees it (its own

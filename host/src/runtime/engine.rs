@@ -39,9 +39,9 @@ impl Drop for Ticking {
     }
 }
 
-/// Builds the engine and its epoch ticker. `slots` bounds concurrent instances; `memory_limit`
-/// is each instance's cap.
-pub(crate) fn build(slots: u32, memory_limit: usize) -> wasmtime::Result<(Engine, Ticker)> {
+/// The engine's configuration. `slots` bounds concurrent instances; `memory_limit` is each
+/// instance's cap.
+pub(crate) fn config(slots: u32, memory_limit: usize) -> Config {
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(slots)
         .total_core_instances(slots * 8)
@@ -58,7 +58,12 @@ pub(crate) fn build(slots: u32, memory_limit: usize) -> wasmtime::Result<(Engine
         .wasm_component_model(true)
         .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    let engine = Engine::new(&config)?;
+    config
+}
+
+/// Builds the engine (see [`config`]) and its epoch ticker.
+pub(crate) fn build(slots: u32, memory_limit: usize) -> wasmtime::Result<(Engine, Ticker)> {
+    let engine = Engine::new(&config(slots, memory_limit))?;
     let ticker = Ticker::default();
     start_epoch_ticker(engine.weak(), ticker.clone());
     Ok((engine, ticker))

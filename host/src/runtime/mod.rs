@@ -20,6 +20,8 @@ mod v0_1;
 mod v0_2;
 
 pub use artifact_cache::{ArtifactCache, Origin};
-pub use backend::{ACCEPTED_VERSIONS, Backend, CallError, CallTimings, LoadError, RuntimeOptions};
+pub use backend::{
+    ACCEPTED_VERSIONS, Backend, CallError, CallTimings, LoadError, RuntimeOptions, precompile,
+};
 pub use capabilities::{BackendConfig, ConfigError};
 pub use operations::Optional;

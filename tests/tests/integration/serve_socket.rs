@@ -1,5 +1,5 @@
 //! The CSI socket: a live server's socket is never taken over, a stale one left by a crash is
-//! replaced, and a clean shutdown removes it.
+//! replaced, and a clean shutdown removes it. The serving process never compiles its backend.
 
 use std::time::Duration;
 
@@ -126,4 +126,48 @@ async fn a_controller_needs_no_kubelet_directory() {
         Server::prepare(node).await,
         Err(ServeError::KubeletRoot(_))
     ));
+}
+
+/// `modcsi serve` compiles its backend in a child process: the long-running driver only loads
+/// the compiled artifact, so the compiler's code and memory never enter it.
+#[test]
+fn serve_leaves_compiling_to_a_child_process() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let mut child = std::process::Command::new(modcsi_tests::process::modcsi_binary())
+        .args([
+            "serve",
+            "--driver-name",
+            "test.modcsi.io",
+            "--log-format",
+            "json",
+        ])
+        .arg("--backend")
+        .arg(component(NODE_LOCAL_CACHE))
+        .arg(format!(
+            "--endpoint=unix://{}/csi.sock",
+            dir.path().display()
+        ))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--kubelet-root")
+        .arg(dir.path())
+        .arg("--cache-dir")
+        .arg(&cache)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let loaded = lines
+        .map_while(Result::ok)
+        .find(|l| l.contains("backend loaded"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let loaded = loaded.expect("the server logs its backend");
+    let line: serde_json::Value = serde_json::from_str(&loaded).unwrap();
+    assert_eq!(line["fields"]["origin"], "Cached", "{loaded}");
+    let artifacts = std::fs::read_dir(&cache).unwrap().count();
+    assert_eq!(artifacts, 1, "the child wrote the compiled component");
 }

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use modcsi_tests::e2e::{Cluster, repo};
-use modcsi_tests::process::{cpu, wakeups};
+use modcsi_tests::process::{cpu, wakeups, wakeups_by_thread};
 
 const ROUNDS: usize = 5;
 
@@ -45,11 +45,13 @@ impl Drop for Driver {
     }
 }
 
-fn rss_mib(pid: u32) -> f64 {
+/// A line of /proc/PID/status in MiB: `VmRSS` (all resident pages) or `RssAnon` (the heap and
+/// stacks, without the binary's pages, which the kernel can drop and read again).
+fn status_mib(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kib: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or_default();
     kib / 1024.0
@@ -204,10 +206,28 @@ spec:
             v.sort();
             v[v.len() / 2].as_secs_f64() * 1e3
         };
-        // Idle: nothing runs, so nothing should wake the driver.
-        let (w0, c0) = (wakeups(self.pid), cpu(self.pid));
+        // Idle: nothing runs, so nothing should wake the driver. First the last round's
+        // aftermath settles: kubelet's last calls, and tokio's blocking threads, which exit
+        // after 10 s without work.
+        std::thread::sleep(Duration::from_secs(12));
+        let (w0, c0, t0) = (
+            wakeups(self.pid),
+            cpu(self.pid),
+            wakeups_by_thread(self.pid),
+        );
         std::thread::sleep(Duration::from_secs(5));
-        let (w1, c1) = (wakeups(self.pid), cpu(self.pid));
+        let (w1, c1, t1) = (
+            wakeups(self.pid),
+            cpu(self.pid),
+            wakeups_by_thread(self.pid),
+        );
+        let woke: Vec<String> = t1
+            .iter()
+            .filter_map(|(name, n)| {
+                let d = n - t0.get(name).copied().unwrap_or_default();
+                (d > 0).then(|| format!("{name} {d}"))
+            })
+            .collect();
         // Mean time of the driver's successful CreateVolume and DeleteVolume, as the
         // provisioner timed them.
         let sidecar = modcsi_tests::e2e::http_get("127.0.0.1", self.metrics_port, "/metrics");
@@ -223,7 +243,7 @@ spec:
             sum * 1e3 / count
         };
         println!(
-            "{:<10} {:>9.1} {:>9.1} {:>9.0} {:>11.0} {:>12.0} {:>13.1} {:>9.1} {:>12.1} {:>8.1}",
+            "{:<10} {:>9.1} {:>9.1} {:>9.0} {:>11.0} {:>12.0} {:>13.1} {:>9.1} {:>12.1} {:>8.1} {:>9.1}  {}",
             self.label,
             mean("CreateVolume"),
             mean("DeleteVolume"),
@@ -233,7 +253,9 @@ spec:
             self.cpu.as_secs_f64() * 1e3 / self.rounds.len() as f64,
             (w1 - w0) as f64 / 5.0,
             (c1 - c0).as_secs_f64() * 1e3 / 5.0,
-            rss_mib(self.pid),
+            status_mib(self.pid, "VmRSS"),
+            status_mib(self.pid, "RssAnon"),
+            woke.join(", "),
         );
     }
 }
@@ -290,7 +312,7 @@ fn cost_per_volume_side_by_side_with_hostpath() {
         "cost in a cluster, {ROUNDS} interleaved rounds of claim + pod -> running -> deleted (medians; CPU and memory of the driver process):"
     );
     println!(
-        "{:<10} {:>9} {:>9} {:>9} {:>11} {:>12} {:>13} {:>9} {:>12} {:>8}",
+        "{:<10} {:>9} {:>9} {:>9} {:>11} {:>12} {:>13} {:>9} {:>12} {:>8} {:>9}  threads woken while idle",
         "driver",
         "create ms",
         "delete ms",
@@ -300,7 +322,8 @@ fn cost_per_volume_side_by_side_with_hostpath() {
         "CPU ms/round",
         "idle w/s",
         "idle CPU ms/s",
-        "RSS MiB"
+        "RSS MiB",
+        "anon MiB",
     );
     for driver in &drivers {
         driver.report();
