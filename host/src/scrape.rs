@@ -11,27 +11,62 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-/// Binds `address` (port 0 picks one; the bound address is returned) and serves until the task
-/// is aborted.
+/// A response: status, content type and body.
+pub type Answer = (StatusCode, &'static str, String);
+
+/// Binds `address` (port 0 picks one; the bound address is returned) and serves `/metrics`
+/// and `/healthz` until the task is aborted.
 pub async fn start(
     address: SocketAddr,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve(
+        address,
+        "metrics",
+        |request, _| async move { answer(&request) },
+    )
+    .await
+}
+
+/// Binds `address` and answers each HTTP/1 request with `handler` (given the request and the
+/// peer's address) until the task is aborted. `what` names the endpoint in logs.
+pub async fn serve<H, F>(
+    address: SocketAddr,
+    what: &'static str,
+    handler: H,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)>
+where
+    H: Fn(Request<hyper::body::Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Answer> + Send + 'static,
+{
     let listener = TcpListener::bind(address).await?;
     let bound = listener.local_addr()?;
-    tracing::info!(address = %bound, "serving metrics");
+    tracing::info!(address = %bound, "serving {what}");
     let task = tokio::spawn(async move {
         loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of descriptors, say: wait rather than spin.
-                    tracing::warn!("metrics endpoint: accept: {e}");
+                    tracing::warn!("{what} endpoint: accept: {e}");
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
             };
+            let handler = handler.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(answer);
+                let service = hyper::service::service_fn(move |request| {
+                    let answer = handler(request, peer);
+                    async move {
+                        let (status, content_type, body) = answer.await;
+                        Ok::<_, Infallible>(
+                            Response::builder()
+                                .status(status)
+                                .header(hyper::header::CONTENT_TYPE, content_type)
+                                .body(Full::new(Bytes::from(body)))
+                                .expect("a response of valid parts"),
+                        )
+                    }
+                });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -41,10 +76,8 @@ pub async fn start(
     Ok((bound, task))
 }
 
-async fn answer(
-    request: Request<hyper::body::Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (status, content_type, body) = match (request.method(), request.uri().path()) {
+fn answer(request: &Request<hyper::body::Incoming>) -> Answer {
+    match (request.method(), request.uri().path()) {
         (&hyper::Method::GET, "/metrics") => (
             StatusCode::OK,
             crate::metrics::CONTENT_TYPE,
@@ -56,10 +89,5 @@ async fn answer(
             "text/plain",
             "not found: try /metrics or /healthz\n".to_owned(),
         ),
-    };
-    Ok(Response::builder()
-        .status(status)
-        .header(hyper::header::CONTENT_TYPE, content_type)
-        .body(Full::new(Bytes::from(body)))
-        .expect("a response of valid parts"))
+    }
 }

@@ -60,8 +60,16 @@ fn top(rel: &str) -> &str {
 
 /// The layers, from the wire down; a module may import its own layer or any below it.
 const LAYERS: &[&[&str]] = &[
-    &["main", "cli", "serve", "scrape", "lib"],
-    &["csi", "client", "authority", "proto", "author", "audit"],
+    &["main", "cli", "serve", "lib"],
+    &[
+        "csi",
+        "client",
+        "authority",
+        "proto",
+        "author",
+        "audit",
+        "scrape",
+    ],
     &["lifecycle"],
     &["fencing", "cleanup", "node"],
     &["runtime", "kube"],

@@ -252,23 +252,35 @@ impl Cluster {
 
 /// A plain HTTP/1.1 GET's body.
 pub fn http_get(host: &str, port: u16, path: &str) -> String {
+    http_get_as(host, port, path, None).1
+}
+
+/// A GET of `path` with `Authorization: Bearer <token>` when given: the status and the body.
+pub fn http_get_as(host: &str, port: u16, path: &str, token: Option<&str>) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream =
         std::net::TcpStream::connect((host, port)).unwrap_or_else(|e| panic!("{host}:{port}: {e}"));
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
-    answer
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
         .split_once("\r\n\r\n")
         .map(|(_, body)| body.to_owned())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// The value of the sample `series` (name and labels exactly as rendered), summed over the

@@ -21,7 +21,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 const DEFAULT_BINARY: &str = "/var/cache/modcsi/kube-apiserver-v1.20.2";
 const ADMIN_TOKEN: &str = "modcsi-test-admin";
 /// The service accounts of deploy/kubernetes/rbac.yaml, and the tokens that stand for them.
-const CONTROLLER_ACCOUNT: (&str, &str) = ("modcsi-node-local-cache-controller", "controller-token");
+pub const CONTROLLER_ACCOUNT: (&str, &str) =
+    ("modcsi-node-local-cache-controller", "controller-token");
 const NODE_ACCOUNT: (&str, &str) = ("modcsi-node-local-cache-node", "node-token");
 
 pub struct KubeApi {

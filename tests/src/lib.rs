@@ -4,6 +4,7 @@
 //! Tests here are root tests: they make real bind mounts under their temporary directories and
 //! remove them again when the host is dropped, even after a failed assertion.
 
+pub mod browser;
 pub mod e2e;
 pub mod fabric;
 pub mod fake_emma;

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::finding::{Finding, Severity};
+use super::finding::{Finding, Severity, worst_first};
 use crate::kube::inventory::{DriverPv, PendingClaim};
 
 /// A volume the backend has (or, for a backend that cannot list, the host recorded).
@@ -175,7 +175,7 @@ pub fn correlate(facts: &Facts, t: &Thresholds) -> Vec<Finding> {
                 .into(),
         });
     }
-    found.sort_by(|a, b| (b.severity, a.kind, &a.subject).cmp(&(a.severity, b.kind, &b.subject)));
+    worst_first(&mut found);
     found
 }
 
@@ -193,6 +193,8 @@ mod tests {
             phase: phase.into(),
             reclaim: "Delete".into(),
             claim: Some(format!("default/{name}")),
+            class: None,
+            capacity_bytes: 1 << 30,
             created_unix: NOW - age,
         }
     }

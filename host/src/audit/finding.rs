@@ -2,6 +2,9 @@
 
 use serde::Serialize;
 
+use super::checks::{Check, Status};
+use super::usage::Usage;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Severity {
@@ -35,15 +38,41 @@ pub struct Finding {
     pub remediation: String,
 }
 
+/// Sorts findings the worst first (then by kind and subject, for a stable order).
+pub fn worst_first(findings: &mut [Finding]) {
+    findings
+        .sort_by(|a, b| (b.severity, a.kind, &a.subject).cmp(&(a.severity, b.kind, &b.subject)));
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub driver: String,
     pub backend: String,
+    /// When the scan looked (unix seconds).
+    pub scanned_unix: i64,
     /// What was looked at: PVs, backend volumes, pending claims.
     pub scanned: std::collections::BTreeMap<&'static str, usize>,
-    /// The worst first.
+    /// The worst first; failed configuration checks among them.
     pub findings: Vec<Finding>,
+    pub usage: Usage,
+    pub checks: Vec<Check>,
     pub scan_ms: f64,
+}
+
+/// Bytes for people: `1.5 GiB`.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 fn age(seconds: Option<i64>) -> String {
@@ -53,6 +82,13 @@ fn age(seconds: Option<i64>) -> String {
         Some(s) if s >= 3_600 => format!("{}h", s / 3_600),
         Some(s) if s >= 60 => format!("{}m", s / 60),
         Some(s) => format!("{s}s"),
+    }
+}
+
+impl Finding {
+    /// Whether it is about an object or volume left behind, rather than usage or configuration.
+    pub fn is_orphan(&self) -> bool {
+        !matches!(self.kind, "config-check" | "capacity-low")
     }
 }
 
@@ -76,8 +112,41 @@ impl Report {
             scanned.join(", "),
             self.scan_ms
         );
+        out += &format!(
+            "\nusage: {} volumes, {} provisioned\n",
+            self.usage.volumes,
+            size(self.usage.provisioned_bytes)
+        );
+        for c in &self.usage.classes {
+            let free = c
+                .available_bytes
+                .map_or("free unknown".into(), |b| format!("{} free", size(b)));
+            out += &format!(
+                "  class {:<24} {:>5} volumes {:>11} provisioned, {free}\n",
+                c.class,
+                c.volumes,
+                size(c.provisioned_bytes)
+            );
+        }
+        for n in &self.usage.namespaces {
+            out += &format!(
+                "  namespace {:<20} {:>5} volumes {:>11} provisioned\n",
+                n.namespace,
+                n.volumes,
+                size(n.provisioned_bytes)
+            );
+        }
+        out += "\nchecks:\n";
+        for c in &self.checks {
+            let status = match c.status {
+                Status::Pass => "pass",
+                Status::Fail => "FAIL",
+                Status::Skip => "skip",
+            };
+            out += &format!("  {status}  {:<14} {}\n", c.name, c.detail);
+        }
         if self.findings.is_empty() {
-            out += "no findings\n";
+            out += "\nno findings\n";
             return out;
         }
         out += &format!(
@@ -110,6 +179,9 @@ mod tests {
         let report = Report {
             driver: "d.csi".into(),
             backend: "rds 0.1.0".into(),
+            scanned_unix: 0,
+            usage: Usage::default(),
+            checks: vec![],
             scanned: [("PVs", 2)].into_iter().collect(),
             findings: vec![Finding {
                 kind: "volume-without-pv",
@@ -128,5 +200,12 @@ mod tests {
         );
         assert!(text.contains("evidence: named by no PV") && text.contains("remedy:   delete it"));
         assert_eq!(report.worst(), Some(Severity::High));
+    }
+
+    #[test]
+    fn sizes_for_people() {
+        assert_eq!(size(512), "512 B");
+        assert_eq!(size(3 << 29), "1.5 GiB");
+        assert_eq!(size(16 << 20), "16.0 MiB");
     }
 }

@@ -1,13 +1,23 @@
 //! `modcsi audit`: what is wrong between Kubernetes and the backend, for any backend the host
-//! loads. [`correlate`] turns facts into findings (pure, table-tested); [`scan`] gathers the
-//! facts: this driver's PVs and pending claims from the API server, the backend's volumes from
-//! its `list-volumes` (or, for a backend that cannot list, the host's own volume records), with
-//! each volume's age from the host's record.
+//! loads. [`correlate`], [`usage`] and [`checks`] turn facts into findings, usage and check
+//! results (pure, table-tested); [`scan`] gathers the facts: this driver's PVs, classes and
+//! pending claims from the API server, the backend's volumes from its `list-volumes` (or, for a
+//! backend that cannot list, the host's own volume records) with each volume's age from the
+//! host's record, and what the configuration checks look at.
 
+mod checks;
 mod correlate;
+mod delete;
 mod finding;
+mod page;
 mod scan;
+mod service;
+mod usage;
 
+pub use checks::{Check, Status};
 pub use correlate::{BackendVolume, Facts, Thresholds, correlate};
-pub use finding::{Finding, Report, Severity};
-pub use scan::{ScanOptions, scan};
+pub use delete::Deletion;
+pub use finding::{Finding, Report, Severity, size};
+pub use scan::{Auditor, ScanOptions, now_unix};
+pub use service::{Access, Service, UsagePoint};
+pub use usage::Usage;

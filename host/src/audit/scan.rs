@@ -1,14 +1,18 @@
-//! Gathers the audit's facts: this driver's PVs and pending claims from the API server, the
-//! volumes from the backend's `list-volumes` (every volume it has) or else from the host's own
-//! volume records (those the host made), each volume's age from the host's record.
+//! Gathers the audit's facts: this driver's PVs, StorageClasses and pending claims from the API
+//! server, the volumes from the backend's `list-volumes` (every volume it has) or else from the
+//! host's own volume records (those the host made), each volume's age from the host's record,
+//! what is free per class (`get-capacity`), and what the configuration checks look at. An
+//! [`Auditor`] loads the backend once and scans as often as asked.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::checks::{ConfigFacts, check_findings, checks};
 use super::correlate::{BackendVolume, Facts, Thresholds, correlate};
-use super::finding::Report;
+use super::finding::{Report, worst_first};
+use super::usage::{capacity_findings, usage};
 use crate::kube::{Cluster, KubeError, KubeStore};
 use crate::runtime::{
     Backend, BackendConfig, CallError, ConfigError, LoadError, Optional, RuntimeOptions,
@@ -42,47 +46,105 @@ pub enum ScanError {
     Store(#[from] StoreError),
     #[error("listing the backend's volumes: {0}")]
     List(#[from] CallError),
+    #[error("the driver's CSI endpoint: {0}")]
+    Csi(String),
 }
 
 /// The most pages of `list-volumes` one scan reads.
 const MOST_PAGES: usize = 10_000;
 
-pub async fn scan(options: &ScanOptions) -> Result<Report, ScanError> {
-    let started = Instant::now();
-    let cluster = Cluster::connect(
-        options.kubeconfig.as_deref(),
-        options.namespace.clone(),
-        &options.driver_name,
-    )
-    .await?
-    .ok_or(ScanError::NoCluster)?;
-    let shared: Arc<dyn StateStore> = Arc::new(KubeStore::new(&cluster)?);
-    let recorded = records::all(shared.as_ref())?;
-    let backend = Backend::load(
-        &options.backend,
-        RuntimeOptions {
-            cache_dir: options.cache_dir.clone(),
-            memory_limit: 128 << 20,
-            call_timeout: options.call_timeout,
-            max_concurrent_calls: 2,
-            config: Arc::new(match &options.backend_config {
-                Some(path) => BackendConfig::load(path)?,
-                None => BackendConfig::default(),
-            }),
-            store: Some(shared),
-            node_addresses: Arc::from([]),
-        },
-    )
-    .await?;
-    let created: HashMap<&str, Option<i64>> = recorded
-        .iter()
-        .map(|r| (r.id.as_str(), r.created_unix))
-        .collect();
-    let (volumes, complete) = if backend.offers(Optional::ListVolumes) {
+/// What the audit reads, and the verb it reads it with: the `rbac` check asks for each.
+const RIGHTS: [(&str, &str, &str, bool); 9] = [
+    ("list", "", "persistentvolumes", false),
+    ("list", "", "persistentvolumeclaims", false),
+    ("list", "", "events", false),
+    ("list", "storage.k8s.io", "storageclasses", false),
+    ("get", "storage.k8s.io", "csidrivers", false),
+    ("list", "storage.k8s.io", "csinodes", false),
+    ("list", "", "nodes", false),
+    ("list", "", "configmaps", true),
+    ("list", "", "pods", true),
+];
+
+pub struct Auditor {
+    cluster: Arc<Cluster>,
+    shared: Arc<dyn StateStore>,
+    backend: Backend,
+    driver_name: String,
+    thresholds: Thresholds,
+}
+
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Auditor {
+    /// Connects to the cluster and loads the backend (as the driver does: its configuration,
+    /// the driver's ConfigMaps as its store).
+    pub async fn connect(options: ScanOptions) -> Result<Self, ScanError> {
+        let cluster = Cluster::connect(
+            options.kubeconfig.as_deref(),
+            options.namespace.clone(),
+            &options.driver_name,
+        )
+        .await?
+        .ok_or(ScanError::NoCluster)?;
+        let shared: Arc<dyn StateStore> = Arc::new(KubeStore::new(&cluster)?);
+        let backend = Backend::load(
+            &options.backend,
+            RuntimeOptions {
+                cache_dir: options.cache_dir.clone(),
+                memory_limit: 128 << 20,
+                call_timeout: options.call_timeout,
+                max_concurrent_calls: 2,
+                config: Arc::new(match &options.backend_config {
+                    Some(path) => BackendConfig::load(path)?,
+                    None => BackendConfig::default(),
+                }),
+                store: Some(shared.clone()),
+                node_addresses: Arc::from([]),
+            },
+        )
+        .await?;
+        Ok(Self {
+            cluster: Arc::new(cluster),
+            shared,
+            backend,
+            driver_name: options.driver_name,
+            thresholds: options.thresholds,
+        })
+    }
+
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
+    /// Every volume the backend lists, or (`false`) those the host recorded.
+    async fn volumes(
+        &self,
+        recorded: &[records::VolumeRecord],
+    ) -> Result<(Vec<BackendVolume>, bool), ScanError> {
+        if !self.backend.offers(Optional::ListVolumes) {
+            let volumes = recorded
+                .iter()
+                .map(|r| BackendVolume {
+                    id: r.id.clone(),
+                    capacity_bytes: r.capacity_bytes,
+                    created_unix: r.created_unix,
+                })
+                .collect();
+            return Ok((volumes, false));
+        }
+        let created: HashMap<&str, Option<i64>> = recorded
+            .iter()
+            .map(|r| (r.id.as_str(), r.created_unix))
+            .collect();
         let mut volumes = vec![];
         let mut token = String::new();
         for _ in 0..MOST_PAGES {
-            let page = backend.list_volumes(500, token, None).await?;
+            let page = self.backend.list_volumes(500, token, None).await?;
             volumes.extend(page.volumes.into_iter().map(|v| BackendVolume {
                 created_unix: created.get(v.id.as_str()).copied().flatten(),
                 id: v.id,
@@ -93,47 +155,88 @@ pub async fn scan(options: &ScanOptions) -> Result<Report, ScanError> {
             }
             token = page.next_token;
         }
-        (volumes, true)
-    } else {
-        let volumes = recorded
-            .iter()
-            .map(|r| BackendVolume {
-                id: r.id.clone(),
-                capacity_bytes: r.capacity_bytes,
-                created_unix: r.created_unix,
-            })
-            .collect();
-        (volumes, false)
-    };
-    let facts = Facts {
-        pvs: cluster.driver_pvs().await?,
-        volumes: Some(volumes),
-        complete,
-        claims: cluster.pending_claims().await?,
-        now_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64),
-    };
-    let findings = correlate(&facts, &options.thresholds);
-    let scanned = [
-        ("PVs", facts.pvs.len()),
-        (
-            if complete {
-                "backend volumes"
-            } else {
-                "volumes the host recorded"
-            },
-            facts.volumes.as_ref().map_or(0, Vec::len),
-        ),
-        ("pending claims", facts.claims.len()),
-    ]
-    .into_iter()
-    .collect();
-    Ok(Report {
-        driver: options.driver_name.clone(),
-        backend: format!("{} {}", backend.info().name, backend.info().version),
-        scanned,
-        findings,
-        scan_ms: started.elapsed().as_secs_f64() * 1e3,
-    })
+        Ok((volumes, true))
+    }
+
+    async fn config_facts(&self) -> Result<ConfigFacts, ScanError> {
+        let c = &self.cluster;
+        let mut rights = vec![];
+        for (verb, group, resource, namespaced) in RIGHTS {
+            let namespace = namespaced.then(|| c.namespace());
+            let allowed = c.may(verb, group, resource, namespace).await?;
+            let place = namespace.map_or(String::new(), |n| format!(" in {n}"));
+            rights.push((format!("{verb} {resource}{place}"), allowed));
+        }
+        Ok(ConfigFacts {
+            probe: self.backend.probe(None).await.map_err(|e| e.to_string()),
+            driver_object: c.driver_object().await?,
+            needs_attach: self.backend.offers(Optional::Publish),
+            snapshots: self.backend.offers(Optional::Snapshots),
+            expansion: self.backend.offers(Optional::Expand),
+            registrations: c.registrations().await?,
+            containers: c.containers().await?,
+            rights,
+        })
+    }
+
+    /// One scan: facts in, findings, usage and checks out.
+    pub async fn scan(&self) -> Result<Report, ScanError> {
+        let started = Instant::now();
+        let recorded = records::all(self.shared.as_ref())?;
+        let (volumes, complete) = self.volumes(&recorded).await?;
+        let classes = self.cluster.driver_classes().await?;
+        let mut available = BTreeMap::new();
+        if self.backend.offers(Optional::Capacity) {
+            for class in &classes {
+                let parameters = class.parameters.clone().into_iter().collect();
+                // A class the backend cannot size is left without a figure, not an error.
+                if let Ok(c) = self
+                    .backend
+                    .get_capacity(parameters, vec![], None, None)
+                    .await
+                {
+                    available.insert(class.name.clone(), c.available_bytes);
+                }
+            }
+        }
+        let facts = Facts {
+            pvs: self.cluster.driver_pvs().await?,
+            volumes: Some(volumes),
+            complete,
+            claims: self.cluster.pending_claims(&classes).await?,
+            now_unix: now_unix(),
+        };
+        let class_names: Vec<String> = classes.iter().map(|c| c.name.clone()).collect();
+        let usage = usage(&facts.pvs, &class_names, &available);
+        let checks = checks(&self.config_facts().await?);
+        let mut findings = correlate(&facts, &self.thresholds);
+        findings.extend(capacity_findings(&usage));
+        findings.extend(check_findings(&checks));
+        worst_first(&mut findings);
+        let scanned = [
+            ("PVs", facts.pvs.len()),
+            (
+                if complete {
+                    "backend volumes"
+                } else {
+                    "volumes the host recorded"
+                },
+                facts.volumes.as_ref().map_or(0, Vec::len),
+            ),
+            ("pending claims", facts.claims.len()),
+        ]
+        .into_iter()
+        .collect();
+        let info = self.backend.info();
+        Ok(Report {
+            driver: self.driver_name.clone(),
+            backend: format!("{} {}", info.name, info.version),
+            scanned_unix: facts.now_unix,
+            scanned,
+            findings,
+            usage,
+            checks,
+            scan_ms: started.elapsed().as_secs_f64() * 1e3,
+        })
+    }
 }

@@ -1,11 +1,16 @@
-//! `modcsi audit`: orphans and stuck objects between Kubernetes and the backend, as a table or
-//! JSON; the exit code follows a severity threshold, for cron jobs and CI.
+//! `modcsi audit`: orphans, usage and configuration checks between Kubernetes and the backend,
+//! as a table, JSON or YAML; the exit code follows a severity threshold, for cron jobs and CI.
+//! `--serve` keeps scanning and serves a page, a JSON API and metrics; `--delete` removes the
+//! orphaned volumes through the driver's CSI endpoint (a dry run unless `--dry-run=false`).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use modcsi::audit::{ScanOptions, Severity, Thresholds, scan};
+use modcsi::audit::{
+    Access, Auditor, Deletion, Report, ScanOptions, Service, Severity, Thresholds,
+};
 
 use super::backend::RegistryArgs;
 
@@ -28,7 +33,7 @@ pub struct AuditArgs {
     /// The driver's namespace (its records' ConfigMaps).
     #[arg(long, env = "POD_NAMESPACE")]
     namespace: Option<String>,
-    /// `table` for people, `json` for programs.
+    /// `table` for people, `json` or `yaml` for programs.
     #[arg(long, value_enum, default_value = "table")]
     output: Output,
     /// Exit with status 3 when a finding is at least this severe.
@@ -50,12 +55,36 @@ pub struct AuditArgs {
     /// ~/.cache/modcsi).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// Keep scanning every --interval and serve the page (`/`), the JSON API
+    /// (`/api/v1/orphans|usage|checks`), `/metrics` and `/healthz` on this address.
+    #[arg(long, conflicts_with = "delete")]
+    serve: Option<SocketAddr>,
+    /// How often `--serve` scans (one scan at a time).
+    #[arg(long, default_value = "5m", value_parser = super::parse_duration)]
+    interval: Duration,
+    /// Who may read what `--serve` shows: `tokenreview` (a peer on loopback, as through
+    /// `kubectl port-forward`, or a bearer token of a user who may list PersistentVolumes) or
+    /// `open` (anyone who reaches the address).
+    #[arg(long, value_enum, default_value = "tokenreview")]
+    access: Access,
+    /// Delete the volumes no PV names (older than --orphan-age and --grace, of an age the host
+    /// recorded) through the driver's DeleteVolume at --csi-endpoint. A dry run unless
+    /// --dry-run=false.
+    #[arg(long, requires = "csi_endpoint")]
+    delete: bool,
+    /// With --delete: only say what would be deleted.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    dry_run: bool,
+    /// The driver's controller socket, for --delete (e.g. unix:///csi/csi.sock in its pod).
+    #[arg(long)]
+    csi_endpoint: Option<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Output {
     Table,
     Json,
+    Yaml,
 }
 
 /// The exit status of an audit whose findings reach `--fail-on`.
@@ -67,7 +96,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
         None => super::backend::user_cache_dir()?,
     };
     let backend = args.registry.resolve(&args.backend, &cache_dir).await?;
-    let report = scan(&ScanOptions {
+    let auditor = Auditor::connect(ScanOptions {
         backend,
         backend_config: args.backend_config,
         driver_name: args.driver_name,
@@ -82,12 +111,49 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
         },
     })
     .await?;
+    if let Some(address) = args.serve {
+        let bound = Service::new(auditor, args.interval, args.access)
+            .run(address)
+            .await
+            .map_err(|e| anyhow::anyhow!("serving the audit on {address}: {e}"))?;
+        tracing::info!(address = %bound, "audit service started");
+        tokio::signal::ctrl_c().await?;
+        return Ok(());
+    }
+    let report = auditor.scan().await?;
+    let deletions = match (&args.csi_endpoint, args.delete) {
+        (Some(endpoint), true) => Some(
+            auditor
+                .delete_orphans(&report, endpoint, args.dry_run)
+                .await?,
+        ),
+        _ => None,
+    };
+    let printed = Printed {
+        report: &report,
+        deletions,
+    };
     match args.output {
-        Output::Table => print!("{}", report.text()),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Table => {
+            print!("{}", report.text());
+            for d in printed.deletions.iter().flatten() {
+                println!("delete volume {}: {}", d.volume, d.outcome);
+            }
+        }
+        Output::Json => println!("{}", serde_json::to_string_pretty(&printed)?),
+        Output::Yaml => print!("{}", serde_saphyr::to_string(&printed)?),
     }
     if report.worst().is_some_and(|worst| worst >= args.fail_on) {
         std::process::exit(FINDINGS_STATUS);
     }
     Ok(())
+}
+
+/// The report, with `deletions` beside its fields when there were any.
+#[derive(serde::Serialize)]
+struct Printed<'a> {
+    #[serde(flatten)]
+    report: &'a Report,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deletions: Option<Vec<Deletion>>,
 }

@@ -40,29 +40,13 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
     }
 }
 
-/// Parses `1073741824`, `512Mi`, `10Gi`, `1G`.
+/// Parses a size: `1073741824`, `512Mi`, `10Gi`, `1G`.
 pub fn parse_size(value: &str) -> Result<i64, String> {
-    let split = value
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(value.len());
-    let (digits, unit) = value.split_at(split);
-    let n: i64 = digits
-        .parse()
-        .map_err(|_| format!("{value:?} is not a size like 10Gi"))?;
-    let factor: i64 = match unit {
-        "" => 1,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        "Ti" => 1 << 40,
-        "K" => 1_000,
-        "M" => 1_000_000,
-        "G" => 1_000_000_000,
-        "T" => 1_000_000_000_000,
-        _ => return Err(format!("{value:?}: unknown size unit {unit:?}")),
-    };
-    n.checked_mul(factor)
-        .ok_or_else(|| format!("{value:?} is too large"))
+    modcsi::kube::quantity::bytes(value)
+        .and_then(|n| i64::try_from(n).ok())
+        .ok_or_else(|| {
+            format!("{value:?} is not a size like 10Gi (units Ki, Mi, Gi, Ti, K, M, G, T)")
+        })
 }
 
 /// Parses `key=value`.

@@ -1,5 +1,6 @@
-//! Warning Events on the PersistentVolumeClaim of a volume, so that `kubectl describe pvc` says
-//! why a pod cannot start. Best effort, and at most one per volume and reason a minute.
+//! Events: warnings on the PersistentVolumeClaim of a volume, so that `kubectl describe pvc` says
+//! why a pod cannot start (best effort, and at most one per volume and reason a minute), and
+//! notes on the driver's CSIDriver object of what the audit deleted.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -62,7 +63,20 @@ impl Cluster {
             api_version: Some("v1".into()),
             ..claim
         };
-        self.post(involved, reason, message).await
+        self.post(involved, "Warning", reason, message).await
+    }
+
+    /// Posts a Normal Event on this driver's CSIDriver object, in the driver's namespace: what
+    /// the audit did (a deletion).
+    pub async fn note_on_driver(&self, reason: &str, message: &str) -> Result<(), KubeError> {
+        let involved = ObjectReference {
+            kind: Some("CSIDriver".into()),
+            api_version: Some("storage.k8s.io/v1".into()),
+            name: Some(self.driver.clone()),
+            namespace: Some(self.namespace().to_owned()),
+            ..Default::default()
+        };
+        self.post(involved, "Normal", reason, message).await
     }
 
     /// Posts a Warning Event on the cleanup record (a ConfigMap in the driver's namespace) of
@@ -81,7 +95,7 @@ impl Cluster {
             namespace: Some(self.namespace().to_owned()),
             ..Default::default()
         };
-        if let Err(e) = self.post(involved, reason, message).await {
+        if let Err(e) = self.post(involved, "Warning", reason, message).await {
             tracing::warn!(volume, reason, "cannot post an Event: {e}");
         }
     }
@@ -89,6 +103,7 @@ impl Cluster {
     async fn post(
         &self,
         involved: ObjectReference,
+        type_: &str,
         reason: &str,
         message: &str,
     ) -> Result<(), KubeError> {
@@ -105,7 +120,7 @@ impl Cluster {
             involved_object: involved,
             reason: Some(reason.into()),
             message: Some(message.chars().take(1024).collect()),
-            type_: Some("Warning".into()),
+            type_: Some(type_.into()),
             source: Some(EventSource {
                 component: Some(self.driver.clone()),
                 host: None,

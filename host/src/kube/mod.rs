@@ -11,6 +11,7 @@ mod config_maps;
 mod events;
 pub mod inventory;
 mod nodes;
+pub mod quantity;
 pub mod records;
 mod store;
 

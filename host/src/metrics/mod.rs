@@ -68,6 +68,22 @@ struct Target {
     target: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuditFinding {
+    kind: String,
+    severity: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Class {
+    class: String,
+}
+
 /// 0.5 ms to about 16 s.
 fn seconds() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
@@ -98,6 +114,11 @@ struct Metrics {
     ssh_seconds: Family<Target, Histogram>,
     http_requests: Family<TargetCall, Counter>,
     http_seconds: Family<Target, Histogram>,
+    audit_findings: Family<AuditFinding, Gauge>,
+    audit_scans: Family<Outcome, Counter>,
+    audit_seconds: Histogram,
+    audit_last_scan: Gauge,
+    audit_provisioned: Family<Class, Gauge>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -121,6 +142,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         ssh_seconds: Family::new_with_constructor(seconds),
         http_requests: Family::default(),
         http_seconds: Family::new_with_constructor(seconds),
+        audit_findings: Family::default(),
+        audit_scans: Family::default(),
+        audit_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+        audit_last_scan: Gauge::default(),
+        audit_provisioned: Family::default(),
         registry: Registry::default(),
     };
     let r = &mut registry;
@@ -213,6 +239,31 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "http_request_duration_seconds",
         "Time of one backend HTTP request to its answer's last byte",
         m.http_seconds.clone(),
+    );
+    r.register(
+        "audit_findings",
+        "Findings of the last audit scan by kind and severity",
+        m.audit_findings.clone(),
+    );
+    r.register(
+        "audit_scans",
+        "Audit scans by outcome (ok, error)",
+        m.audit_scans.clone(),
+    );
+    r.register(
+        "audit_scan_duration_seconds",
+        "Time of one audit scan",
+        m.audit_seconds.clone(),
+    );
+    r.register(
+        "audit_last_scan_timestamp_seconds",
+        "When the last successful audit scan looked (unix seconds)",
+        m.audit_last_scan.clone(),
+    );
+    r.register(
+        "audit_provisioned_bytes",
+        "Bytes this driver's PVs provision, by StorageClass, at the last audit scan",
+        m.audit_provisioned.clone(),
     );
     Metrics { registry, ..m }
 });
@@ -358,6 +409,48 @@ fn target_call(
     seconds
         .get_or_create(&Target { target })
         .observe(took.as_secs_f64());
+}
+
+/// An audit scan that failed after `took`.
+pub fn audit_failed(took: Duration) {
+    let m = &*METRICS;
+    m.audit_scans
+        .get_or_create(&Outcome { outcome: "error" })
+        .inc();
+    m.audit_seconds.observe(took.as_secs_f64());
+}
+
+/// An audit scan that looked at `at_unix` and took `took`: its findings by (kind, severity),
+/// and the bytes provisioned by class. The previous scan's series are replaced.
+pub fn audit_scanned<'a>(
+    at_unix: i64,
+    took: Duration,
+    findings: impl IntoIterator<Item = (&'a str, &'a str)>,
+    provisioned: impl IntoIterator<Item = (&'a str, u64)>,
+) {
+    let m = &*METRICS;
+    m.audit_scans
+        .get_or_create(&Outcome { outcome: "ok" })
+        .inc();
+    m.audit_seconds.observe(took.as_secs_f64());
+    m.audit_last_scan.set(at_unix);
+    m.audit_findings.clear();
+    for (kind, severity) in findings {
+        let labels = AuditFinding {
+            kind: kind.into(),
+            severity: severity.into(),
+        };
+        m.audit_findings.get_or_create(&labels).inc();
+    }
+    m.audit_provisioned.clear();
+    for (class, bytes) in provisioned {
+        let labels = Class {
+            class: class.into(),
+        };
+        m.audit_provisioned
+            .get_or_create(&labels)
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
 }
 
 #[cfg(test)]

@@ -2,14 +2,16 @@
 //! (check-breaker, its volumes in the driver's ConfigMaps): a PV whose volume is gone and a
 //! volume no PV names are found with their evidence, a healthy bound volume is not, nothing is
 //! found while everything is younger than the grace and orphan ages, and the exit status
-//! follows --fail-on.
+//! follows --fail-on; usage and configuration checks; `--delete` in a dry run changes nothing
+//! and for real removes only what it listed; `--serve` answers its API, metrics and page (the
+//! page rendered in headless Chromium) to loopback and to tokens the API server vouches for.
 
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use modcsi::proto::CreateVolumeRequest;
-use modcsi_tests::kube_api::KubeApi;
 use modcsi_tests::kube_api::objects::{self, DRIVER};
+use modcsi_tests::kube_api::{CONTROLLER_ACCOUNT, KubeApi};
 use modcsi_tests::process::{ServeProcess, cluster_flags, modcsi_binary};
 use modcsi_tests::{CHECK_BREAKER, component, requests, shared_cache_dir};
 
@@ -31,9 +33,10 @@ fn create(name: &str) -> CreateVolumeRequest {
     request
 }
 
-/// `modcsi audit` with `flags`: its exit status and its JSON report.
-fn audit(api: &KubeApi, flags: &[&str]) -> (Option<i32>, serde_json::Value) {
-    let out = std::process::Command::new(modcsi_binary())
+/// `modcsi audit` for the test driver, with `flags`.
+fn audit_command(api: &KubeApi, flags: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(modcsi_binary());
+    command
         .args(["audit", "--driver-name", DRIVER, "--namespace", "default"])
         .arg("--kubeconfig")
         .arg(api.kubeconfig())
@@ -41,7 +44,49 @@ fn audit(api: &KubeApi, flags: &[&str]) -> (Option<i32>, serde_json::Value) {
         .arg(component(CHECK_BREAKER))
         .arg("--cache-dir")
         .arg(shared_cache_dir())
-        .args(["--output", "json"])
+        .args(flags);
+    command
+}
+
+/// The driver's CSIDriver object, as the chart makes it for a backend that publishes.
+async fn csidriver(client: &kube::Client) {
+    use k8s_openapi::api::storage::v1::{CSIDriver, CSIDriverSpec};
+    let driver = CSIDriver {
+        metadata: kube::api::ObjectMeta {
+            name: Some(DRIVER.into()),
+            ..Default::default()
+        },
+        spec: CSIDriverSpec {
+            attach_required: Some(true),
+            ..Default::default()
+        },
+    };
+    Api::<CSIDriver>::all(client.clone())
+        .create(&Default::default(), &driver)
+        .await
+        .unwrap();
+}
+
+/// A StorageClass of the test driver.
+async fn class(client: &kube::Client, name: &str) {
+    use k8s_openapi::api::storage::v1::StorageClass;
+    let class = StorageClass {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        provisioner: DRIVER.into(),
+        ..Default::default()
+    };
+    Api::<StorageClass>::all(client.clone())
+        .create(&Default::default(), &class)
+        .await
+        .unwrap();
+}
+
+/// `modcsi audit` with `flags`: its exit status and its JSON report.
+fn audit(api: &KubeApi, flags: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let out = audit_command(api, &["--output", "json"])
         .args(flags)
         .output()
         .unwrap();
@@ -69,6 +114,8 @@ async fn orphans_both_ways_are_found_and_healthy_or_young_volumes_are_not() {
     }
     bound(&client, "pv-healthy", "cb-pvc-healthy").await;
     bound(&client, "pv-lost", "cb-gone").await;
+    csidriver(&client).await;
+    class(&client, "audit-fast").await;
     // The host writes its records after answering: let them land.
     drop(host);
 
@@ -78,6 +125,38 @@ async fn orphans_both_ways_are_found_and_healthy_or_young_volumes_are_not() {
     assert_eq!(young["findings"], serde_json::json!([]), "{young:#}");
     assert_eq!(young["scanned"]["PVs"], 2);
     assert_eq!(young["scanned"]["backend volumes"], 2);
+    // Usage: two 1 GiB PVs without a class; the driver's class, empty, with what the backend
+    // says is free for it.
+    assert_eq!(young["usage"]["volumes"], 2);
+    assert_eq!(young["usage"]["provisioned_bytes"], 2u64 << 30);
+    let classes = young["usage"]["classes"].as_array().unwrap();
+    let fast = classes.iter().find(|c| c["class"] == "audit-fast").unwrap();
+    assert_eq!(fast["volumes"], 0);
+    assert!(fast["available_bytes"].as_u64() > Some(0), "{fast}");
+    assert_eq!(young["usage"]["namespaces"][0]["namespace"], "default");
+    // Checks: the probe, the CSIDriver and the audit's rights pass; no nodes and no pods of the
+    // driver leave nothing to check.
+    let checks: Vec<(&str, &str)> = young["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        checks,
+        [
+            ("backend-probe", "pass"),
+            ("csidriver", "pass"),
+            ("csinode", "skip"),
+            ("sidecars", "skip"),
+            ("rbac", "pass")
+        ]
+    );
+    // The same report as YAML.
+    let yaml = audit_command(&api, &["--output", "yaml"]).output().unwrap();
+    let yaml: serde_json::Value = serde_saphyr::from_slice(&yaml.stdout).unwrap();
+    assert_eq!(yaml["checks"], young["checks"]);
+    assert_eq!(yaml["usage"], young["usage"]);
 
     let (status, report) = audit(&api, &["--grace", "0s", "--orphan-age", "0s"]);
     let findings: Vec<(&str, &str, &str)> = report["findings"]
@@ -129,4 +208,270 @@ async fn orphans_both_ways_are_found_and_healthy_or_young_volumes_are_not() {
         Some(0),
         "only the HIGH orphan volume: below the threshold"
     );
+}
+
+/// The kinds and subjects of a report's findings.
+fn found(report: &serde_json::Value) -> Vec<(String, String)> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["kind"].as_str().unwrap().into(),
+                f["subject"].as_str().unwrap().into(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn delete_is_a_dry_run_unless_asked_and_then_removes_only_what_it_listed() {
+    let api = KubeApi::start_deployed().await;
+    let client = api.client().await;
+    let root = tempfile::tempdir().unwrap();
+    let config = api.controller_kubeconfig().to_str().unwrap().to_owned();
+    let flags = cluster_flags("controller", "controller", &config);
+    let host = ServeProcess::start_with(&modcsi_binary(), CHECK_BREAKER, root.path(), &flags).await;
+    let mut controller = host.client.controller.clone();
+    for name in ["pvc-keep", "pvc-orphan-a", "pvc-orphan-b"] {
+        controller.create_volume(create(name)).await.unwrap();
+    }
+    bound(&client, "pv-keep", "cb-pvc-keep").await;
+    csidriver(&client).await;
+    let endpoint = format!(
+        "unix://{}/csi.sock",
+        root.path().canonicalize().unwrap().display()
+    );
+    let delete = ["--delete", "--csi-endpoint", &endpoint];
+    let now = ["--grace", "0s", "--orphan-age", "0s"];
+    let orphans = |report: &serde_json::Value| -> Vec<String> {
+        found(report)
+            .into_iter()
+            .filter(|(kind, _)| kind == "volume-without-pv")
+            .map(|(_, subject)| subject)
+            .collect()
+    };
+    // The records land after the answers: wait until the audit sees both orphans.
+    let mut seen = vec![];
+    for _ in 0..50 {
+        seen = orphans(&audit(&api, &now).1);
+        if seen.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, ["volume/cb-pvc-orphan-a", "volume/cb-pvc-orphan-b"]);
+
+    // Younger than the orphan age (1h by default): nothing to delete, even for real.
+    let (_, young) = audit(&api, &[&delete[..], &["--dry-run=false"]].concat());
+    assert_eq!(young["deletions"], serde_json::json!([]), "{young:#}");
+
+    // A dry run lists both and changes nothing.
+    let (_, dry) = audit(&api, &[&delete[..], &now[..]].concat());
+    let outcomes = |r: &serde_json::Value| -> Vec<(String, String)> {
+        r["deletions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["volume"].as_str().unwrap().into(),
+                    d["outcome"].as_str().unwrap().into(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        outcomes(&dry),
+        [
+            ("cb-pvc-orphan-a".into(), "would delete".into()),
+            ("cb-pvc-orphan-b".into(), "would delete".into())
+        ]
+    );
+    assert_eq!(
+        orphans(&audit(&api, &now).1).len(),
+        2,
+        "a dry run deletes nothing"
+    );
+
+    // For real: both go through the driver's DeleteVolume; the PV's volume stays.
+    let (_, real) = audit(
+        &api,
+        &[&delete[..], &now[..], &["--dry-run=false"]].concat(),
+    );
+    assert_eq!(
+        outcomes(&real),
+        [
+            ("cb-pvc-orphan-a".into(), "deleted".into()),
+            ("cb-pvc-orphan-b".into(), "deleted".into())
+        ]
+    );
+    let (_, after) = audit(&api, &now);
+    assert_eq!(orphans(&after), Vec::<String>::new(), "{after:#}");
+    assert_eq!(
+        after["scanned"]["backend volumes"], 1,
+        "cb-pvc-keep is still there"
+    );
+    let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), "default")
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let noted: Vec<String> = events
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("OrphanDeleted"))
+        .filter_map(|e| e.message.clone())
+        .collect();
+    assert_eq!(noted.len(), 2, "{noted:?}");
+    assert!(noted.iter().any(|m| m.contains("cb-pvc-orphan-a")));
+    drop(host);
+}
+
+/// This machine's first IPv4 address that is not loopback: a peer the service does not trust.
+fn outside_address() -> std::net::Ipv4Addr {
+    nix::ifaddrs::getifaddrs()
+        .unwrap()
+        .filter_map(|i| i.address?.as_sockaddr_in().map(|a| a.ip()))
+        .find(|ip| !ip.is_loopback())
+        .expect("a non-loopback IPv4 address")
+}
+
+#[tokio::test]
+async fn the_service_answers_its_api_metrics_and_page_to_whom_it_may() {
+    use modcsi_tests::browser;
+    use modcsi_tests::e2e::{http_get, http_get_as};
+    let api = KubeApi::start_deployed().await;
+    let client = api.client().await;
+    let root = tempfile::tempdir().unwrap();
+    let config = api.controller_kubeconfig().to_str().unwrap().to_owned();
+    let flags = cluster_flags("controller", "controller", &config);
+    let host = ServeProcess::start_with(&modcsi_binary(), CHECK_BREAKER, root.path(), &flags).await;
+    let mut controller = host.client.controller.clone();
+    for name in ["pvc-big", "pvc-leak"] {
+        controller.create_volume(create(name)).await.unwrap();
+    }
+    drop(host);
+    // A big volume of the class, so both bars of the usage chart show; a PV whose volume is
+    // gone (CRITICAL); the leaked volume (HIGH).
+    class(&client, "audit-fast").await;
+    csidriver(&client).await;
+    for (pv, volume) in [("pv-big", "cb-pvc-big"), ("pv-lost", "cb-gone")] {
+        bound(&client, pv, volume).await;
+        Api::<PersistentVolume>::all(client.clone())
+            .patch(
+                pv,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {
+                    "storageClassName": "audit-fast",
+                    "capacity": {"storage": "400Gi"}
+                }})),
+            )
+            .await
+            .unwrap();
+    }
+    let port = modcsi_tests::free_port();
+    let mut service = audit_command(
+        &api,
+        &["--grace", "0s", "--orphan-age", "0s", "--interval", "1s"],
+    )
+    .arg("--serve")
+    .arg(format!("0.0.0.0:{port}"))
+    .stdout(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    // Two scans at least: the growth chart needs two points.
+    let mut usage = serde_json::Value::Null;
+    for _ in 0..300 {
+        let (status, body) = std::net::TcpStream::connect(("127.0.0.1", port))
+            .map(|_| http_get_as("127.0.0.1", port, "/api/v1/usage", None))
+            .unwrap_or((0, String::new()));
+        if status == 200 {
+            usage = serde_json::from_str(&body).unwrap();
+            if usage["history"].as_array().unwrap().len() >= 2 {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        usage["history"].as_array().is_some_and(|h| h.len() >= 2),
+        "{usage:#}"
+    );
+    assert_eq!(usage["usage"]["provisioned_bytes"], 800u64 << 30);
+    assert_eq!(http_get("127.0.0.1", port, "/healthz"), "ok\n");
+    let orphans: serde_json::Value =
+        serde_json::from_str(&http_get("127.0.0.1", port, "/api/v1/orphans")).unwrap();
+    assert_eq!(
+        found(&orphans),
+        [
+            ("pv-without-volume".into(), "pv/pv-lost".into()),
+            ("volume-without-pv".into(), "volume/cb-pvc-leak".into())
+        ]
+    );
+    let checks: serde_json::Value =
+        serde_json::from_str(&http_get("127.0.0.1", port, "/api/v1/checks")).unwrap();
+    assert_eq!(checks["checks"][0]["name"], "backend-probe");
+    let metrics = http_get("127.0.0.1", port, "/metrics");
+    assert!(
+        metrics
+            .contains("modcsi_audit_findings{kind=\"pv-without-volume\",severity=\"CRITICAL\"} 1")
+            && metrics
+                .contains("modcsi_audit_provisioned_bytes{class=\"audit-fast\"} 858993459200"),
+        "{metrics}"
+    );
+
+    // From another address: only a token the API server vouches for, of a user who may list
+    // PVs; the probes' endpoints stay open.
+    let outside = outside_address().to_string();
+    let get = |token| http_get_as(&outside, port, "/api/v1/orphans", token).0;
+    assert_eq!(get(None), 401);
+    assert_eq!(get(Some("no-such-token")), 401);
+    assert_eq!(get(Some(CONTROLLER_ACCOUNT.1)), 200);
+    assert_eq!(http_get_as(&outside, port, "/healthz", None).0, 200);
+
+    // The page, as a browser shows it: the findings table with its severity badges, the usage
+    // bars (provisioned and free) and the growth line.
+    let url = format!("http://127.0.0.1:{port}/");
+    let dom = browser::dom(&url);
+    assert!(
+        dom.contains("id=\"findings\"")
+            && dom.contains("pv/pv-lost")
+            && dom.contains("volume/cb-pvc-leak"),
+        "{dom}"
+    );
+    let shot = browser::screenshot(&url, 1280, 1600);
+    let keep = || {
+        let path = std::env::temp_dir().join("modcsi-audit-page.png");
+        std::fs::write(&path, &shot.png).unwrap();
+        path.display().to_string()
+    };
+    let rgb = |hex: &str| -> [u8; 3] {
+        let n = u32::from_str_radix(hex.trim_start_matches('#'), 16).unwrap();
+        [(n >> 16) as u8, (n >> 8) as u8, n as u8]
+    };
+    for (what, colour, least) in [
+        ("the CRITICAL badge", "#c53030", 100),
+        ("the HIGH badge", "#dd6b20", 100),
+        ("the provisioned bar", "#2b6cb0", 2000),
+        ("the free bar", "#9ae6b4", 2000),
+        ("the growth line", "#6b46c1", 300),
+    ] {
+        let n = shot.count(rgb(colour), 8);
+        assert!(
+            n >= least,
+            "{what}: {n} pixels of {colour}; the page is in {}",
+            keep()
+        );
+    }
+    // The table comes before the chart: badges above the bars.
+    let badge = shot.rows_with(rgb("#c53030"), 8, 10)[0];
+    let bar = shot.rows_with(rgb("#2b6cb0"), 8, 50)[0];
+    assert!(
+        badge < bar,
+        "the findings table is above the chart; see {}",
+        keep()
+    );
+    let _ = service.kill();
+    let _ = service.wait();
 }
