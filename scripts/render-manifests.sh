@@ -43,8 +43,8 @@ mapfile -t RENDERED < <(printf "$OUT/%s.yaml\n" "${BACKENDS[@]}")
 # Settings the committed manifests do not exercise, checked too (lint, arguments, server dry run):
 # BACKEND, then helm --set arguments, one variant a line.
 VARIANTS=(
-    "rds --set backend.source=initContainer --set backend.initContainer.image.repository=modcsi.local/rds-backend --set backend.initContainer.image.tag=v0.1.0 --set backend.initContainer.path=/rds.wasm --set backend.secret.create=true --set-string backend.secret.files.ssh-key=k --set-string backend.secret.files.known_hosts=h --set csiDriver.storageCapacity=true --set metrics.enabled=false --set node.livenessprobe=true"
-    "emma --set backend.source=oci --set backend.oci.reference=oci://registry.example.com:5000/modcsi/emma@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef --set backend.oci.insecureRegistries={registry.example.com:5000}"
+    "rds --set backend.source=initContainer --set backend.initContainer.image.repository=modcsi.local/rds-backend --set backend.initContainer.image.tag=v0.1.0 --set backend.initContainer.path=/rds.wasm --set backend.secret.create=true --set-string backend.secret.files.ssh-key=k --set-string backend.secret.files.known_hosts=h --set csiDriver.storageCapacity=true --set metrics.enabled=false --set node.livenessprobe=true --set audit.enabled=true"
+    "emma --set backend.source=oci --set backend.oci.reference=oci://registry.example.com:5000/modcsi/emma@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef --set backend.oci.insecureRegistries={registry.example.com:5000} --set audit.enabled=true --set audit.access=open"
     "node-local-cache --set backend.source=hostPath --set backend.hostPath.dir=/opt/modcsi/backends --set controller.livenessprobe=false --set leaderElection.enabled=false --set metrics.address=:: --set node.allowDiskById={virtio-pvc-} --set node.allowDiskSerial={pvc-*} --set node.projectIds=3000000000-3000999999 --set node.stateDir=/var/lib/modcsi-nlc --set node.kubeletDir=/var/lib/k0s/kubelet"
 )
 
@@ -219,7 +219,8 @@ python3 -c 'import yaml' 2>/dev/null || die "python3 with PyYAML (python3-yaml) 
 # The binary of a container: modcsi, or a sidecar's from the go-tools cache (<tool>-<version>-<key>/<tool>).
 container_binary() { # NAME IMAGE
     local tool=$1 version=${2##*:} candidates
-    if [ "$tool" = modcsi ]; then
+    # The driver's containers and the audit service's run the modcsi binary.
+    if [ "$tool" = modcsi ] || [ "$tool" = audit ]; then
         [ -x "$MODCSI_BIN" ] && echo "$MODCSI_BIN"
         return 0
     fi

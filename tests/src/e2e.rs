@@ -212,6 +212,12 @@ impl Cluster {
     /// The metrics of the pods of `release`'s `component` (controller or node), scraped on
     /// their pod IP at `port`, concatenated.
     pub fn scrape(&self, release: &str, component: &str, port: u16) -> String {
+        self.get(release, component, port, "/metrics")
+    }
+
+    /// `path` of every pod of `component` of `release` (in namespace modcsi) on `port`, the
+    /// answers one after the other.
+    pub fn get(&self, release: &str, component: &str, port: u16, path: &str) -> String {
         let selector =
             format!("app.kubernetes.io/instance={release},app.kubernetes.io/component={component}");
         let ips = self.kubectl(&[
@@ -226,9 +232,12 @@ impl Cluster {
         ]);
         let mut all = String::new();
         for ip in ips.split_whitespace() {
-            all.push_str(&http_get(ip, port, "/metrics"));
+            all.push_str(&http_get(ip, port, path));
         }
-        assert!(!all.is_empty(), "no {component} pod of {release} to scrape");
+        assert!(
+            !all.is_empty(),
+            "no {component} pod of {release} answers {path}"
+        );
         all
     }
 }

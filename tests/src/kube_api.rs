@@ -296,6 +296,32 @@ pub mod objects {
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 
+    /// The label every node-local cleanup record carries: its volume.
+    pub const RECORD_LABEL: &str = "node-local-cache.csi.io/volume";
+
+    /// A cleanup record as a driver writes it: ConfigMap `nlc-vol-<name>`, labelled with the
+    /// volume `label` and `driver` (none: the public driver's), its body `status`.
+    pub fn cleanup_record(
+        name: &str,
+        label: &str,
+        driver: Option<&str>,
+        status: serde_json::Value,
+    ) -> k8s_openapi::api::core::v1::ConfigMap {
+        let mut labels = BTreeMap::from([(RECORD_LABEL.to_owned(), label.to_owned())]);
+        if let Some(driver) = driver {
+            labels.insert("modcsi.io/cleanup-driver".into(), driver.into());
+        }
+        k8s_openapi::api::core::v1::ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(format!("nlc-vol-{name}")),
+                labels: Some(labels),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([("status".into(), status.to_string())])),
+            ..Default::default()
+        }
+    }
+
     /// The driver name test hosts serve as.
     pub const DRIVER: &str = "test.modcsi.io";
 

@@ -15,6 +15,19 @@ pub struct BackendVolume {
     pub created_unix: Option<i64>,
 }
 
+/// A node-local cleanup record whose deletion was requested (the host's, in the driver's
+/// namespace).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CleanupRecord {
+    pub volume: String,
+    /// Since its deletion was requested.
+    pub waited_seconds: i64,
+    /// Nodes that held the directory and have not said they removed it.
+    pub pending: Vec<String>,
+    /// Nodes that could not remove it.
+    pub failed: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
     pub pvs: Vec<DriverPv>,
@@ -24,6 +37,8 @@ pub struct Facts {
     /// recorded: only then is a PV whose volume is missing a finding.
     pub complete: bool,
     pub claims: Vec<PendingClaim>,
+    /// Cleanup records being deleted.
+    pub cleanups: Vec<CleanupRecord>,
     pub now_unix: i64,
 }
 
@@ -35,6 +50,8 @@ pub struct Thresholds {
     pub orphan_age: Duration,
     /// A claim pending this long is a finding.
     pub pending: Duration,
+    /// A deleted node-local volume's directory waiting this long on a node is stuck.
+    pub cleanup: Duration,
 }
 
 impl Default for Thresholds {
@@ -43,6 +60,7 @@ impl Default for Thresholds {
             grace: Duration::from_secs(300),
             orphan_age: Duration::from_secs(3600),
             pending: Duration::from_secs(900),
+            cleanup: Duration::from_secs(600),
         }
     }
 }
@@ -175,6 +193,37 @@ pub fn correlate(facts: &Facts, t: &Thresholds) -> Vec<Finding> {
                 .into(),
         });
     }
+    for record in &facts.cleanups {
+        let stuck = record.pending.iter().chain(&record.failed);
+        let nodes: Vec<&str> = stuck.map(String::as_str).collect();
+        if record.waited_seconds < secs(t.cleanup) || nodes.is_empty() {
+            continue;
+        }
+        let mut evidence = vec![format!(
+            "volume {} was deleted {} min ago; its directory is still on node(s) {}",
+            record.volume,
+            record.waited_seconds / 60,
+            nodes.join(", ")
+        )];
+        if !record.failed.is_empty() {
+            evidence.push(format!(
+                "node(s) {} reported that they could not remove it",
+                record.failed.join(", ")
+            ));
+        }
+        found.push(Finding {
+            kind: "cleanup-stuck",
+            severity: Severity::High,
+            subject: format!("volume/{}", record.volume),
+            evidence,
+            age_seconds: Some(record.waited_seconds),
+            remediation: "the node plugin must run on those nodes to remove the directory (see \
+                          its pod and log there); until it does, the space stays used and the \
+                          volume's name cannot be reused. A node gone for good is struck off by \
+                          the controller once its Node object is deleted"
+                .into(),
+        });
+    }
     worst_first(&mut found);
     found
 }
@@ -287,6 +336,28 @@ mod tests {
                     "volume/v-foreign".into()
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn a_cleanup_waiting_on_a_node_past_its_time_is_stuck() {
+        let record = |volume: &str, waited: i64, pending: &[&str]| CleanupRecord {
+            volume: volume.into(),
+            waited_seconds: waited,
+            pending: pending.iter().map(|n| n.to_string()).collect(),
+            failed: vec![],
+        };
+        let facts = Facts {
+            cleanups: vec![
+                record("v-stuck", HOUR, &["n2"]),
+                record("v-just-deleted", 30, &["n2"]),
+                record("v-done", HOUR, &[]),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            kinds(facts),
+            [("cleanup-stuck", Severity::High, "volume/v-stuck".into())]
         );
     }
 

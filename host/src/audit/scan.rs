@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::checks::{ConfigFacts, check_findings, checks};
-use super::correlate::{BackendVolume, Facts, Thresholds, correlate};
+use super::correlate::{BackendVolume, CleanupRecord, Facts, Thresholds, correlate};
 use super::finding::{Report, worst_first};
 use super::usage::{capacity_findings, usage};
 use crate::kube::{Cluster, KubeError, KubeStore};
@@ -158,6 +158,26 @@ impl Auditor {
         Ok((volumes, true))
     }
 
+    /// The node-local cleanup records whose deletion was requested (a record that does not
+    /// parse is the cleanup loop's to warn about, not the audit's).
+    async fn cleanups(&self) -> Result<Vec<CleanupRecord>, ScanError> {
+        Ok(self
+            .cluster
+            .records()
+            .await?
+            .into_iter()
+            .filter_map(|r| serde_json::from_str::<crate::cleanup::Status>(&r.text).ok())
+            .filter_map(|s| {
+                Some(CleanupRecord {
+                    waited_seconds: s.waited()?.as_secs() as i64,
+                    pending: s.pending().into_iter().map(str::to_owned).collect(),
+                    failed: s.nodes_failed.clone(),
+                    volume: s.volume_id,
+                })
+            })
+            .collect())
+    }
+
     async fn config_facts(&self) -> Result<ConfigFacts, ScanError> {
         let c = &self.cluster;
         let mut rights = vec![];
@@ -204,6 +224,7 @@ impl Auditor {
             volumes: Some(volumes),
             complete,
             claims: self.cluster.pending_claims(&classes).await?,
+            cleanups: self.cleanups().await?,
             now_unix: now_unix(),
         };
         let class_names: Vec<String> = classes.iter().map(|c| c.name.clone()).collect();
@@ -224,6 +245,7 @@ impl Auditor {
                 facts.volumes.as_ref().map_or(0, Vec::len),
             ),
             ("pending claims", facts.claims.len()),
+            ("cleanup records being deleted", facts.cleanups.len()),
         ]
         .into_iter()
         .collect();

@@ -94,6 +94,13 @@ impl Status {
     pub fn complete(&self) -> bool {
         self.cleanup_requested_at.is_some() && self.pending().is_empty()
     }
+
+    /// How long the record has waited since its cleanup was requested.
+    pub fn waited(&self) -> Option<Duration> {
+        let at = self.cleanup_requested_at.as_deref()?;
+        let at = at.parse::<k8s_openapi::jiff::Timestamp>().ok()?;
+        Duration::try_from(k8s_openapi::jiff::Timestamp::now().duration_since(at)).ok()
+    }
 }
 
 fn now() -> String {
@@ -107,15 +114,12 @@ fn observe(records: &[Status]) {
         .iter()
         .filter(|s| s.cleanup_requested_at.is_some())
         .count();
-    let oldest = records.iter().filter_map(waited).max().unwrap_or_default();
+    let oldest = records
+        .iter()
+        .filter_map(Status::waited)
+        .max()
+        .unwrap_or_default();
     crate::metrics::cleanup_records(records.len() - deleting, deleting, oldest);
-}
-
-/// How long a record has waited since its cleanup was requested.
-fn waited(status: &Status) -> Option<Duration> {
-    let at = status.cleanup_requested_at.as_deref()?;
-    let at = at.parse::<k8s_openapi::jiff::Timestamp>().ok()?;
-    Duration::try_from(k8s_openapi::jiff::Timestamp::now().duration_since(at)).ok()
 }
 
 fn add(list: &mut Vec<String>, node: &str) -> bool {
@@ -393,7 +397,7 @@ impl Cleanup {
             }
             let volume = status.volume_id.clone();
             if let Some(cluster) = cluster
-                && let Some(waited) = waited(&status)
+                && let Some(waited) = status.waited()
                 && waited >= STUCK
             {
                 let message = format!(

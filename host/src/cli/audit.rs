@@ -48,6 +48,9 @@ pub struct AuditArgs {
     /// A claim pending this long is a finding.
     #[arg(long, default_value = "15m", value_parser = super::parse_duration)]
     pending_age: Duration,
+    /// A deleted node-local volume's directory still on a node after this is stuck.
+    #[arg(long, default_value = "10m", value_parser = super::parse_duration)]
+    cleanup_age: Duration,
     /// Upper bound on one backend call.
     #[arg(long, default_value = "30s", value_parser = super::parse_duration)]
     call_timeout: Duration,
@@ -108,6 +111,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
             grace: args.grace,
             orphan_age: args.orphan_age,
             pending: args.pending_age,
+            cleanup: args.cleanup_age,
         },
     })
     .await?;

@@ -158,6 +158,25 @@ async fn orphans_both_ways_are_found_and_healthy_or_young_volumes_are_not() {
     assert_eq!(yaml["checks"], young["checks"]);
     assert_eq!(yaml["usage"], young["usage"]);
 
+    // A volume deleted two hours ago whose directory one node still holds.
+    let requested = k8s_openapi::jiff::Timestamp::now() - std::time::Duration::from_secs(7200);
+    let record = objects::cleanup_record(
+        "nlc-old",
+        "nlc-old",
+        Some(DRIVER),
+        serde_json::json!({
+            "volume_id": "nlc-old",
+            "created_at": requested.to_string(),
+            "cleanup_requested_at": requested.to_string(),
+            "nodes_with_volume": ["n1", "n2"],
+            "nodes_completed": ["n1"],
+        }),
+    );
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), "default")
+        .create(&Default::default(), &record)
+        .await
+        .unwrap();
+
     let (status, report) = audit(&api, &["--grace", "0s", "--orphan-age", "0s"]);
     let findings: Vec<(&str, &str, &str)> = report["findings"]
         .as_array()
@@ -175,16 +194,22 @@ async fn orphans_both_ways_are_found_and_healthy_or_young_volumes_are_not() {
         findings,
         [
             ("pv-without-volume", "CRITICAL", "pv/pv-lost"),
+            ("cleanup-stuck", "HIGH", "volume/nlc-old"),
             ("volume-without-pv", "HIGH", "volume/cb-pvc-leak"),
         ],
         "{report:#}"
+    );
+    let stuck = report["findings"][1]["evidence"].to_string();
+    assert!(
+        stuck.contains("node(s) n2") && !stuck.contains("n1"),
+        "{stuck}"
     );
     let evidence = report["findings"][0]["evidence"].to_string();
     assert!(
         evidence.contains("cb-gone") && evidence.contains("default/pv-lost"),
         "{evidence}"
     );
-    assert!(report["findings"][1]["age_seconds"].as_i64() >= Some(0));
+    assert!(report["findings"][2]["age_seconds"].as_i64() >= Some(0));
     assert_eq!(
         status,
         Some(3),

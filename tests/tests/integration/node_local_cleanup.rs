@@ -19,30 +19,7 @@ use modcsi_tests::process::{ServeProcess, cluster_flags, modcsi_binary};
 use modcsi_tests::{CreateVolume, NODE_LOCAL_CACHE, TestHost, requests};
 use tonic::Code;
 
-const LABEL: &str = "node-local-cache.csi.io/volume";
-
-/// A cleanup record as a driver writes it: ConfigMap `nlc-vol-<name>`, labelled with the volume
-/// `label` and `driver` (none: the public driver's), its body `status`.
-fn record_map(
-    name: &str,
-    label: &str,
-    driver: Option<&str>,
-    status: serde_json::Value,
-) -> ConfigMap {
-    let mut labels = BTreeMap::from([(LABEL.to_owned(), label.to_owned())]);
-    if let Some(driver) = driver {
-        labels.insert("modcsi.io/cleanup-driver".into(), driver.into());
-    }
-    ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(format!("nlc-vol-{name}")),
-            labels: Some(labels),
-            ..Default::default()
-        },
-        data: Some(BTreeMap::from([("status".into(), status.to_string())])),
-        ..Default::default()
-    }
-}
+const LABEL: &str = objects::RECORD_LABEL;
 
 async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -322,7 +299,9 @@ async fn a_record_of_the_public_driver_is_honoured() {
         "nodes_failed": [],
         "nodes_decommissioned": [],
     });
-    cluster.add_record(&record_map(id, id, None, status)).await;
+    cluster
+        .add_record(&objects::cleanup_record(id, id, None, status))
+        .await;
     // modcsi replaces the public driver: its processes start with the record already there (an
     // idle process starts its cleanup loop only for records it finds at start or writes itself).
     cluster.restart().await;
@@ -386,7 +365,7 @@ async fn another_drivers_records_and_forged_records_remove_nothing() {
             "cleanup_requested_at": "2026-11-02T10:00:00Z",
             "nodes_with_volume": ["n1"],
         });
-        record_map(name, label, driver, status)
+        objects::cleanup_record(name, label, driver, status)
     };
     let (theirs, victim, forged) = ("nlc-theirs-1", "nlc-victim-1", "nlc-forged-1");
     for id in [theirs, victim] {
@@ -507,7 +486,7 @@ async fn a_failed_publish_and_a_stuck_cleanup_are_told_in_events() {
         "nodes_with_volume": ["n9"],
     });
     cluster
-        .add_record(&record_map(id, id, Some(driver), status))
+        .add_record(&objects::cleanup_record(id, id, Some(driver), status))
         .await;
     // The controller finds it when it starts.
     cluster.restart().await;

@@ -1,5 +1,7 @@
 //! node-local-cache: a claim is provisioned, a pod on the node writes and reads through
 //! kubelet's real NodePublish, and deleting the pod and the claim takes the directory away.
+//! The chart's audit service runs beside it: its configuration checks pass on the real
+//! install (CSIDriver, CSINode, sidecars, rights) and a healthy claim is no finding.
 
 use std::path::Path;
 use std::time::Duration;
@@ -39,7 +41,20 @@ spec:
 #[ignore = "needs the single-node cluster: just e2e"]
 fn a_pod_writes_through_kubelets_publish_and_the_directory_goes_with_the_claim() {
     let c = Cluster::from_env();
-    c.install(RELEASE, "node-local-cache", &[]);
+    // The audit service too, scanning every few seconds; open to the test's reads (the
+    // TokenReview path is the integration tests').
+    c.install(
+        RELEASE,
+        "node-local-cache",
+        &[
+            "--set",
+            "audit.enabled=true",
+            "--set",
+            "audit.interval=3s",
+            "--set",
+            "audit.access=open",
+        ],
+    );
     c.wait_registered(DRIVER);
 
     c.apply(CLAIM_AND_POD);
@@ -66,6 +81,27 @@ fn a_pod_writes_through_kubelets_publish_and_the_directory_goes_with_the_claim()
         "/data/file",
     ]);
     assert_eq!(read, written);
+
+    // The audit of the running install: every check passes, and the bound claim is no finding.
+    let checks = c.wait(
+        "an audit scan that sees the claim",
+        Duration::from_secs(60),
+        || {
+            let usage: serde_json::Value =
+                serde_json::from_str(&c.get(RELEASE, "audit", 8090, "/api/v1/usage")).ok()?;
+            (usage["usage"]["volumes"] == 1)
+                .then(|| c.get(RELEASE, "audit", 8090, "/api/v1/checks"))
+        },
+    );
+    let checks: serde_json::Value = serde_json::from_str(&checks).unwrap();
+    for check in checks["checks"].as_array().unwrap() {
+        assert_eq!(check["status"], "pass", "{check}");
+    }
+    let sidecars = checks["checks"].to_string();
+    assert!(sidecars.contains("provisioner v"), "{sidecars}");
+    let orphans: serde_json::Value =
+        serde_json::from_str(&c.get(RELEASE, "audit", 8090, "/api/v1/orphans")).unwrap();
+    assert_eq!(orphans["findings"], serde_json::json!([]), "{orphans:#}");
 
     c.kubectl(&["-n", "default", "delete", "pod", "e2e-nlc", "--wait=true"]);
     c.kubectl(&["-n", "default", "delete", "pvc", "e2e-nlc", "--wait=true"]);
@@ -103,5 +139,8 @@ fn a_pod_writes_through_kubelets_publish_and_the_directory_goes_with_the_claim()
     ] {
         assert!(sample(text, series) >= 1.0, "{series} missing in\n{text}");
     }
+    let audit = c.scrape(RELEASE, "audit", 8090);
+    let scans = r#"modcsi_audit_scans_total{outcome="ok"}"#;
+    assert!(sample(&audit, scans) >= 1.0, "{scans} missing in\n{audit}");
     c.uninstall(RELEASE);
 }
