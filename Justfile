@@ -68,7 +68,7 @@ fake-emma:
     mkdir -p /tmp/fake-emma
     target/debug/fake-emma --listen 127.0.0.1:8443 --state /tmp/fake-emma --by-id /tmp/fake-emma/by-id
 
-# Lifecycle throughput, per-call latency and driver CPU per lifecycle (a `modcsi serve` process), block-volume lifecycles on a loop device, RDS and Emma through their fakes, HTTPS from a component vs a native client, backend-call overhead, node-local cleanup at scale (API requests per volume)
+# Lifecycle throughput, per-call latency and driver CPU per lifecycle (a `modcsi serve` process), block-volume lifecycles on a loop device, RDS and Emma through their fakes, HTTPS from a component vs a native client, backend-call overhead, node-local cleanup at scale (API requests per volume), `modcsi audit` of 1,000 PVs against 1,000 backend volumes (wall time, API requests, peak RSS; `lifecycle-bench audit` alone)
 bench: build-backends
     cargo build --release -p modcsi --bin modcsi
     cargo build --release -p modcsi-tests --bin fake-routeros

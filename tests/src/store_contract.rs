@@ -46,6 +46,14 @@ pub fn check(store: &dyn StateStore) {
         store.list("ns", "", "", 10).unwrap(),
         ["a/1", "a/2", "a/3", "b/1"]
     );
+    // Entries: the same keys with their values and versions, in one read where the store can.
+    let entries = store.entries("ns", "a/", "a/1", 10).unwrap();
+    let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["a/2", "a/3"]);
+    assert_eq!(entries[0].1, store.get("ns", "a/2").unwrap().unwrap());
+    let first = store.entries("ns", "", "", 1).unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].1.value, b"three");
     // Limits hold before anything is written.
     assert!(matches!(
         store.put("ns", "", b"x", None),

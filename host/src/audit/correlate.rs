@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use super::finding::{Finding, Severity, worst_first};
-use crate::kube::inventory::{DriverPv, PendingClaim};
+use crate::kube::inventory::{DriverPv, DriverSnapshotContent, PendingClaim};
 
 /// A volume the backend has (or, for a backend that cannot list, the host recorded).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,6 +12,16 @@ pub struct BackendVolume {
     pub id: String,
     pub capacity_bytes: u64,
     /// From the host's record of its creation; unknown for a volume the host did not make.
+    pub created_unix: Option<i64>,
+}
+
+/// A snapshot the backend has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSnapshot {
+    pub id: String,
+    pub source_volume_id: String,
+    pub size_bytes: u64,
+    /// When the backend made it, if it says.
     pub created_unix: Option<i64>,
 }
 
@@ -39,6 +49,10 @@ pub struct Facts {
     pub claims: Vec<PendingClaim>,
     /// Cleanup records being deleted.
     pub cleanups: Vec<CleanupRecord>,
+    /// This driver's VolumeSnapshotContents; `None` without the snapshot API.
+    pub contents: Option<Vec<DriverSnapshotContent>>,
+    /// The backend's snapshots; `None` when it has none to list (no `snapshots` interface).
+    pub snapshots: Option<Vec<BackendSnapshot>>,
     pub now_unix: i64,
 }
 
@@ -193,6 +207,9 @@ pub fn correlate(facts: &Facts, t: &Thresholds) -> Vec<Finding> {
                 .into(),
         });
     }
+    if let (Some(contents), Some(snapshots)) = (&facts.contents, &facts.snapshots) {
+        snapshot_findings(contents, snapshots, facts.now_unix, t, &mut found);
+    }
     for record in &facts.cleanups {
         let stuck = record.pending.iter().chain(&record.failed);
         let nodes: Vec<&str> = stuck.map(String::as_str).collect();
@@ -226,6 +243,79 @@ pub fn correlate(facts: &Facts, t: &Thresholds) -> Vec<Finding> {
     }
     worst_first(&mut found);
     found
+}
+
+/// VolumeSnapshotContents whose snapshot the backend no longer has, and backend snapshots no
+/// content names.
+fn snapshot_findings(
+    contents: &[DriverSnapshotContent],
+    snapshots: &[BackendSnapshot],
+    now: i64,
+    t: &Thresholds,
+    found: &mut Vec<Finding>,
+) {
+    let listed: HashSet<&str> = snapshots.iter().map(|s| s.id.as_str()).collect();
+    for content in contents {
+        let age = now - content.created_unix;
+        let Some(handle) = &content.handle else {
+            continue;
+        };
+        if age < secs(t.grace) || listed.contains(handle.as_str()) {
+            continue;
+        }
+        let (severity, whose) = match &content.snapshot {
+            Some(snapshot) => (Severity::High, format!(", of VolumeSnapshot {snapshot}")),
+            None => (Severity::Medium, String::new()),
+        };
+        found.push(Finding {
+            kind: "snapshot-content-without-snapshot",
+            severity,
+            subject: format!("volumesnapshotcontent/{}", content.name),
+            evidence: vec![
+                format!(
+                    "VolumeSnapshotContent {}{whose} names snapshot {handle}",
+                    content.name
+                ),
+                format!(
+                    "the backend has {} snapshots, and not this one",
+                    listed.len()
+                ),
+            ],
+            age_seconds: Some(age),
+            remediation: "a restore from it will fail: delete the VolumeSnapshot (and the \
+                          content), and take a new one"
+                .into(),
+        });
+    }
+    let named: HashSet<&str> = contents
+        .iter()
+        .filter_map(|c| c.handle.as_deref())
+        .collect();
+    for snapshot in snapshots.iter().filter(|s| !named.contains(s.id.as_str())) {
+        let age = snapshot.created_unix.map(|c| now - c);
+        let (severity, unknown) = match age {
+            Some(age) if age < secs(t.orphan_age) => continue,
+            Some(_) => (Severity::High, ""),
+            None => (
+                Severity::Low,
+                ", and its age is unknown: one being made right now looks like this too",
+            ),
+        };
+        found.push(Finding {
+            kind: "snapshot-without-content",
+            severity,
+            subject: format!("snapshot/{}", snapshot.id),
+            evidence: vec![format!(
+                "snapshot {} of volume {} ({} bytes) is named by no VolumeSnapshotContent of this \
+                 driver{unknown}",
+                snapshot.id, snapshot.source_volume_id, snapshot.size_bytes
+            )],
+            age_seconds: age,
+            remediation: "if nothing needs it, delete it in the storage system (it takes space \
+                          no Kubernetes object accounts for)"
+                .into(),
+        });
+    }
 }
 
 #[cfg(test)]
@@ -337,6 +427,71 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn snapshots_and_their_contents_both_ways() {
+        let content =
+            |name: &str, handle: Option<&str>, bound: bool, age: i64| DriverSnapshotContent {
+                name: name.into(),
+                handle: handle.map(Into::into),
+                snapshot: bound.then(|| format!("default/{name}")),
+                created_unix: NOW - age,
+            };
+        let snapshot = |id: &str, age: Option<i64>| BackendSnapshot {
+            id: id.into(),
+            source_volume_id: "v".into(),
+            size_bytes: 1,
+            created_unix: age.map(|a| NOW - a),
+        };
+        let facts = Facts {
+            contents: Some(vec![
+                content("c-ok", Some("s-ok"), true, HOUR),
+                content("c-lost", Some("s-gone"), true, HOUR),
+                content("c-loose", Some("s-gone-too"), false, HOUR),
+                content("c-new", Some("s-not-yet"), true, 5),
+                content("c-making", None, true, HOUR),
+            ]),
+            snapshots: Some(vec![
+                snapshot("s-ok", Some(HOUR)),
+                snapshot("s-leak", Some(2 * HOUR)),
+                snapshot("s-young", Some(60)),
+                snapshot("s-ageless", None),
+            ]),
+            ..Default::default()
+        };
+        assert_eq!(
+            kinds(facts),
+            [
+                (
+                    "snapshot-content-without-snapshot",
+                    Severity::High,
+                    "volumesnapshotcontent/c-lost".into()
+                ),
+                (
+                    "snapshot-without-content",
+                    Severity::High,
+                    "snapshot/s-leak".into()
+                ),
+                (
+                    "snapshot-content-without-snapshot",
+                    Severity::Medium,
+                    "volumesnapshotcontent/c-loose".into()
+                ),
+                (
+                    "snapshot-without-content",
+                    Severity::Low,
+                    "snapshot/s-ageless".into()
+                ),
+            ]
+        );
+        // Without the snapshot API, or a backend that lists none, nothing is judged.
+        let facts = Facts {
+            contents: None,
+            snapshots: Some(vec![snapshot("s-leak", Some(2 * HOUR))]),
+            ..Default::default()
+        };
+        assert_eq!(kinds(facts), []);
     }
 
     #[test]

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::checks::{ConfigFacts, check_findings, checks};
-use super::correlate::{BackendVolume, CleanupRecord, Facts, Thresholds, correlate};
+use super::correlate::{
+    BackendSnapshot, BackendVolume, CleanupRecord, Facts, Thresholds, correlate,
+};
 use super::finding::{Report, worst_first};
 use super::usage::{capacity_findings, usage};
 use crate::kube::{Cluster, KubeError, KubeStore};
@@ -44,7 +46,7 @@ pub enum ScanError {
     Load(#[from] LoadError),
     #[error("the host's volume records: {0}")]
     Store(#[from] StoreError),
-    #[error("listing the backend's volumes: {0}")]
+    #[error("asking the backend: {0}")]
     List(#[from] CallError),
     #[error("the driver's CSI endpoint: {0}")]
     Csi(String),
@@ -54,7 +56,7 @@ pub enum ScanError {
 const MOST_PAGES: usize = 10_000;
 
 /// What the audit reads, and the verb it reads it with: the `rbac` check asks for each.
-const RIGHTS: [(&str, &str, &str, bool); 9] = [
+const RIGHTS: [(&str, &str, &str, bool); 10] = [
     ("list", "", "persistentvolumes", false),
     ("list", "", "persistentvolumeclaims", false),
     ("list", "", "events", false),
@@ -64,6 +66,12 @@ const RIGHTS: [(&str, &str, &str, bool); 9] = [
     ("list", "", "nodes", false),
     ("list", "", "configmaps", true),
     ("list", "", "pods", true),
+    (
+        "list",
+        "snapshot.storage.k8s.io",
+        "volumesnapshotcontents",
+        false,
+    ),
 ];
 
 pub struct Auditor {
@@ -158,6 +166,32 @@ impl Auditor {
         Ok((volumes, true))
     }
 
+    /// Every snapshot the backend lists; `None` when it has no `snapshots` interface.
+    async fn snapshots(&self) -> Result<Option<Vec<BackendSnapshot>>, ScanError> {
+        if !self.backend.offers(Optional::Snapshots) {
+            return Ok(None);
+        }
+        let mut snapshots = vec![];
+        let mut token = String::new();
+        for _ in 0..MOST_PAGES {
+            let page = self
+                .backend
+                .list_snapshots(500, token, Default::default(), vec![], None)
+                .await?;
+            snapshots.extend(page.snapshots.into_iter().map(|s| BackendSnapshot {
+                id: s.id,
+                source_volume_id: s.source_volume_id,
+                size_bytes: s.size_bytes,
+                created_unix: (s.created_unix_seconds > 0).then_some(s.created_unix_seconds),
+            }));
+            if page.next_token.is_empty() {
+                break;
+            }
+            token = page.next_token;
+        }
+        Ok(Some(snapshots))
+    }
+
     /// The node-local cleanup records whose deletion was requested (a record that does not
     /// parse is the cleanup loop's to warn about, not the audit's).
     async fn cleanups(&self) -> Result<Vec<CleanupRecord>, ScanError> {
@@ -225,6 +259,8 @@ impl Auditor {
             complete,
             claims: self.cluster.pending_claims(&classes).await?,
             cleanups: self.cleanups().await?,
+            contents: self.cluster.snapshot_contents().await?,
+            snapshots: self.snapshots().await?,
             now_unix: now_unix(),
         };
         let class_names: Vec<String> = classes.iter().map(|c| c.name.clone()).collect();
@@ -246,6 +282,14 @@ impl Auditor {
             ),
             ("pending claims", facts.claims.len()),
             ("cleanup records being deleted", facts.cleanups.len()),
+            (
+                "backend snapshots",
+                facts.snapshots.as_ref().map_or(0, Vec::len),
+            ),
+            (
+                "VolumeSnapshotContents",
+                facts.contents.as_ref().map_or(0, Vec::len),
+            ),
         ]
         .into_iter()
         .collect();

@@ -61,6 +61,18 @@ pub struct RunningContainer {
     pub ready: bool,
 }
 
+/// A VolumeSnapshotContent of this driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriverSnapshotContent {
+    pub name: String,
+    /// The backend's snapshot id (`status.snapshotHandle`, or `spec.source.snapshotHandle` for
+    /// a pre-provisioned one); `None` while it is being made.
+    pub handle: Option<String>,
+    /// `namespace/name` of its VolumeSnapshot.
+    pub snapshot: Option<String>,
+    pub created_unix: i64,
+}
+
 /// Who a bearer token belongs to, by the API server's TokenReview.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reviewed {
@@ -193,6 +205,47 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// This driver's VolumeSnapshotContents; `None` when the cluster has no snapshot API (the
+    /// CRDs of the external snapshotter are not installed).
+    pub async fn snapshot_contents(&self) -> Result<Option<Vec<DriverSnapshotContent>>, KubeError> {
+        use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshotContent"),
+            "volumesnapshotcontents",
+        );
+        let list = match Api::<DynamicObject>::all_with(self.client.clone(), &resource)
+            .list(&ListParams::default())
+            .await
+        {
+            Ok(list) => list,
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(None),
+            Err(e) => return Err(KubeError::api("list VolumeSnapshotContents")(e)),
+        };
+        let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+        Ok(Some(
+            list.items
+                .into_iter()
+                .filter(|c| c.data["spec"]["driver"] == self.driver.as_str())
+                .map(|c| {
+                    let spec = &c.data["spec"];
+                    let reference = &spec["volumeSnapshotRef"];
+                    DriverSnapshotContent {
+                        handle: text(&c.data["status"]["snapshotHandle"])
+                            .or_else(|| text(&spec["source"]["snapshotHandle"])),
+                        snapshot: text(&reference["name"]).map(|name| {
+                            format!(
+                                "{}/{name}",
+                                text(&reference["namespace"]).unwrap_or_default()
+                            )
+                        }),
+                        created_unix: created(&c.metadata),
+                        name: c.metadata.name.unwrap_or_default(),
+                    }
+                })
+                .collect(),
+        ))
+    }
+
     /// This driver's CSIDriver object, if it exists.
     pub async fn driver_object(&self) -> Result<Option<DriverObject>, KubeError> {
         let found = Api::<CSIDriver>::all(self.client.clone())

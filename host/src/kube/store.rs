@@ -117,6 +117,42 @@ impl KubeStore {
         )
     }
 
+    /// The ConfigMaps of `namespace`'s keys starting with `prefix`, after `start_after`, at
+    /// most `limit`, in key order, with their keys (names are digests: the keys are in the
+    /// objects' data).
+    fn listed(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        start_after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, ConfigMap)>, StoreError> {
+        let (api, labels) = (self.api.clone(), self.labels(namespace));
+        let (namespace, prefix, start_after) = (
+            namespace.to_owned(),
+            prefix.to_owned(),
+            start_after.to_owned(),
+        );
+        self.wait(async move {
+            let mut listed: Vec<(String, ConfigMap)> = api
+                .list(&ListParams::default().labels(&labels))
+                .await
+                .map_err(unavailable)?
+                .items
+                .into_iter()
+                .filter_map(|cm| {
+                    let data = cm.data.as_ref()?;
+                    let key = (data.get("namespace")? == &namespace).then(|| data.get("key"))??;
+                    Some((key.clone(), cm))
+                })
+                .filter(|(k, _)| k.starts_with(&prefix) && k.as_str() > start_after.as_str())
+                .collect();
+            listed.sort_by(|a, b| a.0.cmp(&b.0));
+            listed.truncate(limit);
+            Ok(listed)
+        })
+    }
+
     /// The current version of an entry (after a conflict).
     async fn current(api: &Api<ConfigMap>, name: &str) -> Result<Option<u64>, StoreError> {
         match api.get_opt(name).await.map_err(unavailable)? {
@@ -216,29 +252,29 @@ impl StateStore for KubeStore {
         start_after: &str,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let (api, labels) = (self.api.clone(), self.labels(namespace));
-        let (namespace, prefix, start_after) = (
-            namespace.to_owned(),
-            prefix.to_owned(),
-            start_after.to_owned(),
-        );
-        self.wait(async move {
-            // Names are digests: the keys are in the objects' data.
-            let mut keys: Vec<String> = api
-                .list(&ListParams::default().labels(&labels))
-                .await
-                .map_err(unavailable)?
-                .items
-                .into_iter()
-                .filter_map(|cm| {
-                    let mut data = cm.data?;
-                    (data.get("namespace")? == &namespace).then(|| data.remove("key"))?
-                })
-                .filter(|k| k.starts_with(&prefix) && k.as_str() > start_after.as_str())
-                .collect();
-            keys.sort();
-            keys.truncate(limit);
-            Ok(keys)
-        })
+        let listed = self.listed(namespace, prefix, start_after, limit)?;
+        Ok(listed.into_iter().map(|(key, _)| key).collect())
+    }
+
+    /// One LIST for the keys and their values (not a GET per key).
+    fn entries(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        start_after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Entry)>, StoreError> {
+        self.listed(namespace, prefix, start_after, limit)?
+            .into_iter()
+            .map(|(key, cm)| {
+                let version = version(&cm)?;
+                let value = cm
+                    .binary_data
+                    .and_then(|mut d| d.remove("value"))
+                    .map(|b| b.0)
+                    .unwrap_or_default();
+                Ok((key, Entry { value, version }))
+            })
+            .collect()
     }
 }

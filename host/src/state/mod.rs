@@ -94,6 +94,24 @@ pub trait StateStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<String>, StoreError>;
 
+    /// The entries of the keys [`StateStore::list`] gives, with their keys: a store that reads
+    /// keys and values in one request overrides it.
+    fn entries(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        start_after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Entry)>, StoreError> {
+        let mut out = vec![];
+        for key in self.list(namespace, prefix, start_after, limit)? {
+            if let Some(entry) = self.get(namespace, &key)? {
+                out.push((key, entry));
+            }
+        }
+        Ok(out)
+    }
+
     /// Writes `value` whatever is there (last writer wins); returns the new version.
     fn put_any(&self, namespace: &str, key: &str, value: &[u8]) -> Result<u64, StoreError> {
         let mut expected = self.get(namespace, key)?.map(|e| e.version);

@@ -239,17 +239,14 @@ pub fn all(store: &dyn StateStore) -> Result<Vec<VolumeRecord>, StoreError> {
     let mut records = vec![];
     let mut after = String::new();
     loop {
-        let keys = store.list(NAMESPACE, "", &after, 1000)?;
-        for key in &keys {
-            if let Some(record) = store
-                .get(NAMESPACE, key)?
-                .and_then(|e| VolumeRecord::decode(&e.value).ok())
-            {
-                records.push(record);
-            }
-        }
-        match keys.last() {
-            Some(last) => after = last.clone(),
+        let entries = store.entries(NAMESPACE, "", &after, 10_000)?;
+        records.extend(
+            entries
+                .iter()
+                .filter_map(|(_, e)| VolumeRecord::decode(&e.value).ok()),
+        );
+        match entries.last() {
+            Some((last, _)) => after = last.clone(),
             None => return Ok(records),
         }
     }

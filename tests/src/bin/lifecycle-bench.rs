@@ -5,7 +5,9 @@
 //! (stage → publish → unpublish → unstage), the RDS backend's calls through the fake RouterOS
 //! over real SSH and what keeping the SSH connection saves, the Emma backend's lifecycle through
 //! the fake Emma API over HTTPS and one HTTPS request from a component against a native client, what a backend call costs inside
-//! the runtime, and a durable state-store write. Prints figures; asserts nothing.
+//! the runtime, and a durable state-store write; `modcsi audit` of 1,000 PVs against a backend
+//! with 1,000 volumes (wall time, API requests, peak RSS). Prints figures; asserts nothing about
+//! them (only that each set-up is what it should be).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -20,7 +22,9 @@ use modcsi::state::MemoryStore;
 use modcsi_tests::kube_api::{KubeApi, objects};
 use modcsi_tests::loop_disk::LoopDisk;
 use modcsi_tests::process::{ServeProcess, cluster_flags};
-use modcsi_tests::{CreateVolume, NODE_LOCAL_CACHE, RULE_BREAKER, TestHost, component, requests};
+use modcsi_tests::{
+    CHECK_BREAKER, CreateVolume, NODE_LOCAL_CACHE, RULE_BREAKER, TestHost, component, requests,
+};
 
 const RUN_FOR: Duration = Duration::from_secs(3);
 const CALLS: [&str; 4] = [
@@ -811,6 +815,248 @@ async fn volume_path_in_cluster(binary: &Path) {
     drop(controller);
 }
 
+/// Runs `command` to its end, its stdout captured and its stderr in `stderr`: the wall time from
+/// spawn to exit, the exit code, the stdout, and the process's peak RSS in KiB (`ru_maxrss` of
+/// its own rusage, which wait4 returns with its exit).
+fn run_measured(
+    mut command: std::process::Command,
+    stderr: &Path,
+) -> (Duration, Option<i32>, Vec<u8>, i64) {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(stderr).unwrap());
+    let started = Instant::now();
+    #[expect(
+        clippy::zombie_processes,
+        reason = "wait4 below reaps it, for its rusage"
+    )]
+    let mut child = command.spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = vec![];
+        stdout.read_to_end(&mut out).unwrap();
+        out
+    });
+    let pid = child.id() as nix::libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value; wait4 reaps our own child (std's Child does
+    // not wait on drop) and writes only into these two locals.
+    let (waited, usage) = unsafe {
+        let mut usage: nix::libc::rusage = std::mem::zeroed();
+        (nix::libc::wait4(pid, &mut status, 0, &mut usage), usage)
+    };
+    let took = started.elapsed();
+    assert_eq!(waited, pid, "wait4: {}", std::io::Error::last_os_error());
+    let stdout = reader.join().unwrap();
+    let code = std::process::ExitStatus::from_raw(status).code();
+    (took, code, stdout, usage.ru_maxrss)
+}
+
+/// `modcsi audit` at scale: 5,000 bound PVs of the driver against check-breaker holding 5,000
+/// volumes (its records in the driver's ConfigMaps, made through CreateVolume of a controller
+/// process), of which 10 PVs name a volume that does not exist and 10 volumes no PV names. One
+/// `--output json` run of the binary: its wall time, the API requests it made (the API server's
+/// own counters), its peak RSS (ru_maxrss from wait4) and the report's scan time; then one
+/// `--output table` run's wall time.
+async fn audit_at_scale(binary: &Path) {
+    use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume};
+    use k8s_openapi::api::storage::v1::{CSIDriver, CSIDriverSpec};
+    use kube::api::{ListParams, Patch, PatchParams};
+    // PVs, and volumes.
+    const PVS: usize = 5_000;
+    const ORPHANS: usize = 10;
+    const IN_FLIGHT: usize = 32;
+    const SERIAL: usize = 100;
+    let api = KubeApi::start_deployed().await;
+    let client = api.client().await;
+    let root = tempfile::tempdir().unwrap();
+    let config = api.controller_kubeconfig().to_str().unwrap().to_owned();
+    let flags = cluster_flags("controller", "controller", &config);
+    let host = ServeProcess::start_with(binary, CHECK_BREAKER, root.path(), &flags).await;
+
+    // The backend's volumes, made through the driver: cb-pvc-00000 ... cb-pvc-00999; the last
+    // ORPHANS are named by no PV. The first SERIAL one at a time, the rest IN_FLIGHT at once.
+    let create = |v: usize| {
+        let mut c = host.client.controller.clone();
+        async move {
+            let mut request = requests::create(&format!("pvc-{v:05}"));
+            request.parameters.insert("flavour".into(), "plain".into());
+            c.create_volume(request).await.unwrap();
+        }
+    };
+    let started = Instant::now();
+    for v in 0..SERIAL {
+        create(v).await;
+    }
+    let serial = started.elapsed();
+    let started = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for v in SERIAL..PVS {
+        if set.len() >= IN_FLIGHT {
+            set.join_next().await.unwrap().unwrap();
+        }
+        set.spawn(create(v));
+    }
+    set.join_all().await;
+    let concurrent = started.elapsed();
+    // The host writes its records after answering: stopping it lets them land.
+    drop(host);
+    println!(
+        "\naudit at scale: {PVS} volumes made through CreateVolume (check-breaker, in ConfigMaps) in {:.1} s: the first {SERIAL} one at a time {:.1} ms each, the other {} {IN_FLIGHT} in flight {:.0}/s",
+        (serial + concurrent).as_secs_f64(),
+        serial.as_secs_f64() * 1e3 / SERIAL as f64,
+        PVS - SERIAL,
+        (PVS - SERIAL) as f64 / concurrent.as_secs_f64()
+    );
+    let state = kube::Api::<ConfigMap>::namespaced(client.clone(), "default")
+        .list_metadata(&ListParams::default().labels("modcsi.io/state-driver"))
+        .await
+        .unwrap()
+        .items
+        .len();
+
+    // PVs, all Bound: pv-00000 ... pv-00999; the last ORPHANS name volumes that do not exist.
+    let started = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..PVS {
+        if set.len() >= IN_FLIGHT {
+            set.join_next().await.unwrap().unwrap();
+        }
+        let client = client.clone();
+        set.spawn(async move {
+            let pv = format!("pv-{i:05}");
+            let volume = match i < PVS - ORPHANS {
+                true => format!("cb-pvc-{i:05}"),
+                false => format!("cb-gone-{i:05}"),
+            };
+            objects::add_pv(&client, &pv, &volume, "ReadWriteOnce", &pv).await;
+            kube::Api::<PersistentVolume>::all(client)
+                .patch_status(
+                    &pv,
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({"status": {"phase": "Bound"}})),
+                )
+                .await
+                .unwrap();
+        });
+    }
+    set.join_all().await;
+    // The driver's CSIDriver object, as the chart makes it: its check passes.
+    let driver = CSIDriver {
+        metadata: kube::api::ObjectMeta {
+            name: Some(objects::DRIVER.into()),
+            ..Default::default()
+        },
+        spec: CSIDriverSpec {
+            attach_required: Some(true),
+            ..Default::default()
+        },
+    };
+    kube::Api::<CSIDriver>::all(client.clone())
+        .create(&Default::default(), &driver)
+        .await
+        .unwrap();
+    println!(
+        "  {PVS} PVs created and marked Bound ({IN_FLIGHT} in flight) in {:.1} s; {state} ConfigMaps of the driver's state",
+        started.elapsed().as_secs_f64()
+    );
+
+    let audit = |output: &str| {
+        let mut command = std::process::Command::new(binary);
+        command
+            .args(["audit", "--driver-name", objects::DRIVER])
+            .args(["--namespace", "default", "--output", output])
+            .args(["--grace", "0s", "--orphan-age", "0s"])
+            .arg("--kubeconfig")
+            .arg(api.kubeconfig())
+            .arg("--backend")
+            .arg(component(CHECK_BREAKER))
+            .arg("--cache-dir")
+            .arg(modcsi_tests::shared_cache_dir());
+        command
+    };
+    let stderr = root.path().join("audit.stderr");
+    let before = api_requests_by_kind(&client).await;
+    let (took, code, stdout, peak_kib) = {
+        let (command, stderr) = (audit("json"), stderr.clone());
+        tokio::task::spawn_blocking(move || run_measured(command, &stderr))
+            .await
+            .unwrap()
+    };
+    let after = api_requests_by_kind(&client).await;
+    let report: serde_json::Value = serde_json::from_slice(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&stdout),
+            std::fs::read_to_string(&stderr).unwrap_or_default()
+        )
+    });
+    let findings = report["findings"].as_array().unwrap();
+    // Findings by kind and severity: "pv-without-volume CRITICAL" → count.
+    let mut found = std::collections::BTreeMap::<String, usize>::new();
+    for f in findings {
+        *found
+            .entry(format!("{} {}", f["kind"], f["severity"]).replace('"', ""))
+            .or_default() += 1;
+    }
+    // The bench's own read of the metrics (the first) is counted in the second.
+    let mut by_kind = vec![];
+    let mut by_verb = std::collections::BTreeMap::<String, f64>::new();
+    for (k, n) in &after {
+        let mut d = n - before.get(k).copied().unwrap_or_default();
+        if k == "GET " {
+            d -= 1.0;
+        }
+        if d >= 1.0 {
+            by_kind.push(format!("{k} {d:.0}"));
+            *by_verb
+                .entry(k.split(' ').next().unwrap().to_owned())
+                .or_default() += d;
+        }
+    }
+    let by_verb: Vec<String> = by_verb.iter().map(|(v, n)| format!("{v} {n:.0}")).collect();
+    println!(
+        "  `modcsi audit --output json` of {PVS} PVs against {PVS} backend volumes: {:.2} s wall (report's scan_ms {:.0}), peak RSS {:.1} MiB (ru_maxrss from wait4); scanned {}; {} findings: {}",
+        took.as_secs_f64(),
+        report["scan_ms"].as_f64().unwrap(),
+        peak_kib as f64 / 1024.0,
+        report["scanned"],
+        findings.len(),
+        found
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "  API requests it made: {} (by verb and resource: {})",
+        by_verb.join(", "),
+        by_kind.join(", ")
+    );
+    // The set-up, as made: every PV and volume seen, and only the orphans made found.
+    let count = |kind: &str| findings.iter().filter(|f| f["kind"] == kind).count();
+    assert_eq!(report["scanned"]["PVs"], PVS, "{:#}", report["scanned"]);
+    assert_eq!(report["scanned"]["backend volumes"], PVS);
+    assert_eq!(count("pv-without-volume"), ORPHANS);
+    assert_eq!(count("volume-without-pv"), ORPHANS);
+    assert_eq!(findings.len(), 2 * ORPHANS, "{findings:#?}");
+    assert_eq!(code, Some(3), "findings at HIGH and above fail the audit");
+    let command = audit("table");
+    let (took, code, stdout, peak_kib) =
+        tokio::task::spawn_blocking(move || run_measured(command, &stderr))
+            .await
+            .unwrap();
+    assert_eq!(code, Some(3), "{}", String::from_utf8_lossy(&stdout));
+    println!(
+        "  `modcsi audit --output table`, the same audit again: {:.2} s wall, peak RSS {:.1} MiB, {} lines",
+        took.as_secs_f64(),
+        peak_kib as f64 / 1024.0,
+        String::from_utf8_lossy(&stdout).lines().count()
+    );
+}
+
 #[tokio::main]
 async fn main() {
     println!(
@@ -827,10 +1073,11 @@ async fn main() {
         "{} is missing: `just bench` builds it",
         binary.display()
     );
-    // `lifecycle-bench cleanup`, `volume-path` or `emma`: that part alone.
+    // `lifecycle-bench cleanup`, `volume-path`, `audit` or `emma`: that part alone.
     match std::env::args().nth(1).as_deref() {
         Some("cleanup") => return cleanup_at_scale(&binary).await,
         Some("volume-path") => return volume_path_in_cluster(&binary).await,
+        Some("audit") => return audit_at_scale(&binary).await,
         Some("emma") => {
             emma_calls().await;
             return https_cost().await;
@@ -860,6 +1107,7 @@ async fn main() {
     drop(api);
     cleanup_at_scale(&binary).await;
     volume_path_in_cluster(&binary).await;
+    audit_at_scale(&binary).await;
     ssh_reuse().await;
     rds_calls().await;
     emma_calls().await;

@@ -5,13 +5,12 @@
 //! driver's format is honoured; a storm of create/delete of the same names leaves nothing
 //! behind. Standalone, the same records live in the embedded store.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use kube::Api;
-use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::api::{ListParams, PostParams};
 use modcsi::client::CsiClient;
 use modcsi::proto::Volume;
 use modcsi_tests::kube_api::{KubeApi, objects};

@@ -22,6 +22,20 @@ fn get(key: &str) -> Result<Option<String>, Error> {
     Ok(store::get(key)?.map(|e| String::from_utf8_lossy(&e.value).into_owned()))
 }
 
+/// Every key under `prefix`, through as many pages of `list-keys` as it takes (the host answers
+/// at most 1,000 keys a call).
+fn all_keys(prefix: &str) -> Result<Vec<String>, Error> {
+    let mut keys: Vec<String> = vec![];
+    loop {
+        let after = keys.last().cloned().unwrap_or_default();
+        let page = store::list_keys(prefix, &after, 1000)?;
+        if page.is_empty() {
+            return Ok(keys);
+        }
+        keys.extend(page);
+    }
+}
+
 fn capacity(id: &str) -> Result<u64, Error> {
     get(&format!("volume/{id}"))?
         .and_then(|v| v.parse().ok())
@@ -165,17 +179,37 @@ impl modcsi_backend_sdk::get_volume::Guest for CheckBreaker {
 
 impl modcsi_backend_sdk::list_volumes::Guest for CheckBreaker {
     fn list_volumes(max_entries: u32, starting_token: String) -> Result<VolumePage, Error> {
+        // This page's keys and one more (is there a next page?), read no further than that.
+        let max = if max_entries == 0 {
+            usize::MAX
+        } else {
+            max_entries as usize
+        };
+        let mut keys: Vec<String> = vec![];
+        let mut after = match starting_token.as_str() {
+            "" => String::new(),
+            token => format!("volume/{token}"),
+        };
+        while keys.len() <= max {
+            let page = store::list_keys("volume/", &after, 1000)?;
+            let Some(last) = page.last() else { break };
+            after = last.clone();
+            keys.extend(page);
+        }
+        let more = keys.len() > max;
+        keys.truncate(max);
         let mut volumes = vec![];
-        for key in store::list_keys("volume/", "", 10_000)? {
+        for key in keys {
             let id = key["volume/".len()..].to_owned();
             volumes.push(volume(id.clone(), capacity(&id)?));
         }
-        let mut max = max_entries;
-        if breaks("list-volumes") {
+        let next_token = match (more, volumes.last()) {
+            (true, Some(last)) => last.id.clone(),
+            _ => String::new(),
+        };
+        if breaks("list-volumes") && starting_token.is_empty() {
             volumes.insert(0, volume("cb-0-phantom".into(), 1));
-            max += 1;
         }
-        let (volumes, next_token) = page(volumes, |v| &v.id, max, &starting_token);
         Ok(VolumePage {
             volumes,
             next_token,
@@ -302,7 +336,7 @@ impl modcsi_backend_sdk::snapshots::Guest for CheckBreaker {
         _: KeyValues,
     ) -> Result<SnapshotPage, Error> {
         let mut snapshots = vec![];
-        for key in store::list_keys("snapshot/", "", 10_000)? {
+        for key in all_keys("snapshot/")? {
             let id = key["snapshot/".len()..].to_owned();
             let Some(source) = get(&key)? else { continue };
             let wanted = (filter.snapshot_id.is_empty() || filter.snapshot_id == id)
