@@ -1,6 +1,6 @@
 //! Facts in, findings out: no I/O, so every rule is tested by a table below.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use super::finding::{Finding, Severity, worst_first};
@@ -23,6 +23,27 @@ pub struct BackendSnapshot {
     pub size_bytes: u64,
     /// When the backend made it, if it says.
     pub created_unix: Option<i64>,
+}
+
+/// A VolumeAttachment of this driver, its node by its CSI id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub volume: String,
+    pub node: String,
+    pub attached: bool,
+    /// Only one node may hold the volume (its PV is not ReadWriteMany/ReadOnlyMany).
+    pub exclusive: bool,
+    /// Being detached since (unix seconds).
+    pub detaching_since_unix: Option<i64>,
+}
+
+/// What the backend's `get-volume` says of an attached volume.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VolumeView {
+    /// The nodes the storage system exports it to; empty: it does not say.
+    pub published_nodes: Vec<String>,
+    /// Its condition, when abnormal.
+    pub abnormal: Option<String>,
 }
 
 /// A node-local cleanup record whose deletion was requested (the host's, in the driver's
@@ -53,6 +74,9 @@ pub struct Facts {
     pub contents: Option<Vec<DriverSnapshotContent>>,
     /// The backend's snapshots; `None` when it has none to list (no `snapshots` interface).
     pub snapshots: Option<Vec<BackendSnapshot>>,
+    pub attachments: Vec<Attachment>,
+    /// By volume id, for attached volumes, where the backend answers `get-volume`.
+    pub views: HashMap<String, VolumeView>,
     pub now_unix: i64,
 }
 
@@ -210,6 +234,7 @@ pub fn correlate(facts: &Facts, t: &Thresholds) -> Vec<Finding> {
     if let (Some(contents), Some(snapshots)) = (&facts.contents, &facts.snapshots) {
         snapshot_findings(contents, snapshots, facts.now_unix, t, &mut found);
     }
+    attachment_findings(facts, listed.as_ref(), t, &mut found);
     for record in &facts.cleanups {
         let stuck = record.pending.iter().chain(&record.failed);
         let nodes: Vec<&str> = stuck.map(String::as_str).collect();
@@ -243,6 +268,115 @@ pub fn correlate(facts: &Facts, t: &Thresholds) -> Vec<Finding> {
     }
     worst_first(&mut found);
     found
+}
+
+/// VolumeAttachments against each other (one writer), against the volumes the backend lists,
+/// against what the backend says it exports, and detaches that never end.
+fn attachment_findings(
+    facts: &Facts,
+    listed: Option<&HashSet<&str>>,
+    t: &Thresholds,
+    found: &mut Vec<Finding>,
+) {
+    let mut holders: BTreeMap<&str, (bool, BTreeSet<&str>)> = BTreeMap::new();
+    for a in &facts.attachments {
+        if let Some(since) = a.detaching_since_unix {
+            let waited = facts.now_unix - since;
+            if waited >= secs(t.cleanup) {
+                found.push(Finding {
+                    kind: "detach-stuck",
+                    severity: Severity::Medium,
+                    subject: format!("volume/{}", a.volume),
+                    evidence: vec![format!(
+                        "the VolumeAttachment of volume {} to node {} has been deleted {} min \
+                         ago and is still there",
+                        a.volume,
+                        a.node,
+                        waited / 60
+                    )],
+                    age_seconds: Some(waited),
+                    remediation: "the attacher cannot finish ControllerUnpublishVolume: see \
+                                  `kubectl describe volumeattachment` and the csi-attacher's log"
+                        .into(),
+                });
+            }
+            continue;
+        }
+        if a.attached {
+            let entry = holders.entry(&a.volume).or_default();
+            entry.0 |= a.exclusive;
+            entry.1.insert(&a.node);
+        }
+    }
+    for (volume, (exclusive, nodes)) in &holders {
+        let nodes_text = nodes.iter().copied().collect::<Vec<_>>().join(", ");
+        if *exclusive && nodes.len() > 1 {
+            found.push(Finding {
+                kind: "attachment-conflict",
+                severity: Severity::Critical,
+                subject: format!("volume/{volume}"),
+                evidence: vec![format!(
+                    "single-node volume {volume} is attached to {} nodes: {nodes_text}",
+                    nodes.len()
+                )],
+                age_seconds: None,
+                remediation: "two writers can corrupt it: stop the pods on all but one node \
+                              now, then find how the second attach got past fencing"
+                    .into(),
+            });
+        }
+        if let Some(listed) = listed
+            && facts.complete
+            && !listed.contains(volume)
+        {
+            found.push(Finding {
+                kind: "attachment-without-volume",
+                severity: Severity::High,
+                subject: format!("volume/{volume}"),
+                evidence: vec![format!(
+                    "volume {volume} is attached to {nodes_text}, and the backend does not list it"
+                )],
+                age_seconds: None,
+                remediation: "the pods there write to nothing: stop them, and see the \
+                              pv-without-volume finding"
+                    .into(),
+            });
+        }
+        let Some(view) = facts.views.get(*volume) else {
+            continue;
+        };
+        let exported: BTreeSet<&str> = view.published_nodes.iter().map(String::as_str).collect();
+        if !exported.is_empty() && exported != *nodes {
+            found.push(Finding {
+                kind: "attachment-mismatch",
+                severity: Severity::High,
+                subject: format!("volume/{volume}"),
+                evidence: vec![
+                    format!("VolumeAttachments hold volume {volume} on {nodes_text}"),
+                    format!(
+                        "the storage system exports it to {}",
+                        exported.iter().copied().collect::<Vec<_>>().join(", ")
+                    ),
+                ],
+                age_seconds: None,
+                remediation: "an export Kubernetes does not know of is a second writer: remove \
+                              it in the storage system once the pods' nodes are checked"
+                    .into(),
+            });
+        }
+        if let Some(message) = &view.abnormal {
+            found.push(Finding {
+                kind: "volume-abnormal",
+                severity: Severity::High,
+                subject: format!("volume/{volume}"),
+                evidence: vec![format!(
+                    "the backend says volume {volume} is abnormal: {message}"
+                )],
+                age_seconds: None,
+                remediation: "see the storage system about this volume".into(),
+            });
+        }
+    }
 }
 
 /// VolumeSnapshotContents whose snapshot the backend no longer has, and backend snapshots no
@@ -492,6 +626,76 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(kinds(facts), []);
+    }
+
+    #[test]
+    fn attachments_against_fencing_the_backend_and_time() {
+        let attachment = |volume: &str, node: &str, exclusive: bool| Attachment {
+            volume: volume.into(),
+            node: node.into(),
+            attached: true,
+            exclusive,
+            detaching_since_unix: None,
+        };
+        let mut stuck = attachment("v-ok", "n9", true);
+        stuck.detaching_since_unix = Some(NOW - HOUR);
+        let mut going = attachment("v-ok", "n8", true);
+        going.detaching_since_unix = Some(NOW - 30);
+        let view = |nodes: &[&str], abnormal: Option<&str>| VolumeView {
+            published_nodes: nodes.iter().map(|n| n.to_string()).collect(),
+            abnormal: abnormal.map(Into::into),
+        };
+        let listed = ["v-ok", "v-two", "v-shared", "v-extra", "v-sick"];
+        let facts = Facts {
+            volumes: Some(listed.iter().map(|v| volume(v, Some(HOUR))).collect()),
+            pvs: listed
+                .iter()
+                .map(|v| pv(&format!("pv-{v}"), v, "Bound", HOUR))
+                .collect(),
+            attachments: vec![
+                attachment("v-ok", "n1", true),
+                stuck,
+                going,
+                attachment("v-two", "n1", true),
+                attachment("v-two", "n2", true),
+                attachment("v-shared", "n1", false),
+                attachment("v-shared", "n2", false),
+                attachment("v-gone", "n1", true),
+                attachment("v-extra", "n1", true),
+                attachment("v-sick", "n1", true),
+            ],
+            views: [
+                ("v-ok".to_owned(), view(&["n1"], None)),
+                ("v-shared".to_owned(), view(&[], None)),
+                ("v-extra".to_owned(), view(&["n1", "n7"], None)),
+                ("v-sick".to_owned(), view(&[], Some("disk failed"))),
+            ]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        };
+        assert_eq!(
+            kinds(facts),
+            [
+                (
+                    "attachment-conflict",
+                    Severity::Critical,
+                    "volume/v-two".into()
+                ),
+                (
+                    "attachment-mismatch",
+                    Severity::High,
+                    "volume/v-extra".into()
+                ),
+                (
+                    "attachment-without-volume",
+                    Severity::High,
+                    "volume/v-gone".into()
+                ),
+                ("volume-abnormal", Severity::High, "volume/v-sick".into()),
+                ("detach-stuck", Severity::Medium, "volume/v-ok".into()),
+            ]
+        );
     }
 
     #[test]

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use super::checks::{ConfigFacts, check_findings, checks};
 use super::correlate::{
-    BackendSnapshot, BackendVolume, CleanupRecord, Facts, Thresholds, correlate,
+    Attachment, BackendSnapshot, BackendVolume, CleanupRecord, Facts, Thresholds, VolumeView,
+    correlate,
 };
 use super::finding::{Report, worst_first};
 use super::usage::{capacity_findings, usage};
@@ -56,7 +57,7 @@ pub enum ScanError {
 const MOST_PAGES: usize = 10_000;
 
 /// What the audit reads, and the verb it reads it with: the `rbac` check asks for each.
-const RIGHTS: [(&str, &str, &str, bool); 10] = [
+const RIGHTS: [(&str, &str, &str, bool); 11] = [
     ("list", "", "persistentvolumes", false),
     ("list", "", "persistentvolumeclaims", false),
     ("list", "", "events", false),
@@ -72,6 +73,7 @@ const RIGHTS: [(&str, &str, &str, bool); 10] = [
         "volumesnapshotcontents",
         false,
     ),
+    ("list", "storage.k8s.io", "volumeattachments", false),
 ];
 
 pub struct Auditor {
@@ -166,6 +168,44 @@ impl Auditor {
         Ok((volumes, true))
     }
 
+    /// This driver's VolumeAttachments, and what the backend's `get-volume` says of each
+    /// attached volume (a volume it does not know, or an error, says nothing).
+    async fn attachments(
+        &self,
+    ) -> Result<(Vec<Attachment>, HashMap<String, VolumeView>), ScanError> {
+        let attachments: Vec<Attachment> = self
+            .cluster
+            .attachments()
+            .await?
+            .into_iter()
+            .map(|a| Attachment {
+                volume: a.volume,
+                node: a.node,
+                attached: a.attached,
+                exclusive: a.exclusive,
+                detaching_since_unix: a.detaching_since_ms.map(|ms| (ms / 1000) as i64),
+            })
+            .collect();
+        let mut views = HashMap::new();
+        if self.backend.offers(Optional::GetVolume) {
+            let attached: std::collections::BTreeSet<&str> = attachments
+                .iter()
+                .filter(|a| a.attached)
+                .map(|a| a.volume.as_str())
+                .collect();
+            for volume in attached {
+                if let Ok(status) = self.backend.get_volume(volume.to_owned(), None).await {
+                    let view = VolumeView {
+                        published_nodes: status.published_nodes,
+                        abnormal: status.condition.filter(|c| c.abnormal).map(|c| c.message),
+                    };
+                    views.insert(volume.to_owned(), view);
+                }
+            }
+        }
+        Ok((attachments, views))
+    }
+
     /// Every snapshot the backend lists; `None` when it has no `snapshots` interface.
     async fn snapshots(&self) -> Result<Option<Vec<BackendSnapshot>>, ScanError> {
         if !self.backend.offers(Optional::Snapshots) {
@@ -253,7 +293,10 @@ impl Auditor {
                 }
             }
         }
+        let (attachments, views) = self.attachments().await?;
         let facts = Facts {
+            attachments,
+            views,
             pvs: self.cluster.driver_pvs().await?,
             volumes: Some(volumes),
             complete,
@@ -281,6 +324,7 @@ impl Auditor {
                 facts.volumes.as_ref().map_or(0, Vec::len),
             ),
             ("pending claims", facts.claims.len()),
+            ("VolumeAttachments", facts.attachments.len()),
             ("cleanup records being deleted", facts.cleanups.len()),
             (
                 "backend snapshots",

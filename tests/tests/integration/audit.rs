@@ -2,7 +2,8 @@
 //! (check-breaker, its volumes in the driver's ConfigMaps): a PV whose volume is gone and a
 //! volume no PV names are found with their evidence, a healthy bound volume is not, nothing is
 //! found while everything is younger than the grace and orphan ages, and the exit status
-//! follows --fail-on; usage and configuration checks; `--delete` in a dry run changes nothing
+//! follows --fail-on; snapshots against their contents and attachments against one writer and
+//! the backend; usage and configuration checks; `--delete` in a dry run changes nothing
 //! and for real removes only what it listed; `--serve` answers its API, metrics and page (the
 //! page rendered in headless Chromium) to loopback and to tokens the API server vouches for.
 
@@ -574,7 +575,7 @@ async fn snapshot_content(client: &kube::Client, name: &str, handle: &str) {
 }
 
 #[tokio::test]
-async fn snapshots_and_their_contents_are_compared_both_ways() {
+async fn snapshots_and_attachments_are_compared_with_the_backend() {
     let api = KubeApi::start_deployed().await;
     let client = api.client().await;
     let root = tempfile::tempdir().unwrap();
@@ -603,11 +604,19 @@ async fn snapshots_and_their_contents_are_compared_both_ways() {
     snapshot_content_api(&client).await;
     snapshot_content(&client, "content-kept", &kept).await;
     snapshot_content(&client, "content-lost", "cb-snap-gone").await;
+    // The single-node volume attached to two nodes; a volume the backend lost, still attached.
+    objects::add_attachment(&client, DRIVER, "pv-a", "n1", true).await;
+    objects::add_attachment(&client, DRIVER, "pv-a", "n2", true).await;
+    bound(&client, "pv-ghost", "cb-ghost").await;
+    objects::add_attachment(&client, DRIVER, "pv-ghost", "n1", true).await;
 
     let (_, report) = audit(&api, &["--grace", "0s", "--orphan-age", "0s"]);
     assert_eq!(
         found(&report),
         [
+            ("attachment-conflict".into(), "volume/cb-pvc-a".into()),
+            ("pv-without-volume".into(), "pv/pv-ghost".into()),
+            ("attachment-without-volume".into(), "volume/cb-ghost".into()),
             (
                 "snapshot-content-without-snapshot".into(),
                 "volumesnapshotcontent/content-lost".into()
@@ -619,15 +628,17 @@ async fn snapshots_and_their_contents_are_compared_both_ways() {
         ],
         "{report:#}"
     );
+    let conflict = report["findings"][0]["evidence"].to_string();
+    assert!(conflict.contains("n1, n2"), "{conflict}");
     let severities: Vec<&str> = report["findings"]
         .as_array()
         .unwrap()
         .iter()
         .map(|f| f["severity"].as_str().unwrap())
         .collect();
-    // The content is bound to a VolumeSnapshot (a restore would fail); the leaked snapshot's
-    // age is unknown (check-breaker says none).
-    assert_eq!(severities, ["HIGH", "LOW"]);
+    // The lost content is bound to a VolumeSnapshot (a restore would fail); the leaked
+    // snapshot's age is unknown (check-breaker says none).
+    assert_eq!(severities, ["CRITICAL", "CRITICAL", "HIGH", "HIGH", "LOW"]);
     assert_eq!(report["scanned"]["backend snapshots"], 2);
     assert_eq!(report["scanned"]["VolumeSnapshotContents"], 2);
 }
