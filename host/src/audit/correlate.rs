@@ -59,6 +59,24 @@ pub struct CleanupRecord {
     pub failed: Vec<String>,
 }
 
+/// A directory under a node's local-dir root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalDir {
+    pub name: String,
+    pub changed_unix: i64,
+}
+
+/// What the node part of the audit (`--local-dir-root`) holds: the directories, and every volume
+/// id a record or the backend explains them by.
+#[derive(Debug, Clone, Default)]
+pub struct NodeFacts {
+    pub root: String,
+    pub dirs: Vec<LocalDir>,
+    /// Volumes the backend lists (or the host recorded), and those of every cleanup record.
+    pub known: HashSet<String>,
+    pub now_unix: i64,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
     pub pvs: Vec<DriverPv>,
@@ -266,6 +284,34 @@ pub fn correlate(facts: &Facts, t: &Thresholds) -> Vec<Finding> {
                 .into(),
         });
     }
+    worst_first(&mut found);
+    found
+}
+
+/// Directories under a node's local-dir root that no volume or record explains, once older than
+/// the orphan age (a directory being made right now has its record already, but its mtime is
+/// the safety margin).
+pub fn unexplained_dirs(facts: &NodeFacts, t: &Thresholds) -> Vec<Finding> {
+    let mut found: Vec<Finding> = facts
+        .dirs
+        .iter()
+        .filter(|d| !facts.known.contains(&d.name))
+        .filter(|d| facts.now_unix - d.changed_unix >= secs(t.orphan_age))
+        .map(|d| Finding {
+            kind: "directory-unexplained",
+            severity: Severity::Medium,
+            subject: format!("dir:{}/{}", facts.root, d.name),
+            evidence: vec![format!(
+                "{}/{} is named by no volume the backend lists, no host record and no cleanup \
+                 record of this driver",
+                facts.root, d.name
+            )],
+            age_seconds: Some(facts.now_unix - d.changed_unix),
+            remediation: "if nothing mounts it (findmnt) and no other driver shares this root, \
+                          remove it: it takes the node's disk"
+                .into(),
+        })
+        .collect();
     worst_first(&mut found);
     found
 }
@@ -696,6 +742,29 @@ mod tests {
                 ("detach-stuck", Severity::Medium, "volume/v-ok".into()),
             ]
         );
+    }
+
+    #[test]
+    fn a_node_directory_nothing_explains_is_found_once_old() {
+        let dir = |name: &str, age: i64| LocalDir {
+            name: name.into(),
+            changed_unix: NOW - age,
+        };
+        let facts = NodeFacts {
+            root: "/var/node-local-cache".into(),
+            dirs: vec![
+                dir("v-known", 2 * HOUR),
+                dir("stray", 2 * HOUR),
+                dir("new", 60),
+            ],
+            known: ["v-known".to_owned()].into_iter().collect(),
+            now_unix: NOW,
+        };
+        let found: Vec<String> = unexplained_dirs(&facts, &Thresholds::default())
+            .into_iter()
+            .map(|f| f.subject)
+            .collect();
+        assert_eq!(found, ["dir:/var/node-local-cache/stray"]);
     }
 
     #[test]

@@ -112,38 +112,42 @@ impl Report {
             scanned.join(", "),
             self.scan_ms
         );
-        out += &format!(
-            "\nusage: {} volumes, {} provisioned\n",
-            self.usage.volumes,
-            size(self.usage.provisioned_bytes)
-        );
-        for c in &self.usage.classes {
-            let free = c
-                .available_bytes
-                .map_or("free unknown".into(), |b| format!("{} free", size(b)));
+        if self.usage.volumes > 0 || !self.usage.classes.is_empty() {
             out += &format!(
-                "  class {:<24} {:>5} volumes {:>11} provisioned, {free}\n",
-                c.class,
-                c.volumes,
-                size(c.provisioned_bytes)
+                "\nusage: {} volumes, {} provisioned\n",
+                self.usage.volumes,
+                size(self.usage.provisioned_bytes)
             );
+            for c in &self.usage.classes {
+                let free = c
+                    .available_bytes
+                    .map_or("free unknown".into(), |b| format!("{} free", size(b)));
+                out += &format!(
+                    "  class {:<24} {:>5} volumes {:>11} provisioned, {free}\n",
+                    c.class,
+                    c.volumes,
+                    size(c.provisioned_bytes)
+                );
+            }
+            for n in &self.usage.namespaces {
+                out += &format!(
+                    "  namespace {:<20} {:>5} volumes {:>11} provisioned\n",
+                    n.namespace,
+                    n.volumes,
+                    size(n.provisioned_bytes)
+                );
+            }
         }
-        for n in &self.usage.namespaces {
-            out += &format!(
-                "  namespace {:<20} {:>5} volumes {:>11} provisioned\n",
-                n.namespace,
-                n.volumes,
-                size(n.provisioned_bytes)
-            );
-        }
-        out += "\nchecks:\n";
-        for c in &self.checks {
-            let status = match c.status {
-                Status::Pass => "pass",
-                Status::Fail => "FAIL",
-                Status::Skip => "skip",
-            };
-            out += &format!("  {status}  {:<14} {}\n", c.name, c.detail);
+        if !self.checks.is_empty() {
+            out += "\nchecks:\n";
+            for c in &self.checks {
+                let status = match c.status {
+                    Status::Pass => "pass",
+                    Status::Fail => "FAIL",
+                    Status::Skip => "skip",
+                };
+                out += &format!("  {status}  {:<14} {}\n", c.name, c.detail);
+            }
         }
         if self.findings.is_empty() {
             out += "\nno findings\n";

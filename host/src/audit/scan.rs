@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use super::checks::{ConfigFacts, check_findings, checks};
 use super::correlate::{
-    Attachment, BackendSnapshot, BackendVolume, CleanupRecord, Facts, Thresholds, VolumeView,
-    correlate,
+    Attachment, BackendSnapshot, BackendVolume, CleanupRecord, Facts, LocalDir, NodeFacts,
+    Thresholds, VolumeView, correlate, unexplained_dirs,
 };
 use super::finding::{Report, worst_first};
 use super::usage::{capacity_findings, usage};
@@ -51,6 +51,8 @@ pub enum ScanError {
     List(#[from] CallError),
     #[error("the driver's CSI endpoint: {0}")]
     Csi(String),
+    #[error("the node's local directories: {0}")]
+    LocalDirs(#[from] crate::node::NodeError),
 }
 
 /// The most pages of `list-volumes` one scan reads.
@@ -232,15 +234,68 @@ impl Auditor {
         Ok(Some(snapshots))
     }
 
-    /// The node-local cleanup records whose deletion was requested (a record that does not
-    /// parse is the cleanup loop's to warn about, not the audit's).
-    async fn cleanups(&self) -> Result<Vec<CleanupRecord>, ScanError> {
+    /// The node part: directories under this node's local-dir root that no volume the backend
+    /// lists (or the host recorded) and no cleanup record explains. Needs only the driver's
+    /// namespace (records) and the backend, as the node plugin's account has.
+    pub async fn scan_node(&self, root: &std::path::Path) -> Result<Report, ScanError> {
+        let started = Instant::now();
+        let dirs = crate::node::local_dir::directories(root)?;
+        let recorded = records::all(self.shared.as_ref())?;
+        let (volumes, _) = self.volumes(&recorded).await?;
+        let mut known: std::collections::HashSet<String> =
+            volumes.into_iter().map(|v| v.id).collect();
+        known.extend(recorded.into_iter().map(|r| r.id));
+        known.extend(
+            self.cleanup_statuses()
+                .await?
+                .into_iter()
+                .map(|s| s.volume_id),
+        );
+        let facts = NodeFacts {
+            root: root.display().to_string(),
+            dirs: dirs
+                .into_iter()
+                .map(|(name, changed_unix)| LocalDir { name, changed_unix })
+                .collect(),
+            known,
+            now_unix: now_unix(),
+        };
+        let info = self.backend.info();
+        Ok(Report {
+            driver: self.driver_name.clone(),
+            backend: format!("{} {}", info.name, info.version),
+            scanned_unix: facts.now_unix,
+            scanned: [
+                ("directories", facts.dirs.len()),
+                ("volumes and records", facts.known.len()),
+            ]
+            .into_iter()
+            .collect(),
+            findings: unexplained_dirs(&facts, &self.thresholds),
+            usage: Default::default(),
+            checks: vec![],
+            scan_ms: started.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+
+    /// Every node-local cleanup record (a record that does not parse is the cleanup loop's to
+    /// warn about, not the audit's).
+    async fn cleanup_statuses(&self) -> Result<Vec<crate::cleanup::Status>, ScanError> {
         Ok(self
             .cluster
             .records()
             .await?
             .into_iter()
-            .filter_map(|r| serde_json::from_str::<crate::cleanup::Status>(&r.text).ok())
+            .filter_map(|r| serde_json::from_str(&r.text).ok())
+            .collect())
+    }
+
+    /// The node-local cleanup records whose deletion was requested.
+    async fn cleanups(&self) -> Result<Vec<CleanupRecord>, ScanError> {
+        Ok(self
+            .cleanup_statuses()
+            .await?
+            .into_iter()
             .filter_map(|s| {
                 Some(CleanupRecord {
                     waited_seconds: s.waited()?.as_secs() as i64,

@@ -78,6 +78,10 @@ pub struct AuditArgs {
     /// With --delete: only say what would be deleted.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     dry_run: bool,
+    /// The node part, run on a node (in its node plugin's pod): report the directories under
+    /// this local-dir root that no volume or record explains, instead of the cluster scan.
+    #[arg(long, conflicts_with_all = ["serve", "delete"])]
+    local_dir_root: Option<PathBuf>,
     /// The driver's controller socket, for --delete (e.g. unix:///csi/csi.sock in its pod).
     #[arg(long)]
     csi_endpoint: Option<String>,
@@ -124,7 +128,10 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
         tokio::signal::ctrl_c().await?;
         return Ok(());
     }
-    let report = auditor.scan().await?;
+    let report = match &args.local_dir_root {
+        Some(root) => auditor.scan_node(root).await?,
+        None => auditor.scan().await?,
+    };
     let deletions = match (&args.csi_endpoint, args.delete) {
         (Some(endpoint), true) => Some(
             auditor

@@ -23,6 +23,26 @@ pub struct LocalDirs {
     project_ids: std::ops::RangeInclusive<u32>,
 }
 
+/// The directories under `root` (not following links), with when each was last changed (unix
+/// seconds): what `modcsi audit --local-dir-root` holds against the records.
+pub fn directories(root: &Path) -> Result<Vec<(String, i64)>, NodeError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = vec![];
+    for entry in fs::read_dir(root).map_err(io_error("read", root))? {
+        let entry = entry.map_err(io_error("read", root))?;
+        let meta =
+            fs::symlink_metadata(entry.path()).map_err(io_error("inspect", &entry.path()))?;
+        if meta.is_dir() {
+            out.push((
+                entry.file_name().to_string_lossy().into_owned(),
+                meta.mtime(),
+            ));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 impl LocalDirs {
     /// Creates the root directory and learns whether volume sizes can be enforced there.
     pub fn open(

@@ -642,3 +642,73 @@ async fn snapshots_and_attachments_are_compared_with_the_backend() {
     assert_eq!(report["scanned"]["backend snapshots"], 2);
     assert_eq!(report["scanned"]["VolumeSnapshotContents"], 2);
 }
+
+#[tokio::test]
+async fn the_node_part_finds_directories_nothing_explains_with_the_node_plugins_rights() {
+    let api = KubeApi::start_deployed().await;
+    let client = api.client().await;
+    let root = tempfile::tempdir().unwrap();
+    let config = api.controller_kubeconfig().to_str().unwrap().to_owned();
+    let flags = cluster_flags("controller", "controller", &config);
+    let host = ServeProcess::start_with(&modcsi_binary(), CHECK_BREAKER, root.path(), &flags).await;
+    host.client
+        .controller
+        .clone()
+        .create_volume(create("pvc-x"))
+        .await
+        .unwrap();
+    drop(host);
+    // A volume being deleted, whose directory this node has not removed yet.
+    let record = objects::cleanup_record(
+        "nlc-known",
+        "nlc-known",
+        Some(DRIVER),
+        serde_json::json!({"volume_id": "nlc-known", "created_at": "2026-01-01T00:00:00Z"}),
+    );
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), "default")
+        .create(&Default::default(), &record)
+        .await
+        .unwrap();
+    // The node's directories: the backend's volume, the recorded one, a stray one and a stray
+    // one made a moment ago; all but the last two hours old.
+    let dirs = tempfile::tempdir().unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    for name in ["cb-pvc-x", "nlc-known", "stray", "fresh"] {
+        let dir = dirs.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        if name != "fresh" {
+            std::fs::File::open(&dir)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+    }
+    // As the node plugin's account: its namespace's ConfigMaps, nothing cluster-wide.
+    let out = std::process::Command::new(modcsi_binary())
+        .args(["audit", "--driver-name", DRIVER, "--namespace", "default"])
+        .arg("--kubeconfig")
+        .arg(api.node_kubeconfig())
+        .arg("--backend")
+        .arg(component(CHECK_BREAKER))
+        .arg("--cache-dir")
+        .arg(shared_cache_dir())
+        .arg("--local-dir-root")
+        .arg(dirs.path())
+        .args(["--output", "json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let stray = format!("dir:{}/stray", dirs.path().display());
+    assert_eq!(
+        found(&report),
+        [("directory-unexplained".into(), stray)],
+        "{report:#}"
+    );
+    assert_eq!(report["scanned"]["directories"], 4);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "MEDIUM is below the HIGH threshold"
+    );
+}
