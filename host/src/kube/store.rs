@@ -51,6 +51,17 @@ fn version(cm: &ConfigMap) -> Result<u64, StoreError> {
     })
 }
 
+/// The entry a ConfigMap holds.
+fn entry(cm: ConfigMap) -> Result<Entry, StoreError> {
+    let version = version(&cm)?;
+    let value = cm
+        .binary_data
+        .and_then(|mut d| d.remove("value"))
+        .map(|b| b.0)
+        .unwrap_or_default();
+    Ok(Entry { value, version })
+}
+
 fn unavailable(e: kube::Error) -> StoreError {
     StoreError::Unavailable(format!("Kubernetes API: {e}"))
 }
@@ -170,13 +181,7 @@ impl StateStore for KubeStore {
             let Some(cm) = api.get_opt(&name).await.map_err(unavailable)? else {
                 return Ok(None);
             };
-            let version = version(&cm)?;
-            let value = cm
-                .binary_data
-                .and_then(|mut d| d.remove("value"))
-                .map(|b| b.0)
-                .unwrap_or_default();
-            Ok(Some(Entry { value, version }))
+            entry(cm).map(Some)
         })
     }
 
@@ -266,15 +271,7 @@ impl StateStore for KubeStore {
     ) -> Result<Vec<(String, Entry)>, StoreError> {
         self.listed(namespace, prefix, start_after, limit)?
             .into_iter()
-            .map(|(key, cm)| {
-                let version = version(&cm)?;
-                let value = cm
-                    .binary_data
-                    .and_then(|mut d| d.remove("value"))
-                    .map(|b| b.0)
-                    .unwrap_or_default();
-                Ok((key, Entry { value, version }))
-            })
+            .map(|(key, cm)| Ok((key, entry(cm)?)))
             .collect()
     }
 }

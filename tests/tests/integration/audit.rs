@@ -34,6 +34,22 @@ fn create(name: &str) -> CreateVolumeRequest {
     request
 }
 
+/// The test API server with the driver's RBAC and a controller process of check-breaker (its
+/// root directory beside it), with the volumes `names` made through CSI: ids `cb-<name>`.
+async fn driver(names: &[&str]) -> (KubeApi, kube::Client, ServeProcess, tempfile::TempDir) {
+    let api = KubeApi::start_deployed().await;
+    let client = api.client().await;
+    let root = tempfile::tempdir().unwrap();
+    let config = api.controller_kubeconfig().to_str().unwrap().to_owned();
+    let flags = cluster_flags("controller", "controller", &config);
+    let host = ServeProcess::start_with(&modcsi_binary(), CHECK_BREAKER, root.path(), &flags).await;
+    let mut controller = host.client.controller.clone();
+    for name in names {
+        controller.create_volume(create(name)).await.unwrap();
+    }
+    (api, client, host, root)
+}
+
 /// `modcsi audit` for the test driver, with `flags`.
 fn audit_command(api: &KubeApi, flags: &[&str]) -> std::process::Command {
     let mut command = std::process::Command::new(modcsi_binary());
@@ -103,16 +119,7 @@ fn audit(api: &KubeApi, flags: &[&str]) -> (Option<i32>, serde_json::Value) {
 
 #[tokio::test]
 async fn orphans_both_ways_are_found_and_healthy_or_young_volumes_are_not() {
-    let api = KubeApi::start_deployed().await;
-    let client = api.client().await;
-    let root = tempfile::tempdir().unwrap();
-    let config = api.controller_kubeconfig().to_str().unwrap().to_owned();
-    let flags = cluster_flags("controller", "controller", &config);
-    let host = ServeProcess::start_with(&modcsi_binary(), CHECK_BREAKER, root.path(), &flags).await;
-    let mut controller = host.client.controller.clone();
-    for name in ["pvc-healthy", "pvc-leak"] {
-        controller.create_volume(create(name)).await.unwrap();
-    }
+    let (api, client, host, _root) = driver(&["pvc-healthy", "pvc-leak"]).await;
     bound(&client, "pv-healthy", "cb-pvc-healthy").await;
     bound(&client, "pv-lost", "cb-gone").await;
     csidriver(&client).await;
@@ -253,16 +260,7 @@ fn found(report: &serde_json::Value) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn delete_is_a_dry_run_unless_asked_and_then_removes_only_what_it_listed() {
-    let api = KubeApi::start_deployed().await;
-    let client = api.client().await;
-    let root = tempfile::tempdir().unwrap();
-    let config = api.controller_kubeconfig().to_str().unwrap().to_owned();
-    let flags = cluster_flags("controller", "controller", &config);
-    let host = ServeProcess::start_with(&modcsi_binary(), CHECK_BREAKER, root.path(), &flags).await;
-    let mut controller = host.client.controller.clone();
-    for name in ["pvc-keep", "pvc-orphan-a", "pvc-orphan-b"] {
-        controller.create_volume(create(name)).await.unwrap();
-    }
+    let (api, client, host, root) = driver(&["pvc-keep", "pvc-orphan-a", "pvc-orphan-b"]).await;
     bound(&client, "pv-keep", "cb-pvc-keep").await;
     csidriver(&client).await;
     let endpoint = format!(
@@ -367,16 +365,7 @@ fn outside_address() -> std::net::Ipv4Addr {
 async fn the_service_answers_its_api_metrics_and_page_to_whom_it_may() {
     use modcsi_tests::browser;
     use modcsi_tests::e2e::{http_get, http_get_as};
-    let api = KubeApi::start_deployed().await;
-    let client = api.client().await;
-    let root = tempfile::tempdir().unwrap();
-    let config = api.controller_kubeconfig().to_str().unwrap().to_owned();
-    let flags = cluster_flags("controller", "controller", &config);
-    let host = ServeProcess::start_with(&modcsi_binary(), CHECK_BREAKER, root.path(), &flags).await;
-    let mut controller = host.client.controller.clone();
-    for name in ["pvc-big", "pvc-leak"] {
-        controller.create_volume(create(name)).await.unwrap();
-    }
+    let (api, client, host, _root) = driver(&["pvc-big", "pvc-leak"]).await;
     drop(host);
     // A big volume of the class, so both bars of the usage chart show; a PV whose volume is
     // gone (CRITICAL); the leaked volume (HIGH).
@@ -576,14 +565,8 @@ async fn snapshot_content(client: &kube::Client, name: &str, handle: &str) {
 
 #[tokio::test]
 async fn snapshots_and_attachments_are_compared_with_the_backend() {
-    let api = KubeApi::start_deployed().await;
-    let client = api.client().await;
-    let root = tempfile::tempdir().unwrap();
-    let config = api.controller_kubeconfig().to_str().unwrap().to_owned();
-    let flags = cluster_flags("controller", "controller", &config);
-    let host = ServeProcess::start_with(&modcsi_binary(), CHECK_BREAKER, root.path(), &flags).await;
-    let mut controller = host.client.controller.clone();
-    controller.create_volume(create("pvc-a")).await.unwrap();
+    let (api, client, host, _root) = driver(&["pvc-a"]).await;
+    let controller = host.client.controller.clone();
     let snapshot = |name: &str| {
         let mut controller = controller.clone();
         let request = modcsi::proto::CreateSnapshotRequest {
@@ -645,18 +628,7 @@ async fn snapshots_and_attachments_are_compared_with_the_backend() {
 
 #[tokio::test]
 async fn the_node_part_finds_directories_nothing_explains_with_the_node_plugins_rights() {
-    let api = KubeApi::start_deployed().await;
-    let client = api.client().await;
-    let root = tempfile::tempdir().unwrap();
-    let config = api.controller_kubeconfig().to_str().unwrap().to_owned();
-    let flags = cluster_flags("controller", "controller", &config);
-    let host = ServeProcess::start_with(&modcsi_binary(), CHECK_BREAKER, root.path(), &flags).await;
-    host.client
-        .controller
-        .clone()
-        .create_volume(create("pvc-x"))
-        .await
-        .unwrap();
+    let (api, client, host, _root) = driver(&["pvc-x"]).await;
     drop(host);
     // A volume being deleted, whose directory this node has not removed yet.
     let record = objects::cleanup_record(
