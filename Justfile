@@ -28,8 +28,12 @@ check:
     cargo clippy --manifest-path backends/Cargo.toml --target wasm32-wasip2 --all-targets -- -D warnings
 
 # Everything: lints, unit tests, backend conformance, CSI integration and runtime containment (needs root)
-test: build-backends check
+test: build-backends check unit-backends
     cargo nextest run --workspace --no-fail-fast
+
+# The SDK's and the backends' own unit tests, natively (their logic, not their imports)
+unit-backends:
+    cargo test --manifest-path backends/Cargo.toml --lib -p modcsi-backend-sdk -p node-local-cache -p rds -p emma
 
 # End to end on a single-node Kubernetes (kubelet, containerd, the CSI sidecars as pods), installed
 # from deploy/ with the chart; starts and stops the cluster (scripts/e2e.sh; needs root)
@@ -48,7 +52,7 @@ test-quotas: build-backends
 # fake Emma API over real HTTPS), each rule broken by a test component, the backends' own end-to-end
 # suites, delivery through a real OCI registry, and the tutorial's new → build → check → serve from
 # an empty directory
-test-backends: build-backends
+test-backends: build-backends unit-backends
     cargo build -p modcsi
     cargo nextest run -p modcsi-tests --test integration -E 'test(/^backend_check::/) | test(/^backend_scaffold::/) | test(/^backend_registry::/) | test(/^backend_conformance::/) | test(/^rds_backend::/) | test(/^emma_backend::/) | test(/^fake_emma::/)'
 

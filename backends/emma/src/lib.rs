@@ -206,7 +206,13 @@ fn data_center(request: &CreateRequest) -> Result<String, Error> {
                 "no data center: set the StorageClass parameter dataCenterId (or emma.data-center)"
             )
         })?;
-    plain("dataCenterId", &dc)?;
+    known_data_center(&dc)?;
+    Ok(dc)
+}
+
+/// `dc` is a plain id and one of the API's data centers.
+fn known_data_center(dc: &str) -> Result<(), Error> {
+    plain("dataCenterId", dc)?;
     let known = api()
         .get("/v1/data-centers")
         .map_err(|e| refused("GET /v1/data-centers", e))?;
@@ -216,7 +222,7 @@ fn data_center(request: &CreateRequest) -> Result<String, Error> {
         .flatten()
         .filter_map(|d| d["id"].as_str())
         .collect();
-    if !ids.contains(&dc.as_str()) {
+    if !ids.contains(&dc) {
         return Err(err!(
             InvalidArgument,
             "data center {dc:?} is not one of Emma's ({} known, e.g. {})",
@@ -224,7 +230,16 @@ fn data_center(request: &CreateRequest) -> Result<String, Error> {
             ids.iter().take(5).copied().collect::<Vec<_>>().join(", ")
         ));
     }
-    Ok(dc)
+    Ok(())
+}
+
+/// The volume type: the parameter, emma.type, or ssd.
+fn volume_type(parameters: &[(String, String)]) -> Result<String, Error> {
+    Ok(Params::new(parameters)
+        .or_config(&[("type", "emma.type")])
+        .one_of("type", &TYPES)?
+        .unwrap_or("ssd")
+        .to_owned())
 }
 
 fn claim_key(id: &str) -> String {
@@ -350,11 +365,7 @@ impl modcsi_backend_sdk::controller::Guest for Emma {
                 "Emma volumes cannot be created from a snapshot or another volume"
             ));
         }
-        let kind = Params::new(&request.parameters)
-            .or_config(&[("type", "emma.type")])
-            .one_of("type", &TYPES)?
-            .unwrap_or("ssd")
-            .to_owned();
+        let kind = volume_type(&request.parameters)?;
         let key = create_key(&request.name);
         let id = match pending::started(&key)? {
             Some(id) => String::from_utf8_lossy(&id).into_owned(),
@@ -762,6 +773,18 @@ impl modcsi_backend_sdk::locate::Guest for Emma {
     }
 }
 
+/// What create-volume reads of a StorageClass: the type, and a data center Emma has (without
+/// one, the topology or emma.data-center decides at create time).
+impl modcsi_backend_sdk::parameters::Guest for Emma {
+    fn validate_parameters(parameters: KeyValues) -> Result<Vec<String>, Error> {
+        use modcsi_backend_sdk::identity::Guest;
+        modcsi_backend_sdk::params::problems(&parameters, &Self::info().parameters, |p| {
+            volume_type(p)?;
+            lookup(p, "dataCenterId").map_or(Ok(()), known_data_center)
+        })
+    }
+}
+
 modcsi_backend_sdk::export_backend!(Emma);
 modcsi_backend_sdk::export_publish!(Emma);
 modcsi_backend_sdk::export_expand!(Emma);
@@ -769,6 +792,7 @@ modcsi_backend_sdk::export_list_volumes!(Emma);
 modcsi_backend_sdk::export_get_volume!(Emma);
 modcsi_backend_sdk::export_node_identity!(Emma);
 modcsi_backend_sdk::export_locate!(Emma);
+modcsi_backend_sdk::export_parameters!(Emma);
 
 #[cfg(test)]
 mod tests {

@@ -111,8 +111,16 @@ impl Locate for NodeLocalCache {
     }
 }
 
+/// node-local-cache reads no parameters: any a StorageClass sets is one it ignores.
+impl modcsi_backend_sdk::parameters::Guest for NodeLocalCache {
+    fn validate_parameters(parameters: KeyValues) -> Result<Vec<String>, Error> {
+        modcsi_backend_sdk::params::problems(&parameters, &Self::info().parameters, |_| Ok(()))
+    }
+}
+
 modcsi_backend_sdk::export_backend!(NodeLocalCache);
 modcsi_backend_sdk::export_locate!(NodeLocalCache);
+modcsi_backend_sdk::export_parameters!(NodeLocalCache);
 
 #[cfg(test)]
 mod tests {

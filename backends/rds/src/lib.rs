@@ -374,12 +374,12 @@ impl modcsi_backend_sdk::controller::Guest for Rds {
     }
 }
 
-/// Whether a disk on the router is this driver's: a volume exported under its own NQN, or a
-/// snapshot (never exported). Anything else (the router's other disks, another driver's) is
-/// left alone.
+/// Whether a disk on the router is this driver's: a volume (`pvc-…`, as [`volume_id_of`] names
+/// every one) exported under its own NQN, or a snapshot (never exported). Anything else (the
+/// router's other disks, another driver's) is left alone, and never listed.
 fn is_ours(id: &str, entry: &Entry) -> bool {
     match entry.get("nvme-tcp-server-nqn") {
-        Some(nqn) => *nqn == nqn_of(id),
+        Some(nqn) => id.starts_with("pvc-") && *nqn == nqn_of(id),
         None => id.starts_with(SNAPSHOT_PREFIX),
     }
 }
@@ -724,6 +724,16 @@ impl modcsi_backend_sdk::locate::Guest for Rds {
     }
 }
 
+/// What create-volume reads of a StorageClass ([`Settings::load`]), read the same way.
+impl modcsi_backend_sdk::parameters::Guest for Rds {
+    fn validate_parameters(parameters: KeyValues) -> Result<Vec<String>, Error> {
+        use modcsi_backend_sdk::identity::Guest;
+        modcsi_backend_sdk::params::problems(&parameters, &Self::info().parameters, |p| {
+            Settings::load(p).map(drop)
+        })
+    }
+}
+
 modcsi_backend_sdk::export_backend!(Rds);
 modcsi_backend_sdk::export_publish!(Rds);
 modcsi_backend_sdk::export_expand!(Rds);
@@ -732,3 +742,4 @@ modcsi_backend_sdk::export_capacity!(Rds);
 modcsi_backend_sdk::export_snapshots!(Rds);
 modcsi_backend_sdk::export_get_volume!(Rds);
 modcsi_backend_sdk::export_locate!(Rds);
+modcsi_backend_sdk::export_parameters!(Rds);

@@ -1,4 +1,4 @@
-//! What a modcsi backend author builds against: the bindings for the `modcsi:backend@0.2.2`
+//! What a modcsi backend author builds against: the bindings for the `modcsi:backend@0.2.3`
 //! contract, one export macro per interface, and a few helpers.
 //!
 //! The required core: implement [`identity::Guest`] and [`controller::Guest`] on one type and
@@ -47,6 +47,7 @@
 //! | node-identity | [`node_identity::Guest`] | [`export_node_identity!`] |
 //! | get-volume | [`get_volume::Guest`] | [`export_get_volume!`] |
 //! | locate | [`locate::Guest`] | [`export_locate!`] |
+//! | parameters (0.2.3) | [`parameters::Guest`] | [`export_parameters!`] (see [`params::problems`]) |
 //!
 //! The component exports exactly the interfaces whose macros were invoked; the host detects
 //! them by their presence and advertises exactly that. A backend crate depends on this one
@@ -69,7 +70,7 @@
 
 wit_bindgen::generate!({
     world: "backend",
-    path: "../../wit/0.2.2",
+    path: "../../wit/0.2.3",
     pub_export_macro: true,
     export_macro_name: "export_backend",
     default_bindings_module: "modcsi_backend_sdk",
@@ -101,6 +102,7 @@ pub use optional::get_volume::exports::modcsi::backend::get_volume;
 pub use optional::list_volumes::exports::modcsi::backend::list_volumes;
 pub use optional::locate::exports::modcsi::backend::locate;
 pub use optional::node_identity::exports::modcsi::backend::node_identity;
+pub use optional::parameters::exports::modcsi::backend::parameters;
 pub use optional::publish::exports::modcsi::backend::publish;
 pub use optional::snapshots::exports::modcsi::backend::snapshots;
 
@@ -111,9 +113,9 @@ pub use optional::snapshots::exports::modcsi::backend::snapshots;
 pub mod optional {
     pub mod publish {
         wit_bindgen::generate!({
-            inline: "package modcsi:backend-sdk; world publish { export modcsi:backend/publish@0.2.2; }",
-            path: "../../wit/0.2.2",
-            with: { "modcsi:backend/types@0.2.2": crate::types },
+            inline: "package modcsi:backend-sdk; world publish { export modcsi:backend/publish@0.2.3; }",
+            path: "../../wit/0.2.3",
+            with: { "modcsi:backend/types@0.2.3": crate::types },
             pub_export_macro: true,
             export_macro_name: "export",
             default_bindings_module: "modcsi_backend_sdk::optional::publish",
@@ -121,9 +123,9 @@ pub mod optional {
     }
     pub mod expand {
         wit_bindgen::generate!({
-            inline: "package modcsi:backend-sdk; world expand { export modcsi:backend/expand@0.2.2; }",
-            path: "../../wit/0.2.2",
-            with: { "modcsi:backend/types@0.2.2": crate::types },
+            inline: "package modcsi:backend-sdk; world expand { export modcsi:backend/expand@0.2.3; }",
+            path: "../../wit/0.2.3",
+            with: { "modcsi:backend/types@0.2.3": crate::types },
             pub_export_macro: true,
             export_macro_name: "export",
             default_bindings_module: "modcsi_backend_sdk::optional::expand",
@@ -131,9 +133,9 @@ pub mod optional {
     }
     pub mod list_volumes {
         wit_bindgen::generate!({
-            inline: "package modcsi:backend-sdk; world list-volumes { export modcsi:backend/list-volumes@0.2.2; }",
-            path: "../../wit/0.2.2",
-            with: { "modcsi:backend/types@0.2.2": crate::types },
+            inline: "package modcsi:backend-sdk; world list-volumes { export modcsi:backend/list-volumes@0.2.3; }",
+            path: "../../wit/0.2.3",
+            with: { "modcsi:backend/types@0.2.3": crate::types },
             pub_export_macro: true,
             export_macro_name: "export",
             default_bindings_module: "modcsi_backend_sdk::optional::list_volumes",
@@ -141,9 +143,9 @@ pub mod optional {
     }
     pub mod capacity {
         wit_bindgen::generate!({
-            inline: "package modcsi:backend-sdk; world capacity { export modcsi:backend/capacity@0.2.2; }",
-            path: "../../wit/0.2.2",
-            with: { "modcsi:backend/types@0.2.2": crate::types },
+            inline: "package modcsi:backend-sdk; world capacity { export modcsi:backend/capacity@0.2.3; }",
+            path: "../../wit/0.2.3",
+            with: { "modcsi:backend/types@0.2.3": crate::types },
             pub_export_macro: true,
             export_macro_name: "export",
             default_bindings_module: "modcsi_backend_sdk::optional::capacity",
@@ -151,9 +153,9 @@ pub mod optional {
     }
     pub mod snapshots {
         wit_bindgen::generate!({
-            inline: "package modcsi:backend-sdk; world snapshots { export modcsi:backend/snapshots@0.2.2; }",
-            path: "../../wit/0.2.2",
-            with: { "modcsi:backend/types@0.2.2": crate::types },
+            inline: "package modcsi:backend-sdk; world snapshots { export modcsi:backend/snapshots@0.2.3; }",
+            path: "../../wit/0.2.3",
+            with: { "modcsi:backend/types@0.2.3": crate::types },
             pub_export_macro: true,
             export_macro_name: "export",
             default_bindings_module: "modcsi_backend_sdk::optional::snapshots",
@@ -161,9 +163,9 @@ pub mod optional {
     }
     pub mod node_identity {
         wit_bindgen::generate!({
-            inline: "package modcsi:backend-sdk; world node-identity { export modcsi:backend/node-identity@0.2.2; }",
-            path: "../../wit/0.2.2",
-            with: { "modcsi:backend/types@0.2.2": crate::types },
+            inline: "package modcsi:backend-sdk; world node-identity { export modcsi:backend/node-identity@0.2.3; }",
+            path: "../../wit/0.2.3",
+            with: { "modcsi:backend/types@0.2.3": crate::types },
             pub_export_macro: true,
             export_macro_name: "export",
             default_bindings_module: "modcsi_backend_sdk::optional::node_identity",
@@ -171,9 +173,9 @@ pub mod optional {
     }
     pub mod get_volume {
         wit_bindgen::generate!({
-            inline: "package modcsi:backend-sdk; world get-volume { export modcsi:backend/get-volume@0.2.2; }",
-            path: "../../wit/0.2.2",
-            with: { "modcsi:backend/types@0.2.2": crate::types },
+            inline: "package modcsi:backend-sdk; world get-volume { export modcsi:backend/get-volume@0.2.3; }",
+            path: "../../wit/0.2.3",
+            with: { "modcsi:backend/types@0.2.3": crate::types },
             pub_export_macro: true,
             export_macro_name: "export",
             default_bindings_module: "modcsi_backend_sdk::optional::get_volume",
@@ -181,12 +183,22 @@ pub mod optional {
     }
     pub mod locate {
         wit_bindgen::generate!({
-            inline: "package modcsi:backend-sdk; world locate { export modcsi:backend/locate@0.2.2; }",
-            path: "../../wit/0.2.2",
-            with: { "modcsi:backend/types@0.2.2": crate::types },
+            inline: "package modcsi:backend-sdk; world locate { export modcsi:backend/locate@0.2.3; }",
+            path: "../../wit/0.2.3",
+            with: { "modcsi:backend/types@0.2.3": crate::types },
             pub_export_macro: true,
             export_macro_name: "export",
             default_bindings_module: "modcsi_backend_sdk::optional::locate",
+        });
+    }
+    pub mod parameters {
+        wit_bindgen::generate!({
+            inline: "package modcsi:backend-sdk; world parameters { export modcsi:backend/parameters@0.2.3; }",
+            path: "../../wit/0.2.3",
+            with: { "modcsi:backend/types@0.2.3": crate::types },
+            pub_export_macro: true,
+            export_macro_name: "export",
+            default_bindings_module: "modcsi_backend_sdk::optional::parameters",
         });
     }
 }
@@ -260,6 +272,15 @@ macro_rules! export_get_volume {
 macro_rules! export_locate {
     ($ty:ident) => {
         $crate::__export_locate_impl!($ty with_types_in $crate::optional::locate);
+    };
+}
+
+/// Exports the optional `parameters` interface (StorageClass parameters checked without
+/// creating anything; contract 0.2.3) from a type that implements [`parameters::Guest`].
+#[macro_export]
+macro_rules! export_parameters {
+    ($ty:ident) => {
+        $crate::__export_parameters_impl!($ty with_types_in $crate::optional::parameters);
     };
 }
 

@@ -17,7 +17,7 @@
 use std::fmt::Display;
 use std::str::FromStr;
 
-use crate::types::Error;
+use crate::types::{Error, ParameterSpec};
 use crate::{config, err, lookup};
 
 /// A key-value list read by name; see the [module](self).
@@ -136,6 +136,52 @@ pub fn config_or(key: &str, default: &str) -> String {
     config::get(key).unwrap_or_else(|| default.to_owned())
 }
 
+/// What the `parameters` interface answers for a backend that lists its parameters in `info`
+/// (`specs`) and reads them with `read`, the very function create-volume reads them with: every
+/// name `specs` does not list, every required one missing, and what `read` refuses as
+/// `invalid-argument`. Any other error of `read` means the backend cannot tell, and is returned.
+///
+/// ```no_run
+/// # use modcsi_backend_sdk::types::{Error, KeyValues, ParameterSpec};
+/// # fn specs() -> Vec<ParameterSpec> { vec![] }
+/// # fn load(_: &[(String, String)]) -> Result<u16, Error> { Ok(4420) }
+/// fn validate_parameters(parameters: KeyValues) -> Result<Vec<String>, Error> {
+///     modcsi_backend_sdk::params::problems(&parameters, &specs(), |p| load(p).map(drop))
+/// }
+/// ```
+pub fn problems(
+    parameters: &[(String, String)],
+    specs: &[ParameterSpec],
+    read: impl FnOnce(&[(String, String)]) -> Result<(), Error>,
+) -> Result<Vec<String>, Error> {
+    let known: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    let mut found: Vec<String> = parameters
+        .iter()
+        .filter(|(name, _)| !known.contains(&name.as_str()))
+        .map(|(name, _)| {
+            format!(
+                "the parameter {name} is not one this backend reads ({})",
+                known.join(", ")
+            )
+        })
+        .collect();
+    for spec in specs.iter().filter(|s| s.required) {
+        if lookup(parameters, &spec.name).is_none() {
+            found.push(format!("the parameter {} is required", spec.name));
+        }
+    }
+    match read(parameters) {
+        Ok(()) => {}
+        Err(Error::InvalidArgument(why)) => {
+            if !found.contains(&why) {
+                found.push(why);
+            }
+        }
+        Err(other) => return Err(other),
+    }
+    Ok(found)
+}
+
 /// A size as [`Params::size`] reads it.
 fn size(text: &str) -> Option<u64> {
     let split = text
@@ -234,6 +280,36 @@ mod tests {
             message(p.required("absent").unwrap_err()),
             "the parameter absent is required"
         );
+    }
+
+    #[test]
+    fn problems_are_unknown_names_missing_required_ones_and_what_reading_refuses() {
+        let spec = |name: &str, required| ParameterSpec {
+            name: name.into(),
+            description: String::new(),
+            required,
+        };
+        let specs = [spec("type", true), spec("port", false)];
+        let read = |p: &[(String, String)]| {
+            let p = Params::new(p);
+            p.required("type")?;
+            p.parse::<u16>("port").map(drop)
+        };
+        let fine = problems(&pairs(&[("type", "ssd")]), &specs, read).unwrap();
+        assert!(fine.is_empty(), "{fine:?}");
+        let found = problems(&pairs(&[("prot", "1"), ("port", "x")]), &specs, read).unwrap();
+        assert_eq!(
+            found,
+            [
+                "the parameter prot is not one this backend reads (type, port)",
+                "the parameter type is required",
+            ],
+            "the missing one is said once, though reading refuses it too"
+        );
+        let found = problems(&pairs(&[("type", "a"), ("port", "x")]), &specs, read).unwrap();
+        assert_eq!(found, ["port \"x\": invalid digit found in string"]);
+        let cannot = problems(&[], &specs, |_| Err(err!(Unavailable, "no configuration")));
+        assert!(matches!(cannot, Err(Error::Unavailable(_))));
     }
 
     #[test]

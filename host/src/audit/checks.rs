@@ -1,7 +1,8 @@
 //! Configuration checks: is what is installed what this backend needs? The backend answers its
-//! probe; the CSIDriver object exists and says what the backend needs; every node registered
-//! the driver; the sidecars the backend's features need run and are ready; the audit may read
-//! what it reads. Pure: [`scan`](super::scan) gathers the facts.
+//! probe; the CSIDriver object exists and says what the backend needs; the backend takes every
+//! StorageClass's parameters; every node registered the driver; the sidecars the backend's
+//! features need run and are ready; the audit may read what it reads. Pure:
+//! [`scan`](super::scan) gathers the facts.
 
 use std::collections::BTreeMap;
 
@@ -43,6 +44,9 @@ pub struct ConfigFacts {
     /// The backend's probe: `Err` with why it is not ready.
     pub probe: Result<(), String>,
     pub driver_object: Option<DriverObject>,
+    /// StorageClass name → the backend's `validate-parameters` answer for its parameters (`Err`:
+    /// it could not tell); `None` when the backend does not export `parameters`.
+    pub class_parameters: Option<BTreeMap<String, Result<Vec<String>, String>>>,
     /// The backend publishes through the controller (ControllerPublishVolume).
     pub needs_attach: bool,
     pub snapshots: bool,
@@ -124,6 +128,15 @@ pub fn checks(f: &ConfigFacts) -> Vec<Check> {
             )
         }
     }
+    let (status, detail) = class_parameters(f.class_parameters.as_ref());
+    check(
+        "storageclass-parameters",
+        status,
+        detail,
+        Severity::High,
+        "a StorageClass's parameters cannot be edited: make a class with the parameters the \
+         backend takes and move new claims to it, then delete the old one",
+    );
     let missing: Vec<&str> = f
         .registrations
         .iter()
@@ -218,6 +231,47 @@ pub fn checks(f: &ConfigFacts) -> Vec<Check> {
     out
 }
 
+/// What the backend said of each StorageClass's parameters: a failure naming each class with
+/// a problem; a skip when there is nothing to ask, or the backend could not tell.
+fn class_parameters(
+    answers: Option<&BTreeMap<String, Result<Vec<String>, String>>>,
+) -> (Status, String) {
+    let Some(answers) = answers else {
+        return (
+            Status::Skip,
+            "the backend does not check parameters (no `parameters` interface, contract 0.2.3)"
+                .into(),
+        );
+    };
+    if answers.is_empty() {
+        return (Status::Skip, "no StorageClass names the driver".into());
+    }
+    let said = |pick: fn(&Result<Vec<String>, String>) -> Option<String>| -> Vec<String> {
+        answers
+            .iter()
+            .filter_map(|(class, answer)| Some(format!("{class}: {}", pick(answer)?)))
+            .collect()
+    };
+    let wrong = said(|a| {
+        a.as_ref()
+            .ok()
+            .filter(|p| !p.is_empty())
+            .map(|p| p.join("; "))
+    });
+    let unknown = said(|a| a.as_ref().err().map(|e| format!("could not tell ({e})")));
+    match (wrong.is_empty(), unknown.is_empty()) {
+        (false, _) => (Status::Fail, [wrong, unknown].concat().join(" | ")),
+        (true, false) => (Status::Skip, unknown.join(" | ")),
+        (true, true) => (
+            Status::Pass,
+            format!(
+                "the backend takes the parameters of all {} classes",
+                answers.len()
+            ),
+        ),
+    }
+}
+
 /// A finding for each failed check.
 pub fn check_findings(checks: &[Check]) -> Vec<Finding> {
     checks
@@ -256,6 +310,7 @@ mod tests {
                 pod_info_on_mount: false,
                 storage_capacity: false,
             }),
+            class_parameters: Some([("fast".to_owned(), Ok(vec![]))].into_iter().collect()),
             needs_attach: true,
             snapshots: false,
             expansion: true,
@@ -282,6 +337,10 @@ mod tests {
             .collect()
     }
 
+    fn detail_of<'a>(failures: &'a [(&'static str, String)], name: &str) -> &'a str {
+        &failures.iter().find(|(n, _)| *n == name).unwrap().1
+    }
+
     #[test]
     fn a_healthy_install_passes_every_check_and_names_versions() {
         let all = checks(&healthy());
@@ -305,13 +364,30 @@ mod tests {
         f.containers.retain(|c| c.name != "csi-attacher");
         f.containers[0].ready = false;
         f.rights.push(("create events".into(), false));
+        let parameters = f.class_parameters.as_mut().unwrap();
+        parameters.insert(
+            "typo".into(),
+            Ok(vec!["the parameter tpye is unread".into()]),
+        );
+        parameters.insert("dark".into(), Err("storage unreachable".into()));
         let failures = failed(&f);
         let names: Vec<&str> = failures.iter().map(|(n, _)| *n).collect();
         assert_eq!(
             names,
-            ["backend-probe", "csidriver", "csinode", "sidecars", "rbac"]
+            [
+                "backend-probe",
+                "csidriver",
+                "storageclass-parameters",
+                "csinode",
+                "sidecars",
+                "rbac"
+            ]
         );
-        let detail = |name| &failures.iter().find(|(n, _)| *n == name).unwrap().1;
+        assert_eq!(
+            detail_of(&failures, "storageclass-parameters"),
+            "typo: the parameter tpye is unread | dark: could not tell (storage unreachable)"
+        );
+        let detail = |name| detail_of(&failures, name);
         assert!(detail("csidriver").contains("attachRequired is false but the backend needs"));
         assert!(detail("csinode").contains("1 of 2 nodes: n2"));
         assert!(
@@ -329,15 +405,22 @@ mod tests {
         f.expansion = false;
         f.containers.retain(|c| c.name != "csi-resizer");
         assert_eq!(failed(&f), []);
-        // No nodes and no pods of the driver: nothing to check, not a failure.
+        // No nodes, no pods of the driver, a backend that does not check parameters: nothing
+        // to check, not a failure.
         let mut f = healthy();
         f.registrations.clear();
         f.containers.clear();
+        f.class_parameters = None;
         let skipped: Vec<&str> = checks(&f)
             .into_iter()
             .filter(|c| c.status == Status::Skip)
             .map(|c| c.name)
             .collect();
-        assert_eq!(skipped, ["csinode", "sidecars"]);
+        assert_eq!(skipped, ["storageclass-parameters", "csinode", "sidecars"]);
+        // Nor is a backend that cannot tell.
+        let mut f = healthy();
+        let unknown = Err("storage unreachable".to_owned());
+        f.class_parameters = Some([("dark".to_owned(), unknown)].into_iter().collect());
+        assert_eq!(failed(&f), []);
     }
 }

@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use super::checks::Status;
 use super::finding::{Report, Severity, size};
-use super::service::UsagePoint;
+use super::history::UsagePoint;
 
 /// Colours the page and its test agree on.
 pub const PROVISIONED: &str = "#2b6cb0";

@@ -16,6 +16,7 @@ use super::correlate::{
 };
 use super::finding::{Report, worst_first};
 use super::usage::{capacity_findings, usage};
+use crate::kube::inventory::DriverClass;
 use crate::kube::{Cluster, KubeError, KubeStore};
 use crate::runtime::{
     Backend, BackendConfig, CallError, ConfigError, LoadError, Optional, RuntimeOptions,
@@ -307,7 +308,28 @@ impl Auditor {
             .collect())
     }
 
-    async fn config_facts(&self) -> Result<ConfigFacts, ScanError> {
+    /// The backend's word on each class's parameters, as the provisioner passes them on (without
+    /// its own `csi.storage.k8s.io/` keys); `None` when it does not export `parameters`.
+    async fn class_parameters(
+        &self,
+        classes: &[DriverClass],
+    ) -> Option<BTreeMap<String, Result<Vec<String>, String>>> {
+        if !self.backend.offers(Optional::Parameters) {
+            return None;
+        }
+        let mut answers = BTreeMap::new();
+        for class in classes {
+            let parameters = (class.parameters.iter())
+                .filter(|(k, _)| !k.starts_with("csi.storage.k8s.io/"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let answer = self.backend.validate_parameters(parameters, None).await;
+            answers.insert(class.name.clone(), answer.map_err(|e| e.to_string()));
+        }
+        Some(answers)
+    }
+
+    async fn config_facts(&self, classes: &[DriverClass]) -> Result<ConfigFacts, ScanError> {
         let c = &self.cluster;
         let mut rights = vec![];
         for (verb, group, resource, namespaced) in RIGHTS {
@@ -319,6 +341,7 @@ impl Auditor {
         Ok(ConfigFacts {
             probe: self.backend.probe(None).await.map_err(|e| e.to_string()),
             driver_object: c.driver_object().await?,
+            class_parameters: self.class_parameters(classes).await,
             needs_attach: self.backend.offers(Optional::Publish),
             snapshots: self.backend.offers(Optional::Snapshots),
             expansion: self.backend.offers(Optional::Expand),
@@ -363,7 +386,7 @@ impl Auditor {
         };
         let class_names: Vec<String> = classes.iter().map(|c| c.name.clone()).collect();
         let usage = usage(&facts.pvs, &class_names, &available);
-        let checks = checks(&self.config_facts().await?);
+        let checks = checks(&self.config_facts(&classes).await?);
         let mut findings = correlate(&facts, &self.thresholds);
         findings.extend(capacity_findings(&usage));
         findings.extend(check_findings(&checks));

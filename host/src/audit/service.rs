@@ -7,35 +7,25 @@
 //! allowed to list PersistentVolumes (a SubjectAccessReview), since the report is about them.
 //! `/healthz` and `/metrics` are open (probes and Prometheus carry no token).
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use hyper::{Request, StatusCode};
-use serde::Serialize;
-
 use super::finding::Report;
+use super::history::{self, UsagePoint};
 use super::page;
 use super::scan::{Auditor, now_unix};
 use crate::scrape::Answer;
+use hyper::{Request, StatusCode};
 
-/// Points of usage history kept (a day at one scan every minute).
-const HISTORY: usize = 1440;
-
-/// One scan's totals, for the growth chart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct UsagePoint {
-    pub unix: i64,
-    pub volumes: usize,
-    pub provisioned_bytes: u64,
-    pub findings: usize,
-}
+/// The key of the history ConfigMap that holds the points.
+const HISTORY_KEY: &str = "usage";
 
 #[derive(Default)]
 struct Latest {
     report: Option<Report>,
-    history: VecDeque<UsagePoint>,
+    /// Oldest first, thinned after each scan.
+    history: Vec<UsagePoint>,
     /// The last scan's error, if it failed.
     error: Option<String>,
     /// When a scan last succeeded.
@@ -55,17 +45,61 @@ pub struct Service {
     auditor: Auditor,
     interval: Duration,
     access: Access,
+    /// The ConfigMap the history is kept in, when it is kept.
+    history_map: Option<String>,
     latest: RwLock<Latest>,
 }
 
 impl Service {
-    pub fn new(auditor: Auditor, interval: Duration, access: Access) -> Arc<Self> {
+    pub fn new(
+        auditor: Auditor,
+        interval: Duration,
+        access: Access,
+        history_map: Option<String>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             auditor,
             interval,
             access,
+            history_map,
             latest: RwLock::default(),
         })
+    }
+
+    /// The history kept before this start, if it is kept; a failure to read it starts an
+    /// empty one (the chart begins again) rather than no service.
+    async fn load_history(&self) {
+        let Some(name) = &self.history_map else {
+            return;
+        };
+        match self.auditor.cluster().read_text(name, HISTORY_KEY).await {
+            Ok(text) => {
+                let points = history::decode(text.as_deref().unwrap_or_default());
+                tracing::info!(configmap = %name, points = points.len(), "audit history read");
+                self.latest
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .history = points;
+            }
+            Err(e) => tracing::warn!(configmap = %name, "audit history not read: {e}"),
+        }
+    }
+
+    /// Keeps `points` in the history ConfigMap, if there is one; a failure is logged and the
+    /// next scan writes again.
+    async fn save_history(&self, points: &[UsagePoint]) {
+        let Some(name) = &self.history_map else {
+            return;
+        };
+        let text = history::encode(points);
+        if let Err(e) = self
+            .auditor
+            .cluster()
+            .write_text(name, HISTORY_KEY, &text)
+            .await
+        {
+            tracing::warn!(configmap = %name, "audit history not kept: {e}");
+        }
     }
 
     /// Serves on `address` and scans every interval (the first at once), until dropped.
@@ -77,6 +111,7 @@ impl Service {
         })
         .await?;
         tokio::spawn(async move {
+            self.load_history().await;
             loop {
                 self.scan_once().await;
                 tokio::time::sleep(self.interval).await;
@@ -104,19 +139,21 @@ impl Service {
                     ms = report.scan_ms as u64,
                     "audit scan"
                 );
-                let mut latest = self.latest.write().unwrap_or_else(|e| e.into_inner());
-                if latest.history.len() == HISTORY {
-                    latest.history.pop_front();
-                }
-                latest.history.push_back(UsagePoint {
-                    unix: report.scanned_unix,
-                    volumes: report.usage.volumes,
-                    provisioned_bytes: report.usage.provisioned_bytes,
-                    findings: report.findings.len(),
-                });
-                latest.report = Some(report);
-                latest.error = None;
-                latest.ok_at = Some(Instant::now());
+                let points = {
+                    let mut latest = self.latest.write().unwrap_or_else(|e| e.into_inner());
+                    latest.history.push(UsagePoint {
+                        unix: report.scanned_unix,
+                        volumes: report.usage.volumes,
+                        provisioned_bytes: report.usage.provisioned_bytes,
+                        findings: report.findings.len(),
+                    });
+                    latest.history = history::thin(&latest.history, report.scanned_unix);
+                    latest.report = Some(report);
+                    latest.error = None;
+                    latest.ok_at = Some(Instant::now());
+                    latest.history.clone()
+                };
+                self.save_history(&points).await;
             }
             Err(e) => {
                 crate::metrics::audit_failed(started.elapsed());
@@ -185,7 +222,7 @@ impl Service {
             );
         }
         let latest = self.latest.read().unwrap_or_else(|e| e.into_inner());
-        let history: Vec<UsagePoint> = latest.history.iter().copied().collect();
+        let history = &latest.history;
         let Some(report) = &latest.report else {
             let why = latest
                 .error
@@ -214,7 +251,7 @@ impl Service {
             "/" => (
                 StatusCode::OK,
                 "text/html; charset=utf-8",
-                page::render(report, &history, latest.error.as_deref(), now_unix()),
+                page::render(report, history, latest.error.as_deref(), now_unix()),
             ),
             "/api/v1/orphans" => json(serde_json::json!({
                 "meta": meta,

@@ -1,9 +1,9 @@
-//! The contract reference: the newest WIT package (`wit/0.2.2/backend.wit`, compiled into the
+//! The contract reference: the newest WIT package (`wit/0.2.3/backend.wit`, compiled into the
 //! binary) as Markdown, one section per interface and world with its documentation as prose
 //! and its declarations as WIT. `modcsi backend contract` prints it; docs/backend-authors.md
 //! carries it verbatim, and a test keeps the two equal.
 
-const WIT: &str = include_str!("../../../wit/0.2.2/backend.wit");
+const WIT: &str = include_str!("../../../wit/0.2.3/backend.wit");
 
 /// The reference as Markdown.
 pub fn markdown() -> String {
@@ -69,7 +69,7 @@ mod tests {
         ] {
             assert!(reference.contains(section), "{section}");
         }
-        assert!(reference.starts_with("The package `modcsi:backend@0.2.2`."));
+        assert!(reference.starts_with("The package `modcsi:backend@0.2.3`."));
         assert!(reference.contains("create-volume: func(request: create-request)"));
         // An interface's own doc comment becomes prose; its members keep theirs, in the WIT.
         assert!(reference.contains("\nThe required core. A backend's own world"));

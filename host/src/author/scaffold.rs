@@ -131,11 +131,11 @@ mod tests {
     fn git_sources_name_their_revision() {
         let git = SdkSource::Git {
             url: "https://example.com/modcsi.git".into(),
-            rev: Some("v0.2.2".into()),
+            rev: Some("v0.2.3".into()),
         };
         assert_eq!(
             git.dependency(),
-            r#"{ git = "https://example.com/modcsi.git", rev = "v0.2.2" }"#
+            r#"{ git = "https://example.com/modcsi.git", rev = "v0.2.3" }"#
         );
     }
 }

@@ -70,6 +70,11 @@ pub struct AuditArgs {
     /// `open` (anyone who reaches the address).
     #[arg(long, value_enum, default_value = "tokenreview")]
     access: Access,
+    /// Keep `--serve`'s usage history in this ConfigMap of --namespace, so growth survives a
+    /// restart (the chart makes it and lets the audit update only it); without it the history
+    /// lives in memory.
+    #[arg(long, requires = "serve")]
+    history_configmap: Option<String>,
     /// Delete the volumes no PV names (older than --orphan-age and --grace, of an age the host
     /// recorded) through the driver's DeleteVolume at --csi-endpoint. A dry run unless
     /// --dry-run=false.
@@ -120,7 +125,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
     })
     .await?;
     if let Some(address) = args.serve {
-        let bound = Service::new(auditor, args.interval, args.access)
+        let bound = Service::new(auditor, args.interval, args.access, args.history_configmap)
             .run(address)
             .await
             .map_err(|e| anyhow::anyhow!("serving the audit on {address}: {e}"))?;

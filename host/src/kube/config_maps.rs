@@ -1,10 +1,45 @@
 //! Compare-and-swap on ConfigMaps, for the two kinds of record kept in them (cleanup records,
 //! the shared state store): a write at a `resourceVersion`, a delete with it as precondition.
+//! And one text in a named ConfigMap of the driver's namespace (the audit's history).
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams, Preconditions};
 use sha2::{Digest, Sha256};
+
+use super::{Cluster, KubeError};
+
+impl Cluster {
+    /// The text under `key` of ConfigMap `name`; `None` when either is absent.
+    pub async fn read_text(&self, name: &str, key: &str) -> Result<Option<String>, KubeError> {
+        let cm = (self.config_maps().get_opt(name).await)
+            .map_err(KubeError::api(format!("get configmap {name}")))?;
+        Ok(cm.and_then(|cm| cm.data?.remove(key)))
+    }
+
+    /// Sets `key` of ConfigMap `name` to `text` (its other keys kept), making the ConfigMap
+    /// when there is none. A writer that came in between wins; the caller writes again later.
+    pub async fn write_text(&self, name: &str, key: &str, text: &str) -> Result<(), KubeError> {
+        let api = self.config_maps();
+        let what = || format!("write configmap {name}");
+        let mut cm = (api.get_opt(name).await)
+            .map_err(KubeError::api(what()))?
+            .unwrap_or_else(|| ConfigMap {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(name.to_owned()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            });
+        cm.data
+            .get_or_insert_default()
+            .insert(key.to_owned(), text.to_owned());
+        match write(&api, &cm).await.map_err(KubeError::api(what()))? {
+            Some(_) => Ok(()),
+            None => Err(KubeError::Conflict(what())),
+        }
+    }
+}
 
 /// Hex of the first `bytes` of a SHA-256 over `parts` (each ended by a NUL), for object names
 /// and label values made from arbitrary text.

@@ -44,6 +44,8 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 pub enum KubeError {
     #[error("Kubernetes client configuration: {0}")]
     Config(String),
+    #[error("Kubernetes API, {0}: changed by another writer meanwhile")]
+    Conflict(String),
     #[error("Kubernetes API, {what}: {source}")]
     Api {
         what: String,

@@ -87,7 +87,7 @@ fn stored(cm: ConfigMap) -> Option<Stored> {
 }
 
 impl Cluster {
-    fn config_maps(&self) -> Api<ConfigMap> {
+    pub(super) fn config_maps(&self) -> Api<ConfigMap> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 

@@ -315,7 +315,7 @@ impl Backend {
     }
 
     /// The names of the component's imports and of its exports, as the component states
-    /// them (`modcsi:backend/ssh@0.2.2`, `wasi:http/outgoing-handler@0.2.6`).
+    /// them (`modcsi:backend/ssh@0.2.3`, `wasi:http/outgoing-handler@0.2.6`).
     pub fn interfaces(&self) -> (Vec<String>, Vec<String>) {
         let ty = self.pre.component().component_type();
         let names = |items: &mut dyn Iterator<Item = (&str, _)>| {

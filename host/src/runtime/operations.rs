@@ -23,10 +23,11 @@ pub enum Optional {
     NodeIdentity,
     GetVolume,
     Locate,
+    Parameters,
 }
 
 impl Optional {
-    pub const ALL: [Optional; 8] = [
+    pub const ALL: [Optional; 9] = [
         Optional::Publish,
         Optional::Expand,
         Optional::ListVolumes,
@@ -35,6 +36,7 @@ impl Optional {
         Optional::NodeIdentity,
         Optional::GetVolume,
         Optional::Locate,
+        Optional::Parameters,
     ];
 
     /// The interface's WIT name.
@@ -48,6 +50,7 @@ impl Optional {
             Optional::NodeIdentity => "node-identity",
             Optional::GetVolume => "get-volume",
             Optional::Locate => "locate",
+            Optional::Parameters => "parameters",
         }
     }
 }
@@ -138,6 +141,9 @@ macro_rules! for_each_operation {
             locate "locate" (volume_id: String, context: KeyValues) -> Attachment,
                 secrets: no_secrets(),
                 v0_2: (Locate) locate.call_locate(&volume_id, &context);
+            validate_parameters "validate-parameters" (parameters: KeyValues) -> Vec<String>,
+                secrets: no_secrets(),
+                v0_2: (Parameters) parameters.call_validate_parameters(&parameters);
         }
     };
 }

@@ -1,4 +1,4 @@
-//! `modcsi:backend@0.2.x` (wit/0.2.2): the exports of a 0.2 component (the required core plus
+//! `modcsi:backend@0.2.x` (wit/0.2.3): the exports of a 0.2 component (the required core plus
 //! whichever optional interfaces it has) and the conversion of its types to and from the host's
 //! own (`volume::types`). The calls themselves come from the table in `operations.rs`.
 
@@ -20,26 +20,27 @@ mod bindings {
         inline: "
             package modcsi:host;
             world host-view {
-                import modcsi:backend/log@0.2.2;
-                import modcsi:backend/cache@0.2.2;
-                import modcsi:backend/config@0.2.2;
-                import modcsi:backend/store@0.2.2;
-                import modcsi:backend/host@0.2.2;
-                import modcsi:backend/ssh@0.2.2;
-                import modcsi:backend/node@0.2.2;
-                export modcsi:backend/identity@0.2.2;
-                export modcsi:backend/controller@0.2.2;
-                export modcsi:backend/publish@0.2.2;
-                export modcsi:backend/expand@0.2.2;
-                export modcsi:backend/list-volumes@0.2.2;
-                export modcsi:backend/capacity@0.2.2;
-                export modcsi:backend/snapshots@0.2.2;
-                export modcsi:backend/node-identity@0.2.2;
-                export modcsi:backend/get-volume@0.2.2;
-                export modcsi:backend/locate@0.2.2;
+                import modcsi:backend/log@0.2.3;
+                import modcsi:backend/cache@0.2.3;
+                import modcsi:backend/config@0.2.3;
+                import modcsi:backend/store@0.2.3;
+                import modcsi:backend/host@0.2.3;
+                import modcsi:backend/ssh@0.2.3;
+                import modcsi:backend/node@0.2.3;
+                export modcsi:backend/identity@0.2.3;
+                export modcsi:backend/controller@0.2.3;
+                export modcsi:backend/publish@0.2.3;
+                export modcsi:backend/expand@0.2.3;
+                export modcsi:backend/list-volumes@0.2.3;
+                export modcsi:backend/capacity@0.2.3;
+                export modcsi:backend/snapshots@0.2.3;
+                export modcsi:backend/node-identity@0.2.3;
+                export modcsi:backend/get-volume@0.2.3;
+                export modcsi:backend/locate@0.2.3;
+                export modcsi:backend/parameters@0.2.3;
             }
         ",
-        path: "../wit/0.2.2",
+        path: "../wit/0.2.3",
         world: "host-view",
         imports: { default: trappable },
         exports: { default: async },
@@ -61,6 +62,7 @@ pub struct Exports {
     node_identity: Option<ex::node_identity::GuestIndices>,
     get_volume: Option<ex::get_volume::GuestIndices>,
     locate: Option<ex::locate::GuestIndices>,
+    parameters: Option<ex::parameters::GuestIndices>,
 }
 
 /// Looks an optional interface up: absent is `None`, present but malformed is an error.
@@ -69,7 +71,7 @@ fn optional<T>(
     interface: &str,
     indices: impl FnOnce(&InstancePre<CallState>) -> wasmtime::Result<T>,
 ) -> wasmtime::Result<Option<T>> {
-    let name = format!("modcsi:backend/{interface}@0.2.2");
+    let name = format!("modcsi:backend/{interface}@0.2.3");
     if pre.component().get_export_index(None, &name).is_none() {
         return Ok(None);
     }
@@ -89,6 +91,7 @@ impl Exports {
             node_identity: optional(pre, "node-identity", ex::node_identity::GuestIndices::new)?,
             get_volume: optional(pre, "get-volume", ex::get_volume::GuestIndices::new)?,
             locate: optional(pre, "locate", ex::locate::GuestIndices::new)?,
+            parameters: optional(pre, "parameters", ex::parameters::GuestIndices::new)?,
         })
     }
 
@@ -102,6 +105,7 @@ impl Exports {
             Optional::NodeIdentity => self.node_identity.is_some(),
             Optional::GetVolume => self.get_volume.is_some(),
             Optional::Locate => self.locate.is_some(),
+            Optional::Parameters => self.parameters.is_some(),
         }
     }
 }

@@ -52,13 +52,22 @@ async fn driver(names: &[&str]) -> (KubeApi, kube::Client, ServeProcess, tempfil
 
 /// `modcsi audit` for the test driver, with `flags`.
 fn audit_command(api: &KubeApi, flags: &[&str]) -> std::process::Command {
+    audit_of(&component(CHECK_BREAKER), &api.kubeconfig(), flags)
+}
+
+/// `modcsi audit` of the test driver with the component `backend`, as the user of `kubeconfig`.
+fn audit_of(
+    backend: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    flags: &[&str],
+) -> std::process::Command {
     let mut command = std::process::Command::new(modcsi_binary());
     command
         .args(["audit", "--driver-name", DRIVER, "--namespace", "default"])
         .arg("--kubeconfig")
-        .arg(api.kubeconfig())
+        .arg(kubeconfig)
         .arg("--backend")
-        .arg(component(CHECK_BREAKER))
+        .arg(backend)
         .arg("--cache-dir")
         .arg(shared_cache_dir())
         .args(flags);
@@ -84,8 +93,8 @@ async fn csidriver(client: &kube::Client) {
         .unwrap();
 }
 
-/// A StorageClass of the test driver.
-async fn class(client: &kube::Client, name: &str) {
+/// A StorageClass of the test driver, with `parameters`.
+async fn class(client: &kube::Client, name: &str, parameters: &[(&str, &str)]) {
     use k8s_openapi::api::storage::v1::StorageClass;
     let class = StorageClass {
         metadata: kube::api::ObjectMeta {
@@ -93,6 +102,11 @@ async fn class(client: &kube::Client, name: &str) {
             ..Default::default()
         },
         provisioner: DRIVER.into(),
+        parameters: Some(
+            (parameters.iter())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
         ..Default::default()
     };
     Api::<StorageClass>::all(client.clone())
@@ -123,7 +137,7 @@ async fn orphans_both_ways_are_found_and_healthy_or_young_volumes_are_not() {
     bound(&client, "pv-healthy", "cb-pvc-healthy").await;
     bound(&client, "pv-lost", "cb-gone").await;
     csidriver(&client).await;
-    class(&client, "audit-fast").await;
+    class(&client, "audit-fast", &[("flavour", "plain")]).await;
     // The host writes its records after answering: let them land.
     drop(host);
 
@@ -142,8 +156,8 @@ async fn orphans_both_ways_are_found_and_healthy_or_young_volumes_are_not() {
     assert_eq!(fast["volumes"], 0);
     assert!(fast["available_bytes"].as_u64() > Some(0), "{fast}");
     assert_eq!(young["usage"]["namespaces"][0]["namespace"], "default");
-    // Checks: the probe, the CSIDriver and the audit's rights pass; no nodes and no pods of the
-    // driver leave nothing to check.
+    // Checks: the probe, the CSIDriver, the class's parameters and the audit's rights pass; no
+    // nodes and no pods of the driver leave nothing to check.
     let checks: Vec<(&str, &str)> = young["checks"]
         .as_array()
         .unwrap()
@@ -155,6 +169,7 @@ async fn orphans_both_ways_are_found_and_healthy_or_young_volumes_are_not() {
         [
             ("backend-probe", "pass"),
             ("csidriver", "pass"),
+            ("storageclass-parameters", "pass"),
             ("csinode", "skip"),
             ("sidecars", "skip"),
             ("rbac", "pass")
@@ -369,7 +384,7 @@ async fn the_service_answers_its_api_metrics_and_page_to_whom_it_may() {
     drop(host);
     // A big volume of the class, so both bars of the usage chart show; a PV whose volume is
     // gone (CRITICAL); the leaked volume (HIGH).
-    class(&client, "audit-fast").await;
+    class(&client, "audit-fast", &[("flavour", "plain")]).await;
     csidriver(&client).await;
     for (pv, volume) in [("pv-big", "cb-pvc-big"), ("pv-lost", "cb-gone")] {
         bound(&client, pv, volume).await;
@@ -386,33 +401,48 @@ async fn the_service_answers_its_api_metrics_and_page_to_whom_it_may() {
             .unwrap();
     }
     let port = modcsi_tests::free_port();
-    let mut service = audit_command(
-        &api,
-        &["--grace", "0s", "--orphan-age", "0s", "--interval", "1s"],
-    )
-    .arg("--serve")
-    .arg(format!("0.0.0.0:{port}"))
-    .stdout(std::process::Stdio::null())
-    .spawn()
-    .unwrap();
-    // Two scans at least: the growth chart needs two points.
-    let mut usage = serde_json::Value::Null;
-    for _ in 0..300 {
-        let (status, body) = std::net::TcpStream::connect(("127.0.0.1", port))
-            .map(|_| http_get_as("127.0.0.1", port, "/api/v1/usage", None))
-            .unwrap_or((0, String::new()));
-        if status == 200 {
-            usage = serde_json::from_str(&body).unwrap();
-            if usage["history"].as_array().unwrap().len() >= 2 {
-                break;
+    let serve = |interval: &str| {
+        audit_command(
+            &api,
+            &[
+                "--grace",
+                "0s",
+                "--orphan-age",
+                "0s",
+                "--interval",
+                interval,
+            ],
+        )
+        .args(["--history-configmap", "audit-history", "--serve"])
+        .arg(format!("0.0.0.0:{port}"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+    };
+    // The times of the usage history's points, once there are two or more and the newest is
+    // past `after`.
+    let history = async |after: i64| {
+        let mut usage = serde_json::Value::Null;
+        for _ in 0..300 {
+            let (status, body) = std::net::TcpStream::connect(("127.0.0.1", port))
+                .map(|_| http_get_as("127.0.0.1", port, "/api/v1/usage", None))
+                .unwrap_or((0, String::new()));
+            if status == 200 {
+                usage = serde_json::from_str(&body).unwrap();
+                let unix: Vec<i64> = (usage["history"].as_array().unwrap().iter())
+                    .map(|p| p["unix"].as_i64().unwrap())
+                    .collect();
+                if unix.len() >= 2 && unix.last() > Some(&after) {
+                    return (usage, unix);
+                }
             }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(
-        usage["history"].as_array().is_some_and(|h| h.len() >= 2),
-        "{usage:#}"
-    );
+        panic!("no history past {after}: {usage:#}");
+    };
+    let mut service = serve("1s");
+    // Two scans at least: the growth chart needs two points.
+    let (usage, _) = history(0).await;
     assert_eq!(usage["usage"]["provisioned_bytes"], 800u64 << 30);
     assert_eq!(http_get("127.0.0.1", port, "/healthz"), "ok\n");
     let orphans: serde_json::Value =
@@ -487,6 +517,27 @@ async fn the_service_answers_its_api_metrics_and_page_to_whom_it_may() {
         "the findings table is above the chart; see {}",
         keep()
     );
+    let _ = service.kill();
+    let _ = service.wait();
+
+    // The history outlives the service: a new one starts from what the ConfigMap kept (a line
+    // a point, its time first) and adds its own first scan.
+    let kept: Vec<i64> =
+        Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), "default")
+            .get("audit-history")
+            .await
+            .unwrap()
+            .data
+            .unwrap()["usage"]
+            .lines()
+            .map(|line| line.split(' ').next().unwrap().parse().unwrap())
+            .collect();
+    assert!(!kept.is_empty());
+    // Points are to the second: the new service's first scan is in a later one.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let mut service = serve("1h");
+    let (_, unix) = history(*kept.last().unwrap()).await;
+    assert_eq!(unix[0], kept[0], "the oldest point kept is still the first");
     let _ = service.kill();
     let _ = service.wait();
 }
@@ -656,19 +707,14 @@ async fn the_node_part_finds_directories_nothing_explains_with_the_node_plugins_
         }
     }
     // As the node plugin's account: its namespace's ConfigMaps, nothing cluster-wide.
-    let out = std::process::Command::new(modcsi_binary())
-        .args(["audit", "--driver-name", DRIVER, "--namespace", "default"])
-        .arg("--kubeconfig")
-        .arg(api.node_kubeconfig())
-        .arg("--backend")
-        .arg(component(CHECK_BREAKER))
-        .arg("--cache-dir")
-        .arg(shared_cache_dir())
-        .arg("--local-dir-root")
-        .arg(dirs.path())
-        .args(["--output", "json"])
-        .output()
-        .unwrap();
+    let root = dirs.path().to_str().unwrap();
+    let out = audit_of(
+        &component(CHECK_BREAKER),
+        &api.node_kubeconfig(),
+        &["--local-dir-root", root, "--output", "json"],
+    )
+    .output()
+    .unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     let stray = format!("dir:{}/stray", dirs.path().display());
@@ -682,5 +728,174 @@ async fn the_node_part_finds_directories_nothing_explains_with_the_node_plugins_
         out.status.code(),
         Some(0),
         "MEDIUM is below the HIGH threshold"
+    );
+}
+
+/// RDS on the fake router: its disks against the PVs. A disk of the router that is not this
+/// driver's (another slot and NQN) is never called an orphan, and a disk the host made outside
+/// the cluster (no record there) is one of unknown age. The backend itself checks each
+/// StorageClass's parameters: a typo and a value create-volume would refuse fail the check.
+#[tokio::test]
+async fn rds_disks_against_pvs_only_this_drivers_and_classes_the_backend_refuses() {
+    use modcsi_tests::fake_rds::FakeRds;
+    let router = FakeRds::start(std::path::Path::new(env!("CARGO_BIN_EXE_fake-routeros"))).await;
+    let mut controller = router.host.client.controller.clone();
+    let mut made = vec![];
+    for name in ["pvc-kept", "pvc-leaked"] {
+        let mut request = requests::create(name);
+        request.capacity_range = Some(modcsi::proto::CapacityRange {
+            required_bytes: 1 << 30,
+            limit_bytes: 0,
+        });
+        let answer = controller
+            .create_volume(request)
+            .await
+            .unwrap()
+            .into_inner();
+        made.push(answer.volume.unwrap().volume_id);
+    }
+    let state = router.state.path().join("state.json");
+    let mut disks: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    disks["disks"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "slot": "backup-1",
+            "file_path": "storage-pool/backup-1.img",
+            "file_size": 1u64 << 30,
+            "nvme_export": true,
+            "nvme_port": 4420,
+            "nvme_nqn": "nqn.2000-02.com.mikrotik:backup-1"
+        }));
+    std::fs::write(&state, serde_json::to_vec(&disks).unwrap()).unwrap();
+    let api = KubeApi::start_deployed().await;
+    let client = api.client().await;
+    csidriver(&client).await;
+    bound(&client, "pv-kept", &made[0]).await;
+    bound(
+        &client,
+        "pv-lost",
+        "pvc-00000000-0000-4000-8000-000000000000",
+    )
+    .await;
+    let provisioners = ("csi.storage.k8s.io/fstype", "xfs");
+    class(&client, "rds-good", &[("nvmePort", "4420"), provisioners]).await;
+    class(&client, "rds-typo", &[("nvmePrt", "4420")]).await;
+    class(&client, "rds-bad-port", &[("nvmePort", "70000")]).await;
+    let config = router.state.path().join("backend.toml");
+    let out = audit_of(
+        &component(modcsi_tests::RDS),
+        &api.kubeconfig(),
+        &["--backend-config", config.to_str().unwrap()],
+    )
+    .args(["--grace", "0s", "--orphan-age", "0s", "--output", "json"])
+    .output()
+    .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(
+        found(&report),
+        [
+            ("pv-without-volume".into(), "pv/pv-lost".into()),
+            (
+                "config-check".into(),
+                "check/storageclass-parameters".into()
+            ),
+            ("volume-without-pv".into(), format!("volume/{}", made[1])),
+        ],
+        "{report:#}"
+    );
+    assert_eq!(report["findings"][2]["severity"], "LOW", "{report:#}");
+    assert_eq!(
+        report["scanned"]["backend volumes"], 2,
+        "not the router's backup disk"
+    );
+    let evidence = report["findings"][1]["evidence"][0].as_str().unwrap();
+    assert!(
+        evidence.contains("rds-typo: the parameter nvmePrt is not one this backend reads")
+            && evidence.contains("rds-bad-port: nvmePort \"70000\"")
+            && !evidence.contains("rds-good"),
+        "{evidence}"
+    );
+}
+
+/// Emma on the fake API: its data volumes against the PVs (the VMs' system disks are not
+/// volumes), and its StorageClasses as the backend reads them, data centers asked of the API.
+#[tokio::test]
+async fn emma_volumes_against_pvs_and_classes_the_api_refuses() {
+    use modcsi_tests::fake_emma::FakeEmmaOptions;
+    use modcsi_tests::fake_emma::rig::{EMMA, EmmaRig, host_config};
+    let rig = EmmaRig::start(
+        FakeEmmaOptions::default(),
+        std::time::Duration::from_secs(10),
+    )
+    .await;
+    let mut controller = rig.host.client.controller.clone();
+    let mut made = vec![];
+    for name in ["pvc-kept", "pvc-leaked"] {
+        let mut request = requests::create(name);
+        request.parameters = [("dataCenterId", "aws-eu-central-1")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into();
+        let answer = controller
+            .create_volume(request)
+            .await
+            .unwrap()
+            .into_inner();
+        made.push(answer.volume.unwrap().volume_id);
+    }
+    let api = KubeApi::start_deployed().await;
+    let client = api.client().await;
+    csidriver(&client).await;
+    bound(&client, "pv-kept", &made[0]).await;
+    bound(&client, "pv-lost", "999999").await;
+    class(&client, "emma-ssd", &[("type", "ssd")]).await;
+    let here = [("dataCenterId", "aws-eu-central-1"), ("type", "hdd")];
+    class(&client, "emma-here", &here).await;
+    class(&client, "emma-moon", &[("dataCenterId", "moon-base-1")]).await;
+    class(&client, "emma-nvme", &[("type", "nvme")]).await;
+    let files = tempfile::tempdir().unwrap();
+    let config = host_config(&rig.fake, files.path(), rig.fake.client_secret());
+    let mut audit = audit_of(
+        &component(EMMA),
+        &api.kubeconfig(),
+        &["--backend-config", config.to_str().unwrap()],
+    );
+    audit.args(["--grace", "0s", "--orphan-age", "0s", "--output", "json"]);
+    // The fake API answers on this test's runtime: wait for the audit off it.
+    let out = tokio::task::spawn_blocking(move || audit.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let mut kinds = found(&report);
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            (
+                "config-check".into(),
+                "check/storageclass-parameters".into()
+            ),
+            ("pv-without-volume".into(), "pv/pv-lost".into()),
+            ("volume-without-pv".into(), format!("volume/{}", made[1])),
+        ],
+        "{report:#}"
+    );
+    assert_eq!(report["scanned"]["backend volumes"], 2, "data volumes only");
+    let checks = report["checks"].as_array().unwrap();
+    let parameters = checks
+        .iter()
+        .find(|c| c["name"] == "storageclass-parameters")
+        .unwrap();
+    let detail = parameters["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("emma-moon: data center \"moon-base-1\" is not one of Emma's")
+            && detail.contains("emma-nvme: type \"nvme\": not one of ssd, hdd, ssd-plus")
+            && !detail.contains("emma-ssd")
+            && !detail.contains("emma-here"),
+        "{detail}"
     );
 }

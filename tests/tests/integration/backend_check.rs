@@ -145,7 +145,7 @@ fn the_binary_exits_by_the_report_and_speaks_json() {
     ];
     let (ok, text, _) = modcsi(&check);
     assert!(ok, "{text}");
-    assert!(text.contains("20 passed, 0 failed"), "{text}");
+    assert!(text.contains("21 passed, 0 failed"), "{text}");
 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("backend.toml");
@@ -153,7 +153,7 @@ fn the_binary_exits_by_the_report_and_speaks_json() {
     let config = config.to_str().unwrap();
     let (ok, json, stderr) = modcsi(&[&check[..], &["--config", config, "--json"]].concat());
     assert!(!ok, "a failed rule fails the command");
-    assert!(stderr.contains("failed 1 of 20 rules"), "{stderr}");
+    assert!(stderr.contains("failed 1 of 21 rules"), "{stderr}");
     let report: serde_json::Value = serde_json::from_str(&json).expect("the report is JSON");
     let failed: Vec<&str> = report["findings"]
         .as_array()
@@ -177,7 +177,7 @@ fn inspect_names_the_capabilities_each_backend_imports() {
         let (ok, json, stderr) = modcsi(&["backend", "inspect", path.to_str().unwrap(), "--json"]);
         assert!(ok, "{stderr}");
         let found: serde_json::Value = serde_json::from_str(&json).unwrap();
-        assert_eq!(found["contract"], "0.2.2", "{backend}");
+        assert_eq!(found["contract"], "0.2.3", "{backend}");
         let has =
             |field: &str, value: &str| found[field].as_array().unwrap().iter().any(|v| v == value);
         assert!(has("capabilities", capability), "{backend}: {json}");

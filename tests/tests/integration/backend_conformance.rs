@@ -1,5 +1,5 @@
 //! Components of every contract version the host serves, through the real runtime (no gRPC):
-//! node-local-cache (0.2.2), a component built from the frozen 0.2.0 WIT and the full-featured
+//! node-local-cache (0.2.3), a component built from the frozen 0.2.0 WIT and the full-featured
 //! one built from 0.1 load with their optional exports and pass `modcsi backend check`, so the
 //! promise that a host upgrade never breaks a backend that worked stays under test.
 //! node-local-cache's own promises (the public driver's `nlc-<uuid v5>` ids, local-dir
@@ -71,7 +71,7 @@ async fn the_frozen_0_1_component_is_served_through_the_adapter() {
     assert!(old.offers(Optional::Publish) && old.offers(Optional::Snapshots));
     assert!(!old.offers(Optional::Locate), "0.1 has no locate");
     let nlc = load().await;
-    assert_eq!(nlc.wit_version(), "0.2.2");
+    assert_eq!(nlc.wit_version(), "0.2.3");
 }
 
 #[tokio::test]

@@ -359,6 +359,17 @@ impl modcsi_backend_sdk::snapshots::Guest for CheckBreaker {
     }
 }
 
+impl modcsi_backend_sdk::parameters::Guest for CheckBreaker {
+    fn validate_parameters(parameters: KeyValues) -> Result<Vec<String>, Error> {
+        use modcsi_backend_sdk::identity::Guest;
+        if breaks("parameters") {
+            // A stub: nothing is ever wrong.
+            return Ok(vec![]);
+        }
+        modcsi_backend_sdk::params::problems(&parameters, &Self::info().parameters, |_| Ok(()))
+    }
+}
+
 modcsi_backend_sdk::export_backend!(CheckBreaker);
 modcsi_backend_sdk::export_locate!(CheckBreaker);
 modcsi_backend_sdk::export_get_volume!(CheckBreaker);
@@ -368,3 +379,4 @@ modcsi_backend_sdk::export_node_identity!(CheckBreaker);
 modcsi_backend_sdk::export_publish!(CheckBreaker);
 modcsi_backend_sdk::export_expand!(CheckBreaker);
 modcsi_backend_sdk::export_snapshots!(CheckBreaker);
+modcsi_backend_sdk::export_parameters!(CheckBreaker);

@@ -142,6 +142,7 @@ impl Run<'_> {
             ("create", _) => self.create().await,
             ("declarations-match", made) => self.declarations(made.as_ref().map(|(_, v)| v)),
             ("required-parameters", _) => self.required_parameters().await,
+            ("parameters", _) => self.parameters().await,
             ("huge-volume", _) => self.huge_volume().await,
             ("validate-unknown", _) => self.validate_unknown().await,
             ("capacity", _) => self.capacity().await,
@@ -343,6 +344,43 @@ impl Run<'_> {
                 }
             )),
         }
+    }
+
+    async fn parameters(&mut self) -> Outcome {
+        const UNREAD: &str = "modcsi-check-unread";
+        let given = self.options.parameters.clone();
+        let mut problems = self
+            .timed(
+                "validate-parameters",
+                self.backend.validate_parameters(given.clone(), None),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if !problems.is_empty() {
+            return Err(format!(
+                "the parameters CreateVolume is asked with ({}) have problems: {}",
+                given.len(),
+                problems.join("; ")
+            ));
+        }
+        let mut odd = given;
+        odd.push((UNREAD.into(), "1".into()));
+        problems = self
+            .timed(
+                "validate-parameters",
+                self.backend.validate_parameters(odd, None),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if !problems.iter().any(|p| p.contains(UNREAD)) {
+            return Err(format!(
+                "a parameter the backend does not read ({UNREAD}) is no problem: {problems:?}"
+            ));
+        }
+        Ok(format!(
+            "{} parameters fine, an unread one named",
+            self.options.parameters.len()
+        ))
     }
 
     async fn required_parameters(&mut self) -> Outcome {

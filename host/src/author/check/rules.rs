@@ -60,6 +60,12 @@ pub const RULES: &[Rule] = &[
                  naming the parameter.",
     },
     Rule {
+        id: "parameters",
+        needs: Some(Optional::Parameters),
+        checks: "`validate-parameters` finds nothing wrong with the parameters CreateVolume is \
+                 asked with, and names a parameter the backend does not read.",
+    },
+    Rule {
         id: "huge-volume",
         needs: None,
         checks: "A CreateVolume of 1 EiB is refused with OUT_OF_RANGE, RESOURCE_EXHAUSTED or \

@@ -114,7 +114,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<
     // 0.2.2: outgoing HTTP, served by the `http` capability's hooks on the call state.
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
 
-    let mut log = linker.instance("modcsi:backend/log@0.2.2")?;
+    let mut log = linker.instance("modcsi:backend/log@0.2.3")?;
     log.func_wrap(
         "log",
         |mut store: StoreContextMut<'_, CallState>,
@@ -141,7 +141,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<
         },
     )?;
 
-    let mut cache = linker.instance("modcsi:backend/cache@0.2.2")?;
+    let mut cache = linker.instance("modcsi:backend/cache@0.2.3")?;
     cache.func_wrap(
         "get",
         |store: StoreContextMut<'_, CallState>, (key,): (WasmStr,)| {
@@ -198,7 +198,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<
     )?;
 
     // 0.2.1: commands on configured machines, bounded by the call's deadline.
-    let mut remote = linker.instance("modcsi:backend/ssh@0.2.2")?;
+    let mut remote = linker.instance("modcsi:backend/ssh@0.2.3")?;
     remote.func_wrap_async(
         "run",
         |store: StoreContextMut<'_, CallState>,
@@ -238,7 +238,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<
         },
     )?;
 
-    let mut kv = linker.instance("modcsi:backend/store@0.2.2")?;
+    let mut kv = linker.instance("modcsi:backend/store@0.2.3")?;
     kv.func_wrap_async(
         "get",
         |store: StoreContextMut<'_, CallState>, (key,): (WasmStr,)| {
