@@ -121,14 +121,38 @@ fn audit(api: &KubeApi, flags: &[&str]) -> (Option<i32>, serde_json::Value) {
         .args(flags)
         .output()
         .unwrap();
-    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+    (out.status.code(), report_of(&out))
+}
+
+/// The JSON report an audit printed.
+fn report_of(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "{e}: {}\n{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         )
-    });
-    (out.status.code(), report)
+    })
+}
+
+/// Creates `pvc-kept` and `pvc-leaked` through the driver at `controller`, each request
+/// finished by `fill`; their volume ids.
+async fn kept_and_leaked(
+    mut controller: modcsi::proto::controller_client::ControllerClient<tonic::transport::Channel>,
+    fill: impl Fn(&mut CreateVolumeRequest),
+) -> Vec<String> {
+    let mut made = vec![];
+    for name in ["pvc-kept", "pvc-leaked"] {
+        let mut request = requests::create(name);
+        fill(&mut request);
+        let answer = controller
+            .create_volume(request)
+            .await
+            .unwrap()
+            .into_inner();
+        made.push(answer.volume.unwrap().volume_id);
+    }
+    made
 }
 
 #[tokio::test]
@@ -423,7 +447,7 @@ async fn the_service_answers_its_api_metrics_and_page_to_whom_it_may() {
     // past `after`.
     let history = async |after: i64| {
         let mut usage = serde_json::Value::Null;
-        for _ in 0..300 {
+        for _ in 0..600 {
             let (status, body) = std::net::TcpStream::connect(("127.0.0.1", port))
                 .map(|_| http_get_as("127.0.0.1", port, "/api/v1/usage", None))
                 .unwrap_or((0, String::new()));
@@ -438,7 +462,7 @@ async fn the_service_answers_its_api_metrics_and_page_to_whom_it_may() {
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        panic!("no history past {after}: {usage:#}");
+        panic!("no history past {after} within a minute: {usage:#}");
     };
     let mut service = serve("1s");
     // Two scans at least: the growth chart needs two points.
@@ -715,8 +739,7 @@ async fn the_node_part_finds_directories_nothing_explains_with_the_node_plugins_
     )
     .output()
     .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let report = report_of(&out);
     let stray = format!("dir:{}/stray", dirs.path().display());
     assert_eq!(
         found(&report),
@@ -739,21 +762,13 @@ async fn the_node_part_finds_directories_nothing_explains_with_the_node_plugins_
 async fn rds_disks_against_pvs_only_this_drivers_and_classes_the_backend_refuses() {
     use modcsi_tests::fake_rds::FakeRds;
     let router = FakeRds::start(std::path::Path::new(env!("CARGO_BIN_EXE_fake-routeros"))).await;
-    let mut controller = router.host.client.controller.clone();
-    let mut made = vec![];
-    for name in ["pvc-kept", "pvc-leaked"] {
-        let mut request = requests::create(name);
+    let made = kept_and_leaked(router.host.client.controller.clone(), |request| {
         request.capacity_range = Some(modcsi::proto::CapacityRange {
             required_bytes: 1 << 30,
             limit_bytes: 0,
         });
-        let answer = controller
-            .create_volume(request)
-            .await
-            .unwrap()
-            .into_inner();
-        made.push(answer.volume.unwrap().volume_id);
-    }
+    })
+    .await;
     let state = router.state.path().join("state.json");
     let mut disks: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
@@ -792,8 +807,7 @@ async fn rds_disks_against_pvs_only_this_drivers_and_classes_the_backend_refuses
     .args(["--grace", "0s", "--orphan-age", "0s", "--output", "json"])
     .output()
     .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let report = report_of(&out);
     assert_eq!(
         found(&report),
         [
@@ -831,20 +845,12 @@ async fn emma_volumes_against_pvs_and_classes_the_api_refuses() {
         std::time::Duration::from_secs(10),
     )
     .await;
-    let mut controller = rig.host.client.controller.clone();
-    let mut made = vec![];
-    for name in ["pvc-kept", "pvc-leaked"] {
-        let mut request = requests::create(name);
+    let made = kept_and_leaked(rig.host.client.controller.clone(), |request| {
         request.parameters = [("dataCenterId", "aws-eu-central-1")]
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .into();
-        let answer = controller
-            .create_volume(request)
-            .await
-            .unwrap()
-            .into_inner();
-        made.push(answer.volume.unwrap().volume_id);
-    }
+    })
+    .await;
     let api = KubeApi::start_deployed().await;
     let client = api.client().await;
     csidriver(&client).await;
@@ -868,8 +874,7 @@ async fn emma_volumes_against_pvs_and_classes_the_api_refuses() {
         .await
         .unwrap()
         .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let report = report_of(&out);
     let mut kinds = found(&report);
     kinds.sort();
     assert_eq!(
