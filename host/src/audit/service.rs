@@ -11,12 +11,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use hyper::{Request, StatusCode};
+
 use super::finding::Report;
 use super::history::{self, UsagePoint};
 use super::page;
 use super::scan::{Auditor, now_unix};
 use crate::scrape::Answer;
-use hyper::{Request, StatusCode};
 
 /// The key of the history ConfigMap that holds the points.
 const HISTORY_KEY: &str = "usage";
