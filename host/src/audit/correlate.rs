@@ -66,15 +66,29 @@ pub struct LocalDir {
     pub changed_unix: i64,
 }
 
-/// What the node part of the audit (`--local-dir-root`) holds: the directories, and every volume
-/// id a record or the backend explains them by.
+/// What the node part of the audit holds: the directories under the local-dir root
+/// (`--local-dir-root`) and every volume id a record or the backend explains them by; the
+/// volumes mounted into pods here (`--kubelet-root`).
 #[derive(Debug, Clone, Default)]
 pub struct NodeFacts {
     pub root: String,
     pub dirs: Vec<LocalDir>,
     /// Volumes the backend lists (or the host recorded), and those of every cleanup record.
     pub known: HashSet<String>,
+    pub published: Vec<PublishedVolume>,
     pub now_unix: i64,
+}
+
+/// A volume of the driver mounted into a pod on this node, with its filesystem's figures and
+/// its PV's, when the PV is this driver's.
+#[derive(Debug, Clone, Default)]
+pub struct PublishedVolume {
+    pub pv: String,
+    pub path: String,
+    pub used_bytes: u64,
+    pub total_bytes: u64,
+    pub pv_capacity_bytes: Option<u64>,
+    pub pv_created_unix: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -108,6 +122,8 @@ pub struct Thresholds {
     pub pending: Duration,
     /// A deleted node-local volume's directory waiting this long on a node is stuck.
     pub cleanup: Duration,
+    /// A volume this old that still uses under a tenth of its size is a finding.
+    pub underused: Duration,
 }
 
 impl Default for Thresholds {
@@ -117,6 +133,7 @@ impl Default for Thresholds {
             orphan_age: Duration::from_secs(3600),
             pending: Duration::from_secs(900),
             cleanup: Duration::from_secs(600),
+            underused: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -312,6 +329,42 @@ pub fn unexplained_dirs(facts: &NodeFacts, t: &Thresholds) -> Vec<Finding> {
                 .into(),
         })
         .collect();
+    worst_first(&mut found);
+    found
+}
+
+/// Volumes mounted here whose filesystem, their own (its size within a half and a fifth more
+/// of the PV's; not a node-local directory on the node's disk), holds under a tenth of it once
+/// the PV is older than the underused age: a smaller volume would do.
+pub fn underused(facts: &NodeFacts, t: &Thresholds) -> Vec<Finding> {
+    let mut found: Vec<Finding> = vec![];
+    for v in &facts.published {
+        let (Some(capacity), Some(created)) = (v.pv_capacity_bytes, v.pv_created_unix) else {
+            continue;
+        };
+        let own = v.total_bytes >= capacity / 2 && v.total_bytes <= capacity + capacity / 5;
+        let age = facts.now_unix - created;
+        if !own || v.used_bytes * 10 >= v.total_bytes || age < secs(t.underused) {
+            continue;
+        }
+        found.push(Finding {
+            kind: "volume-underused",
+            severity: Severity::Low,
+            subject: format!("pv/{}", v.pv),
+            evidence: vec![format!(
+                "its filesystem at {} uses {} of {} bytes ({:.1}%); the PV asks for {capacity} \
+                 bytes",
+                v.path,
+                v.used_bytes,
+                v.total_bytes,
+                v.used_bytes as f64 * 100.0 / v.total_bytes.max(1) as f64
+            )],
+            age_seconds: Some(age),
+            remediation: "volumes only grow: if it stays this empty, a smaller claim would do \
+                          (copy the data to a new, smaller volume and delete this one)"
+                .into(),
+        });
+    }
     worst_first(&mut found);
     found
 }
@@ -759,12 +812,49 @@ mod tests {
             ],
             known: ["v-known".to_owned()].into_iter().collect(),
             now_unix: NOW,
+            ..Default::default()
         };
         let found: Vec<String> = unexplained_dirs(&facts, &Thresholds::default())
             .into_iter()
             .map(|f| f.subject)
             .collect();
         assert_eq!(found, ["dir:/var/node-local-cache/stray"]);
+    }
+
+    #[test]
+    fn an_old_volume_whose_own_filesystem_is_nearly_empty_is_underused() {
+        const GIB: u64 = 1 << 30;
+        const WEEK: i64 = 7 * 24 * HOUR;
+        let volume = |pv: &str, used: u64, total: u64, age: Option<i64>| PublishedVolume {
+            pv: pv.into(),
+            path: format!("/pods/p/{pv}/mount"),
+            used_bytes: used,
+            total_bytes: total,
+            pv_capacity_bytes: age.map(|_| 100 * GIB),
+            pv_created_unix: age.map(|a| NOW - a),
+        };
+        let facts = NodeFacts {
+            published: vec![
+                volume("empty", GIB, 98 * GIB, Some(2 * WEEK)),
+                volume("used", 30 * GIB, 98 * GIB, Some(2 * WEEK)),
+                volume("young", GIB, 98 * GIB, Some(HOUR)),
+                // A node-local directory: the figures are the node's disk's, not the volume's.
+                volume("shared-disk", GIB, 900 * GIB, Some(2 * WEEK)),
+                // No PV of this driver by that name: nothing to hold the figures against.
+                volume("no-pv", GIB, 98 * GIB, None),
+            ],
+            now_unix: NOW,
+            ..Default::default()
+        };
+        let found = underused(&facts, &Thresholds::default());
+        let subjects: Vec<&str> = found.iter().map(|f| f.subject.as_str()).collect();
+        assert_eq!(subjects, ["pv/empty"]);
+        assert_eq!(found[0].severity, Severity::Low);
+        assert!(
+            found[0].evidence[0].contains("uses 1073741824 of 105226698752 bytes (1.0%)"),
+            "{}",
+            found[0].evidence[0]
+        );
     }
 
     #[test]

@@ -5,18 +5,18 @@
 //! [`Auditor`] loads the backend once and scans as often as asked.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::checks::{ConfigFacts, check_findings, checks};
 use super::correlate::{
     Attachment, BackendSnapshot, BackendVolume, CleanupRecord, Facts, LocalDir, NodeFacts,
-    Thresholds, VolumeView, correlate, unexplained_dirs,
+    PublishedVolume, Thresholds, VolumeView, correlate, underused, unexplained_dirs,
 };
 use super::finding::{Report, worst_first};
 use super::usage::{capacity_findings, usage};
-use crate::kube::inventory::DriverClass;
+use crate::kube::inventory::{DriverClass, DriverPv};
 use crate::kube::{Cluster, KubeError, KubeStore};
 use crate::runtime::{
     Backend, BackendConfig, CallError, ConfigError, LoadError, Optional, RuntimeOptions,
@@ -235,12 +235,9 @@ impl Auditor {
         Ok(Some(snapshots))
     }
 
-    /// The node part: directories under this node's local-dir root that no volume the backend
-    /// lists (or the host recorded) and no cleanup record explains. Needs only the driver's
-    /// namespace (records) and the backend, as the node plugin's account has.
-    pub async fn scan_node(&self, root: &std::path::Path) -> Result<Report, ScanError> {
-        let started = Instant::now();
-        let dirs = crate::node::local_dir::directories(root)?;
+    /// Every volume id the backend lists (or the host recorded), and those of every cleanup
+    /// record.
+    async fn known_volumes(&self) -> Result<std::collections::HashSet<String>, ScanError> {
         let recorded = records::all(self.shared.as_ref())?;
         let (volumes, _) = self.volumes(&recorded).await?;
         let mut known: std::collections::HashSet<String> =
@@ -252,15 +249,63 @@ impl Auditor {
                 .into_iter()
                 .map(|s| s.volume_id),
         );
-        let facts = NodeFacts {
-            root: root.display().to_string(),
-            dirs: dirs
+        Ok(known)
+    }
+
+    /// The driver's volumes mounted into pods under `kubelet_root`, with their PVs' size and age
+    /// (one LIST of PVs, only when something is mounted).
+    async fn published(&self, kubelet_root: &Path) -> Result<Vec<PublishedVolume>, ScanError> {
+        let mounted = crate::node::kubelet::published(kubelet_root, &self.driver_name)?;
+        if mounted.is_empty() {
+            return Ok(vec![]);
+        }
+        let pvs: HashMap<String, DriverPv> = (self.cluster.driver_pvs().await?.into_iter())
+            .map(|pv| (pv.name.clone(), pv))
+            .collect();
+        Ok(mounted
+            .into_iter()
+            .map(|m| {
+                let pv = pvs.get(&m.pv).filter(|pv| pv.volume == m.volume_id);
+                PublishedVolume {
+                    path: m.path.display().to_string(),
+                    used_bytes: m.usage.used_bytes,
+                    total_bytes: m.usage.total_bytes,
+                    pv_capacity_bytes: pv.map(|pv| pv.capacity_bytes),
+                    pv_created_unix: pv.map(|pv| pv.created_unix),
+                    pv: m.pv,
+                }
+            })
+            .collect())
+    }
+
+    /// The node part, with the node plugin's rights (the driver's namespace, reading PVs) and
+    /// the backend: directories under this node's local-dir root (`root`) that no volume the
+    /// backend lists (or the host recorded) and no cleanup record explains; volumes mounted into
+    /// pods under `kubelet_root` whose own filesystem stays nearly empty.
+    pub async fn scan_node(
+        &self,
+        root: Option<&Path>,
+        kubelet_root: Option<&Path>,
+    ) -> Result<Report, ScanError> {
+        let started = Instant::now();
+        let mut facts = NodeFacts {
+            now_unix: now_unix(),
+            ..Default::default()
+        };
+        if let Some(root) = root {
+            facts.root = root.display().to_string();
+            facts.dirs = crate::node::local_dir::directories(root)?
                 .into_iter()
                 .map(|(name, changed_unix)| LocalDir { name, changed_unix })
-                .collect(),
-            known,
-            now_unix: now_unix(),
-        };
+                .collect();
+            facts.known = self.known_volumes().await?;
+        }
+        if let Some(kubelet_root) = kubelet_root {
+            facts.published = self.published(kubelet_root).await?;
+        }
+        let mut findings = unexplained_dirs(&facts, &self.thresholds);
+        findings.extend(underused(&facts, &self.thresholds));
+        worst_first(&mut findings);
         let info = self.backend.info();
         Ok(Report {
             driver: self.driver_name.clone(),
@@ -269,10 +314,11 @@ impl Auditor {
             scanned: [
                 ("directories", facts.dirs.len()),
                 ("volumes and records", facts.known.len()),
+                ("volumes mounted into pods", facts.published.len()),
             ]
             .into_iter()
             .collect(),
-            findings: unexplained_dirs(&facts, &self.thresholds),
+            findings,
             usage: Default::default(),
             checks: vec![],
             scan_ms: started.elapsed().as_secs_f64() * 1e3,

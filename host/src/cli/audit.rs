@@ -51,6 +51,10 @@ pub struct AuditArgs {
     /// A deleted node-local volume's directory still on a node after this is stuck.
     #[arg(long, default_value = "10m", value_parser = super::parse_duration)]
     cleanup_age: Duration,
+    /// With --kubelet-root: a volume this old whose filesystem holds under a tenth of its size
+    /// is a finding.
+    #[arg(long, default_value = "7d", value_parser = super::parse_duration)]
+    underused_age: Duration,
     /// Upper bound on one backend call.
     #[arg(long, default_value = "30s", value_parser = super::parse_duration)]
     call_timeout: Duration,
@@ -87,6 +91,11 @@ pub struct AuditArgs {
     /// this local-dir root that no volume or record explains, instead of the cluster scan.
     #[arg(long, conflicts_with_all = ["serve", "delete"])]
     local_dir_root: Option<PathBuf>,
+    /// The node part, run on a node (in its node plugin's pod, which mounts kubelet's
+    /// directory): report the driver's volumes mounted into pods there whose own filesystem
+    /// stays nearly empty, instead of the cluster scan.
+    #[arg(long, conflicts_with_all = ["serve", "delete"])]
+    kubelet_root: Option<PathBuf>,
     /// The driver's controller socket, for --delete (e.g. unix:///csi/csi.sock in its pod).
     #[arg(long)]
     csi_endpoint: Option<String>,
@@ -121,6 +130,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
             orphan_age: args.orphan_age,
             pending: args.pending_age,
             cleanup: args.cleanup_age,
+            underused: args.underused_age,
         },
     })
     .await?;
@@ -133,9 +143,11 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<()> {
         tokio::signal::ctrl_c().await?;
         return Ok(());
     }
-    let report = match &args.local_dir_root {
-        Some(root) => auditor.scan_node(root).await?,
-        None => auditor.scan().await?,
+    let report = match (&args.local_dir_root, &args.kubelet_root) {
+        (None, None) => auditor.scan().await?,
+        (root, kubelet_root) => {
+            (auditor.scan_node(root.as_deref(), kubelet_root.as_deref())).await?
+        }
     };
     let deletions = match (&args.csi_endpoint, args.delete) {
         (Some(endpoint), true) => Some(

@@ -36,7 +36,8 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
         "s" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
         "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("{value:?} has no unit: use ms, s, m or h")),
+        "d" => Ok(Duration::from_secs(n * 24 * 3600)),
+        _ => Err(format!("{value:?} has no unit: use ms, s, m, h or d")),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod confined;
 pub mod device;
 pub mod format;
 mod host;
+pub mod kubelet;
 pub mod local_dir;
 pub mod mount;
 pub mod mountinfo;

@@ -904,3 +904,108 @@ async fn emma_volumes_against_pvs_and_classes_the_api_refuses() {
         "{detail}"
     );
 }
+
+/// tmpfs mounts of 64 MiB, lazily unmounted when dropped, whatever the test did.
+#[derive(Default)]
+struct Tmpfs(Vec<std::path::PathBuf>);
+
+impl Tmpfs {
+    fn mount(&mut self, at: &std::path::Path) {
+        nix::mount::mount(
+            Some("tmpfs"),
+            at,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=64m"),
+        )
+        .unwrap();
+        self.0.push(at.to_owned());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        for at in &self.0 {
+            let _ = nix::mount::umount2(at, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// The node part with kubelet's directory: the driver's volumes mounted into pods there (real
+/// mounts, kubelet's `vol_data.json` beside each) whose own filesystem holds under a tenth of the
+/// PV's size; a fuller one, another driver's and a mount point kubelet has not mounted yet are
+/// not findings.
+#[tokio::test]
+async fn volumes_mounted_into_pods_that_stay_nearly_empty_are_found_on_their_node() {
+    let api = KubeApi::start_deployed().await;
+    let client = api.client().await;
+    let kubelet = tempfile::tempdir().unwrap();
+    let mut mounted = Tmpfs::default();
+    for (pv, driver, used_mib, mount) in [
+        ("pv-empty", DRIVER, 1, true),
+        ("pv-full", DRIVER, 40, true),
+        ("pv-foreign", "other.csi.example.com", 1, true),
+        ("pv-unmounted", DRIVER, 0, false),
+    ] {
+        bound(&client, pv, &format!("cb-{pv}")).await;
+        Api::<PersistentVolume>::all(client.clone())
+            .patch(
+                pv,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"capacity": {"storage": "64Mi"}}})),
+            )
+            .await
+            .unwrap();
+        let dir = kubelet
+            .path()
+            .join(format!("pods/uid-{pv}/volumes/kubernetes.io~csi/{pv}"));
+        std::fs::create_dir_all(dir.join("mount")).unwrap();
+        let data = serde_json::json!({
+            "driverName": driver, "volumeHandle": format!("cb-{pv}"), "specVolID": pv,
+            "nodeName": "test-node", "attachmentID": "", "volumeLifecycleMode": "Persistent",
+        });
+        std::fs::write(dir.join("vol_data.json"), data.to_string()).unwrap();
+        if !mount {
+            continue;
+        }
+        let target = dir.join("mount");
+        mounted.mount(&target);
+        std::fs::write(target.join("data"), vec![7u8; used_mib << 20]).unwrap();
+    }
+    let dir = kubelet.path().to_str().unwrap();
+    let out = audit_of(
+        &component(CHECK_BREAKER),
+        &api.node_kubeconfig(),
+        &[
+            "--kubelet-root",
+            dir,
+            "--underused-age",
+            "0s",
+            "--output",
+            "json",
+        ],
+    )
+    .output()
+    .unwrap();
+    let report = report_of(&out);
+    assert_eq!(
+        found(&report),
+        [("volume-underused".into(), "pv/pv-empty".into())],
+        "{report:#}"
+    );
+    assert_eq!(report["scanned"]["volumes mounted into pods"], 2);
+    let evidence = report["findings"][0]["evidence"][0].as_str().unwrap();
+    assert!(
+        evidence.contains("of 67108864 bytes") && evidence.contains("asks for 67108864"),
+        "{evidence}"
+    );
+    // Younger than the default week: nothing yet.
+    let out = audit_of(
+        &component(CHECK_BREAKER),
+        &api.node_kubeconfig(),
+        &["--kubelet-root", dir, "--output", "json"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(found(&report_of(&out)), []);
+}
