@@ -523,19 +523,39 @@ impl modcsi_backend_sdk::capacity::Guest for Rds {
         _: Vec<Capability>,
         _: Option<Topology>,
     ) -> Result<Capacity, Error> {
-        let settings = Settings::load(&parameters)?;
-        let out = must(
-            &settings,
-            &format!("/disk print detail where mount-point=\"{}\"", settings.pool),
-        )?;
-        let free = routeros::parse_detail(&out)
-            .iter()
-            .find_map(|e| e.get("free").and_then(|f| routeros::number(f)))
-            .ok_or_else(|| err!(Internal, "pool {} shows no free space", settings.pool))?;
+        let [free] = pool_figures(&Settings::load(&parameters)?, ["free"])?;
         Ok(Capacity {
             available_bytes: free,
             maximum_volume_bytes: Some(MAX_BYTES.min(free)),
             minimum_volume_bytes: Some(MIN_BYTES),
+        })
+    }
+}
+
+/// Figures (`size`, `free`) of the pool the disk files live on, from one command.
+fn pool_figures<const N: usize>(settings: &Settings, fields: [&str; N]) -> Result<[u64; N], Error> {
+    let out = must(
+        settings,
+        &format!("/disk print detail where mount-point=\"{}\"", settings.pool),
+    )?;
+    let entries = routeros::parse_detail(&out);
+    let mut figures = [0; N];
+    for (figure, field) in figures.iter_mut().zip(fields) {
+        *figure = (entries.iter())
+            .find_map(|e| e.get(field).and_then(|f| routeros::number(f)))
+            .ok_or_else(|| err!(Internal, "pool {} shows no {field}", settings.pool))?;
+    }
+    Ok(figures)
+}
+
+/// The pool the disk files live on, for the audit's overcommit figure.
+impl modcsi_backend_sdk::pool::Guest for Rds {
+    fn get_pool(parameters: KeyValues) -> Result<modcsi_backend_sdk::pool::PoolSize, Error> {
+        let [total_bytes, free_bytes] =
+            pool_figures(&Settings::load(&parameters)?, ["size", "free"])?;
+        Ok(modcsi_backend_sdk::pool::PoolSize {
+            total_bytes,
+            free_bytes,
         })
     }
 }
@@ -743,3 +763,4 @@ modcsi_backend_sdk::export_snapshots!(Rds);
 modcsi_backend_sdk::export_get_volume!(Rds);
 modcsi_backend_sdk::export_locate!(Rds);
 modcsi_backend_sdk::export_parameters!(Rds);
+modcsi_backend_sdk::export_pool!(Rds);

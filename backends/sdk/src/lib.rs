@@ -48,6 +48,7 @@
 //! | get-volume | [`get_volume::Guest`] | [`export_get_volume!`] |
 //! | locate | [`locate::Guest`] | [`export_locate!`] |
 //! | parameters (0.2.3) | [`parameters::Guest`] | [`export_parameters!`] (see [`params::problems`]) |
+//! | pool (0.2.3) | [`pool::Guest`] | [`export_pool!`] |
 //!
 //! The component exports exactly the interfaces whose macros were invoked; the host detects
 //! them by their presence and advertises exactly that. A backend crate depends on this one
@@ -103,6 +104,7 @@ pub use optional::list_volumes::exports::modcsi::backend::list_volumes;
 pub use optional::locate::exports::modcsi::backend::locate;
 pub use optional::node_identity::exports::modcsi::backend::node_identity;
 pub use optional::parameters::exports::modcsi::backend::parameters;
+pub use optional::pool::exports::modcsi::backend::pool;
 pub use optional::publish::exports::modcsi::backend::publish;
 pub use optional::snapshots::exports::modcsi::backend::snapshots;
 
@@ -201,6 +203,16 @@ pub mod optional {
             default_bindings_module: "modcsi_backend_sdk::optional::parameters",
         });
     }
+    pub mod pool {
+        wit_bindgen::generate!({
+            inline: "package modcsi:backend-sdk; world pool { export modcsi:backend/pool@0.2.3; }",
+            path: "../../wit/0.2.3",
+            with: { "modcsi:backend/types@0.2.3": crate::types },
+            pub_export_macro: true,
+            export_macro_name: "export",
+            default_bindings_module: "modcsi_backend_sdk::optional::pool",
+        });
+    }
 }
 
 /// Exports the optional `publish` interface (ControllerPublish/Unpublish) from a type that
@@ -281,6 +293,15 @@ macro_rules! export_locate {
 macro_rules! export_parameters {
     ($ty:ident) => {
         $crate::__export_parameters_impl!($ty with_types_in $crate::optional::parameters);
+    };
+}
+
+/// Exports the optional `pool` interface (the size of the storage volumes are carved from;
+/// contract 0.2.3) from a type that implements [`pool::Guest`].
+#[macro_export]
+macro_rules! export_pool {
+    ($ty:ident) => {
+        $crate::__export_pool_impl!($ty with_types_in $crate::optional::pool);
     };
 }
 

@@ -119,14 +119,12 @@ impl Report {
                 size(self.usage.provisioned_bytes)
             );
             for c in &self.usage.classes {
-                let free = c
-                    .available_bytes
-                    .map_or("free unknown".into(), |b| format!("{} free", size(b)));
                 out += &format!(
-                    "  class {:<24} {:>5} volumes {:>11} provisioned, {free}\n",
+                    "  class {:<24} {:>5} volumes {:>11} provisioned, {}\n",
                     c.class,
                     c.volumes,
-                    size(c.provisioned_bytes)
+                    size(c.provisioned_bytes),
+                    c.storage_text()
                 );
             }
             for n in &self.usage.namespaces {

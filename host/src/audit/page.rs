@@ -68,21 +68,18 @@ fn usage_chart(report: &Report, out: &mut String) {
         out,
         "<svg id=\"usage-chart\" width=\"{}\" height=\"{height}\" role=\"img\" \
          aria-label=\"provisioned and free bytes per StorageClass\">",
-        label + bar + 220.0
+        label + bar + 320.0
     );
     for (i, c) in classes.iter().enumerate() {
         let y = 5.0 + row * i as f64;
         let used = bar * c.provisioned_bytes as f64 / widest as f64;
         let free = bar * c.available_bytes.unwrap_or(0) as f64 / widest as f64;
-        let free_text = c
-            .available_bytes
-            .map_or("free unknown".into(), |b| format!("{} free", size(b)));
         let _ = write!(
             out,
             "<text x=\"0\" y=\"{}\" font-size=\"13\">{}</text>\
              <rect x=\"{label}\" y=\"{y}\" width=\"{used:.1}\" height=\"20\" fill=\"{PROVISIONED}\"/>\
              <rect x=\"{:.1}\" y=\"{y}\" width=\"{free:.1}\" height=\"20\" fill=\"{FREE}\"/>\
-             <text x=\"{:.1}\" y=\"{}\" font-size=\"12\">{} in {} volumes, {free_text}</text>",
+             <text x=\"{:.1}\" y=\"{}\" font-size=\"12\">{} in {} volumes, {}</text>",
             y + 15.0,
             escape(&c.class),
             label + used,
@@ -90,6 +87,7 @@ fn usage_chart(report: &Report, out: &mut String) {
             y + 15.0,
             size(c.provisioned_bytes),
             c.volumes,
+            c.storage_text(),
         );
     }
     out.push_str("</svg>");

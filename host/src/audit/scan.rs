@@ -15,7 +15,7 @@ use super::correlate::{
     PublishedVolume, Thresholds, VolumeView, correlate, underused, unexplained_dirs,
 };
 use super::finding::{Report, worst_first};
-use super::usage::{capacity_findings, usage};
+use super::usage::{BackendFigures, capacity_findings, overcommit_findings, usage};
 use crate::kube::inventory::{DriverClass, DriverPv};
 use crate::kube::{Cluster, KubeError, KubeStore};
 use crate::runtime::{
@@ -23,6 +23,7 @@ use crate::runtime::{
 };
 use crate::state::{StateStore, StoreError};
 use crate::volume::records;
+use crate::volume::types::KeyValues;
 
 pub struct ScanOptions {
     pub backend: PathBuf,
@@ -235,6 +236,24 @@ impl Auditor {
         Ok(Some(snapshots))
     }
 
+    /// What the backend says of a class's storage: free (`get-capacity`), and its pool's whole
+    /// size (`get-pool`). A figure the backend cannot give is left out, not an error.
+    async fn figures(&self, class: &DriverClass) -> BackendFigures {
+        let parameters: KeyValues = class.parameters.clone().into_iter().collect();
+        let mut figures = BackendFigures::default();
+        if self.backend.offers(Optional::Capacity) {
+            let answer = (self.backend)
+                .get_capacity(parameters.clone(), vec![], None, None)
+                .await;
+            figures.available_bytes = answer.ok().map(|c| c.available_bytes);
+        }
+        if self.backend.offers(Optional::Pool) {
+            let answer = self.backend.get_pool(parameters, None).await;
+            figures.pool_bytes = answer.ok().map(|p| p.total_bytes);
+        }
+        figures
+    }
+
     /// Every volume id the backend lists (or the host recorded), and those of every cleanup
     /// record.
     async fn known_volumes(&self) -> Result<std::collections::HashSet<String>, ScanError> {
@@ -403,19 +422,9 @@ impl Auditor {
         let recorded = records::all(self.shared.as_ref())?;
         let (volumes, complete) = self.volumes(&recorded).await?;
         let classes = self.cluster.driver_classes().await?;
-        let mut available = BTreeMap::new();
-        if self.backend.offers(Optional::Capacity) {
-            for class in &classes {
-                let parameters = class.parameters.clone().into_iter().collect();
-                // A class the backend cannot size is left without a figure, not an error.
-                if let Ok(c) = self
-                    .backend
-                    .get_capacity(parameters, vec![], None, None)
-                    .await
-                {
-                    available.insert(class.name.clone(), c.available_bytes);
-                }
-            }
+        let mut figures = BTreeMap::new();
+        for class in &classes {
+            figures.insert(class.name.clone(), self.figures(class).await);
         }
         let (attachments, views) = self.attachments().await?;
         let facts = Facts {
@@ -431,10 +440,11 @@ impl Auditor {
             now_unix: now_unix(),
         };
         let class_names: Vec<String> = classes.iter().map(|c| c.name.clone()).collect();
-        let usage = usage(&facts.pvs, &class_names, &available);
+        let usage = usage(&facts.pvs, &class_names, &figures);
         let checks = checks(&self.config_facts(&classes).await?);
         let mut findings = correlate(&facts, &self.thresholds);
         findings.extend(capacity_findings(&usage));
+        findings.extend(overcommit_findings(&usage));
         findings.extend(check_findings(&checks));
         worst_first(&mut findings);
         let scanned = [

@@ -1,12 +1,13 @@
 //! What this driver's volumes take: provisioned bytes per StorageClass (against what the
-//! backend says is still free, where it answers `get-capacity`) and per namespace. Pure, like
-//! [`super::correlate`].
+//! backend says is still free, where it answers `get-capacity`, and against what its pool holds
+//! in all, where it answers `get-pool`: thin-provisioning overcommit) and per namespace. Pure,
+//! like [`super::correlate`].
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::finding::{Finding, Severity};
+use super::finding::{Finding, Severity, size};
 use crate::kube::inventory::DriverPv;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -17,6 +18,31 @@ pub struct ClassUsage {
     /// What the backend says is free for this class's parameters; `None` when it does not
     /// answer `get-capacity`.
     pub available_bytes: Option<u64>,
+    /// What the pool this class's volumes come from holds in all; `None` when the backend does
+    /// not answer `get-pool`.
+    pub pool_bytes: Option<u64>,
+    /// Provisioned bytes as a percentage of the pool's (over 100: overcommitted).
+    pub overcommit_percent: Option<u64>,
+}
+
+impl ClassUsage {
+    /// What the backend said of the class's storage, for people: `120 GiB free, 80% of a 1 TiB
+    /// pool`.
+    pub fn storage_text(&self) -> String {
+        let mut text =
+            (self.available_bytes).map_or("free unknown".into(), |b| format!("{} free", size(b)));
+        if let (Some(pool), Some(percent)) = (self.pool_bytes, self.overcommit_percent) {
+            text += &format!(", {percent}% of a {} pool", size(pool));
+        }
+        text
+    }
+}
+
+/// What the backend says of a class's storage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendFigures {
+    pub available_bytes: Option<u64>,
+    pub pool_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -38,13 +64,19 @@ pub struct Usage {
 
 /// What counts: PVs that still hold storage (every phase but `Failed` with its volume gone is
 /// the backend's business, so every PV of the driver counts).
-pub fn usage(pvs: &[DriverPv], classes: &[String], available: &BTreeMap<String, u64>) -> Usage {
+pub fn usage(
+    pvs: &[DriverPv],
+    classes: &[String],
+    figures: &BTreeMap<String, BackendFigures>,
+) -> Usage {
     let mut by_class: BTreeMap<String, ClassUsage> = classes
         .iter()
         .map(|c| {
+            let figures = figures.get(c).copied().unwrap_or_default();
             let usage = ClassUsage {
                 class: c.clone(),
-                available_bytes: available.get(c).copied(),
+                available_bytes: figures.available_bytes,
+                pool_bytes: figures.pool_bytes,
                 ..Default::default()
             };
             (c.clone(), usage)
@@ -75,6 +107,11 @@ pub fn usage(pvs: &[DriverPv], classes: &[String], available: &BTreeMap<String, 
         entry.provisioned_bytes += pv.capacity_bytes;
     }
     let mut classes: Vec<ClassUsage> = by_class.into_values().collect();
+    for c in &mut classes {
+        c.overcommit_percent = (c.pool_bytes)
+            .filter(|pool| *pool > 0)
+            .map(|pool| (c.provisioned_bytes as u128 * 100 / pool as u128) as u64);
+    }
     classes.sort_by_key(|c| std::cmp::Reverse(c.provisioned_bytes));
     let mut namespaces: Vec<NamespaceUsage> = by_namespace.into_values().collect();
     namespaces.sort_by_key(|n| std::cmp::Reverse(n.provisioned_bytes));
@@ -84,6 +121,29 @@ pub fn usage(pvs: &[DriverPv], classes: &[String], available: &BTreeMap<String, 
         classes,
         namespaces,
     }
+}
+
+/// Classes whose volumes were promised more than their pool holds: thin provisioning lets that
+/// be, until the volumes fill the pool and every writer on it fails.
+pub fn overcommit_findings(usage: &Usage) -> Vec<Finding> {
+    (usage.classes.iter())
+        .filter_map(|c| {
+            let (pool, percent) = (c.pool_bytes?, c.overcommit_percent?);
+            (percent > 100).then(|| Finding {
+                kind: "overcommitted",
+                severity: Severity::Medium,
+                subject: format!("storageclass/{}", c.class),
+                evidence: vec![format!(
+                    "{} volumes were promised {} bytes; their pool holds {pool} ({percent}%)",
+                    c.volumes, c.provisioned_bytes
+                )],
+                age_seconds: None,
+                remediation: "watch the pool's free space (capacity-low comes next): grow the \
+                              pool, or move volumes to other storage, before they fill it"
+                    .into(),
+            })
+        })
+        .collect()
 }
 
 /// Classes whose storage is nearly full: what is free is under a tenth (MEDIUM), a twentieth
@@ -144,8 +204,11 @@ mod tests {
             pv(None, None, 1),
         ];
         let classes = ["fast".to_owned(), "slow".to_owned(), "empty".to_owned()];
-        let available = [("fast".to_owned(), 10u64 << 30)].into_iter().collect();
-        let u = usage(&pvs, &classes, &available);
+        let figures = BackendFigures {
+            available_bytes: Some(10 << 30),
+            pool_bytes: Some(2 << 30),
+        };
+        let u = usage(&pvs, &classes, &[("fast".to_owned(), figures)].into());
         assert_eq!((u.volumes, u.provisioned_bytes), (4, 8 << 30));
         let classes: Vec<(&str, usize, u64, Option<u64>)> = u
             .classes
@@ -174,6 +237,14 @@ mod tests {
             .map(|n| (n.namespace.as_str(), n.provisioned_bytes >> 30))
             .collect();
         assert_eq!(namespaces, [("a", 5), ("b", 2), ("(unclaimed)", 1)]);
+        // 3 GiB promised from a pool of 2: 150%, overcommitted; no figure, no finding.
+        assert_eq!(u.classes[1].overcommit_percent, Some(150));
+        assert_eq!(u.classes[0].overcommit_percent, None);
+        let found: Vec<String> = overcommit_findings(&u)
+            .into_iter()
+            .map(|f| f.subject)
+            .collect();
+        assert_eq!(found, ["storageclass/fast"]);
     }
 
     #[test]
@@ -183,6 +254,7 @@ mod tests {
             volumes: 1,
             provisioned_bytes: provisioned,
             available_bytes: free,
+            ..Default::default()
         };
         let u = Usage {
             classes: vec![

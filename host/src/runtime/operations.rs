@@ -24,10 +24,11 @@ pub enum Optional {
     GetVolume,
     Locate,
     Parameters,
+    Pool,
 }
 
 impl Optional {
-    pub const ALL: [Optional; 9] = [
+    pub const ALL: [Optional; 10] = [
         Optional::Publish,
         Optional::Expand,
         Optional::ListVolumes,
@@ -37,6 +38,7 @@ impl Optional {
         Optional::GetVolume,
         Optional::Locate,
         Optional::Parameters,
+        Optional::Pool,
     ];
 
     /// The interface's WIT name.
@@ -51,6 +53,7 @@ impl Optional {
             Optional::GetVolume => "get-volume",
             Optional::Locate => "locate",
             Optional::Parameters => "parameters",
+            Optional::Pool => "pool",
         }
     }
 }
@@ -144,6 +147,9 @@ macro_rules! for_each_operation {
             validate_parameters "validate-parameters" (parameters: KeyValues) -> Vec<String>,
                 secrets: no_secrets(),
                 v0_2: (Parameters) parameters.call_validate_parameters(&parameters);
+            get_pool "get-pool" (parameters: KeyValues) -> PoolSize,
+                secrets: no_secrets(),
+                v0_2: (Pool) pool.call_get_pool(&parameters);
         }
     };
 }

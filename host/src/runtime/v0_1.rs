@@ -3,9 +3,9 @@
 //! become the optional interfaces they offer.
 //!
 //! What 0.1 cannot say is filled in the narrowest way: no secrets on validate and
-//! list-snapshots, no node attributes, one NVMe portal, and no get-volume, locate or
-//! parameters. A 0.1 `disk` attachment by free device path is refused, as 0.2 has no such
-//! thing.
+//! list-snapshots, no node attributes, one NVMe portal, and no get-volume, locate,
+//! parameters or pool. A 0.1 `disk` attachment by free device path is refused, as 0.2 has no
+//! such thing.
 
 use std::sync::OnceLock;
 
@@ -52,7 +52,7 @@ impl Exports {
             Optional::Capacity => flags.contains(C::GET_CAPACITY),
             Optional::Snapshots => flags.contains(C::SNAPSHOTS),
             Optional::NodeIdentity => flags.contains(C::NODE_IDENTITY),
-            Optional::GetVolume | Optional::Locate | Optional::Parameters => false,
+            Optional::GetVolume | Optional::Locate | Optional::Parameters | Optional::Pool => false,
         }
     }
 }
@@ -594,6 +594,15 @@ impl Calls for Exports {
         _parameters: v2::KeyValues,
     ) -> R<Vec<String>> {
         unsupported("validate-parameters")
+    }
+
+    async fn get_pool(
+        &self,
+        _store: &mut Store<CallState>,
+        _instance: &Instance,
+        _parameters: v2::KeyValues,
+    ) -> R<v2::PoolSize> {
+        unsupported("get-pool")
     }
 }
 

@@ -38,6 +38,7 @@ mod bindings {
                 export modcsi:backend/get-volume@0.2.3;
                 export modcsi:backend/locate@0.2.3;
                 export modcsi:backend/parameters@0.2.3;
+                export modcsi:backend/pool@0.2.3;
             }
         ",
         path: "../wit/0.2.3",
@@ -49,6 +50,7 @@ mod bindings {
 
 use bindings::exports::modcsi::backend as ex;
 pub(crate) use bindings::modcsi::backend::{config, host as host_info, node, ssh, store, types};
+use ex::pool as pool_types;
 
 /// Export indices of a 0.2 component, resolved once at load.
 pub struct Exports {
@@ -63,6 +65,7 @@ pub struct Exports {
     get_volume: Option<ex::get_volume::GuestIndices>,
     locate: Option<ex::locate::GuestIndices>,
     parameters: Option<ex::parameters::GuestIndices>,
+    pool: Option<ex::pool::GuestIndices>,
 }
 
 /// Looks an optional interface up: absent is `None`, present but malformed is an error.
@@ -92,6 +95,7 @@ impl Exports {
             get_volume: optional(pre, "get-volume", ex::get_volume::GuestIndices::new)?,
             locate: optional(pre, "locate", ex::locate::GuestIndices::new)?,
             parameters: optional(pre, "parameters", ex::parameters::GuestIndices::new)?,
+            pool: optional(pre, "pool", ex::pool::GuestIndices::new)?,
         })
     }
 
@@ -106,6 +110,7 @@ impl Exports {
             Optional::GetVolume => self.get_volume.is_some(),
             Optional::Locate => self.locate.is_some(),
             Optional::Parameters => self.parameters.is_some(),
+            Optional::Pool => self.pool.is_some(),
         }
     }
 }
@@ -192,6 +197,8 @@ records!(types, host:
     ParameterSpec { name, description, required },
     BackendInfo { name, version, access_modes, volume_modes, content_sources, topology, parameters },
 );
+
+records!(pool_types, host: PoolSize { total_bytes, free_bytes });
 
 variants!(types, host:
     Error => BackendError {

@@ -277,6 +277,13 @@ pub struct Capacity {
     pub minimum_volume_bytes: Option<u64>,
 }
 
+/// The storage a class's volumes are carved from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSize {
+    pub total_bytes: u64,
+    pub free_bytes: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NodeInfo {
     pub node_id: Option<String>,

@@ -798,6 +798,18 @@ async fn rds_disks_against_pvs_only_this_drivers_and_classes_the_backend_refuses
     class(&client, "rds-good", &[("nvmePort", "4420"), provisioners]).await;
     class(&client, "rds-typo", &[("nvmePrt", "4420")]).await;
     class(&client, "rds-bad-port", &[("nvmePort", "70000")]).await;
+    // The kept volume's PV promises more than the router's pool holds (64 GiB): overcommitted.
+    Api::<PersistentVolume>::all(client.clone())
+        .patch(
+            "pv-kept",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {
+                "storageClassName": "rds-good",
+                "capacity": {"storage": "100Gi"}
+            }})),
+        )
+        .await
+        .unwrap();
     let config = router.state.path().join("backend.toml");
     let out = audit_of(
         &component(modcsi_tests::RDS),
@@ -816,11 +828,20 @@ async fn rds_disks_against_pvs_only_this_drivers_and_classes_the_backend_refuses
                 "config-check".into(),
                 "check/storageclass-parameters".into()
             ),
+            ("overcommitted".into(), "storageclass/rds-good".into()),
             ("volume-without-pv".into(), format!("volume/{}", made[1])),
         ],
         "{report:#}"
     );
-    assert_eq!(report["findings"][2]["severity"], "LOW", "{report:#}");
+    assert_eq!(report["findings"][3]["severity"], "LOW", "{report:#}");
+    let good = (report["usage"]["classes"].as_array().unwrap().iter())
+        .find(|c| c["class"] == "rds-good")
+        .unwrap();
+    assert_eq!(
+        (&good["pool_bytes"], &good["overcommit_percent"]),
+        (&serde_json::json!(64u64 << 30), &serde_json::json!(156)),
+        "{good}"
+    );
     assert_eq!(
         report["scanned"]["backend volumes"], 2,
         "not the router's backup disk"

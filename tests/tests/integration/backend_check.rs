@@ -145,7 +145,7 @@ fn the_binary_exits_by_the_report_and_speaks_json() {
     ];
     let (ok, text, _) = modcsi(&check);
     assert!(ok, "{text}");
-    assert!(text.contains("21 passed, 0 failed"), "{text}");
+    assert!(text.contains("22 passed, 0 failed"), "{text}");
 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("backend.toml");
@@ -153,7 +153,7 @@ fn the_binary_exits_by_the_report_and_speaks_json() {
     let config = config.to_str().unwrap();
     let (ok, json, stderr) = modcsi(&[&check[..], &["--config", config, "--json"]].concat());
     assert!(!ok, "a failed rule fails the command");
-    assert!(stderr.contains("failed 1 of 21 rules"), "{stderr}");
+    assert!(stderr.contains("failed 1 of 22 rules"), "{stderr}");
     let report: serde_json::Value = serde_json::from_str(&json).expect("the report is JSON");
     let failed: Vec<&str> = report["findings"]
         .as_array()

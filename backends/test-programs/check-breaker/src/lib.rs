@@ -234,6 +234,19 @@ impl modcsi_backend_sdk::capacity::Guest for CheckBreaker {
     }
 }
 
+impl modcsi_backend_sdk::pool::Guest for CheckBreaker {
+    fn get_pool(_: KeyValues) -> Result<modcsi_backend_sdk::pool::PoolSize, Error> {
+        Ok(modcsi_backend_sdk::pool::PoolSize {
+            total_bytes: match breaks("pool") {
+                // The volumes' sizes summed up, not the pool's: less than is free.
+                true => MAX_BYTES / 2,
+                false => 2 * MAX_BYTES,
+            },
+            free_bytes: MAX_BYTES,
+        })
+    }
+}
+
 impl modcsi_backend_sdk::node_identity::Guest for CheckBreaker {
     fn node_identity() -> Result<NodeInfo, Error> {
         Ok(NodeInfo {
@@ -380,3 +393,4 @@ modcsi_backend_sdk::export_publish!(CheckBreaker);
 modcsi_backend_sdk::export_expand!(CheckBreaker);
 modcsi_backend_sdk::export_snapshots!(CheckBreaker);
 modcsi_backend_sdk::export_parameters!(CheckBreaker);
+modcsi_backend_sdk::export_pool!(CheckBreaker);

@@ -146,6 +146,7 @@ impl Run<'_> {
             ("huge-volume", _) => self.huge_volume().await,
             ("validate-unknown", _) => self.validate_unknown().await,
             ("capacity", _) => self.capacity().await,
+            ("pool", _) => self.pool().await,
             ("node-identity", _) => self.node_identity().await,
             ("publish-unknown", _) => self.publish_unknown().await,
             (_, None) => return Verdict::Skip("no volume to check: create failed".into()),
@@ -628,6 +629,26 @@ impl Run<'_> {
             ));
         }
         Ok(format!("{} bytes available", capacity.available_bytes))
+    }
+
+    async fn pool(&mut self) -> Outcome {
+        let pool = self
+            .timed(
+                "get-pool",
+                self.backend.get_pool(self.options.parameters.clone(), None),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if pool.total_bytes == 0 || pool.total_bytes < pool.free_bytes {
+            return Err(format!(
+                "a pool of {} bytes with {} bytes free",
+                pool.total_bytes, pool.free_bytes
+            ));
+        }
+        Ok(format!(
+            "{} of {} bytes free",
+            pool.free_bytes, pool.total_bytes
+        ))
     }
 
     async fn node_identity(&mut self) -> Outcome {

@@ -107,6 +107,11 @@ pub const RULES: &[Rule] = &[
                  above its maximum.",
     },
     Rule {
+        id: "pool",
+        needs: Some(Optional::Pool),
+        checks: "`get-pool` answers a pool that holds something, and at least what is free in it.",
+    },
+    Rule {
         id: "node-identity",
         needs: Some(Optional::NodeIdentity),
         checks: "`node-identity` answers a usable node id when it names one, attributes within \
