@@ -28,6 +28,19 @@ async fn bound(client: &kube::Client, pv: &str, volume: &str) {
         .unwrap();
 }
 
+/// Merges `fields` and a capacity of `storage` into the spec of PV `pv`.
+async fn spec(client: &kube::Client, pv: &str, mut fields: serde_json::Value, storage: &str) {
+    fields["capacity"] = serde_json::json!({ "storage": storage });
+    Api::<PersistentVolume>::all(client.clone())
+        .patch(
+            pv,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "spec": fields })),
+        )
+        .await
+        .unwrap();
+}
+
 fn create(name: &str) -> CreateVolumeRequest {
     let mut request = requests::create(name);
     request.parameters.insert("flavour".into(), "plain".into());
@@ -412,17 +425,13 @@ async fn the_service_answers_its_api_metrics_and_page_to_whom_it_may() {
     csidriver(&client).await;
     for (pv, volume) in [("pv-big", "cb-pvc-big"), ("pv-lost", "cb-gone")] {
         bound(&client, pv, volume).await;
-        Api::<PersistentVolume>::all(client.clone())
-            .patch(
-                pv,
-                &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({"spec": {
-                    "storageClassName": "audit-fast",
-                    "capacity": {"storage": "400Gi"}
-                }})),
-            )
-            .await
-            .unwrap();
+        spec(
+            &client,
+            pv,
+            serde_json::json!({"storageClassName": "audit-fast"}),
+            "400Gi",
+        )
+        .await;
     }
     let port = modcsi_tests::free_port();
     let serve = |interval: &str| {
@@ -799,17 +808,8 @@ async fn rds_disks_against_pvs_only_this_drivers_and_classes_the_backend_refuses
     class(&client, "rds-typo", &[("nvmePrt", "4420")]).await;
     class(&client, "rds-bad-port", &[("nvmePort", "70000")]).await;
     // The kept volume's PV promises more than the router's pool holds (64 GiB): overcommitted.
-    Api::<PersistentVolume>::all(client.clone())
-        .patch(
-            "pv-kept",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {
-                "storageClassName": "rds-good",
-                "capacity": {"storage": "100Gi"}
-            }})),
-        )
-        .await
-        .unwrap();
+    let good = serde_json::json!({"storageClassName": "rds-good"});
+    spec(&client, "pv-kept", good, "100Gi").await;
     let config = router.state.path().join("backend.toml");
     let out = audit_of(
         &component(modcsi_tests::RDS),
@@ -969,14 +969,7 @@ async fn volumes_mounted_into_pods_that_stay_nearly_empty_are_found_on_their_nod
         ("pv-unmounted", DRIVER, 0, false),
     ] {
         bound(&client, pv, &format!("cb-{pv}")).await;
-        Api::<PersistentVolume>::all(client.clone())
-            .patch(
-                pv,
-                &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({"spec": {"capacity": {"storage": "64Mi"}}})),
-            )
-            .await
-            .unwrap();
+        spec(&client, pv, serde_json::json!({}), "64Mi").await;
         let dir = kubelet
             .path()
             .join(format!("pods/uid-{pv}/volumes/kubernetes.io~csi/{pv}"));
