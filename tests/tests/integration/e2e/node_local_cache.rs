@@ -103,6 +103,55 @@ fn a_pod_writes_through_kubelets_publish_and_the_directory_goes_with_the_claim()
         serde_json::from_str(&c.get(RELEASE, "audit", 8090, "/api/v1/orphans")).unwrap();
     assert_eq!(orphans["findings"], serde_json::json!([]), "{orphans:#}");
 
+    // The node part, run in the node plugin's pod as the README shows: the pod's volume is
+    // found where the real kubelet published it (its vol_data.json), too young to judge, and
+    // the volume's directory is explained.
+    let selector = format!("app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=node");
+    let node_pod = c.kubectl(&[
+        "-n",
+        "modcsi",
+        "get",
+        "pod",
+        "-l",
+        &selector,
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]);
+    let report = c.kubectl(&[
+        "-n",
+        "modcsi",
+        "exec",
+        &node_pod,
+        "-c",
+        "modcsi",
+        "--",
+        "modcsi",
+        "audit",
+        "--backend",
+        "/opt/modcsi/backends/node_local_cache.wasm",
+        "--driver-name",
+        DRIVER,
+        "--cache-dir",
+        "/var/lib/modcsi/node-local-cache.csi.io/cache",
+        "--local-dir-root",
+        LOCAL_DIRS,
+        "--kubelet-root",
+        &c.kubelet_root,
+        "--output",
+        "json",
+    ]);
+    let report: serde_json::Value =
+        serde_json::from_str(&report).unwrap_or_else(|e| panic!("{e}: {report}"));
+    assert_eq!(
+        report["scanned"]["volumes mounted into pods"], 1,
+        "{report:#}"
+    );
+    assert!(
+        report["scanned"]["directories"].as_u64() >= Some(1),
+        "{report:#}"
+    );
+    assert_eq!(report["findings"], serde_json::json!([]), "{report:#}");
+
     c.kubectl(&["-n", "default", "delete", "pod", "e2e-nlc", "--wait=true"]);
     c.kubectl(&["-n", "default", "delete", "pvc", "e2e-nlc", "--wait=true"]);
     c.wait("the PV to go", Duration::from_secs(60), || {
