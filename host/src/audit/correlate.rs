@@ -145,9 +145,9 @@ fn secs(d: Duration) -> i64 {
 /// Every finding the facts show, the worst first.
 pub fn correlate(facts: &Facts, t: &Thresholds) -> Vec<Finding> {
     let mut found = vec![];
-    let listed: Option<HashSet<&str>> = facts
-        .volumes
-        .as_ref()
+    // Every volume the backend has, when it said: only then is a missing one a finding.
+    let listed: Option<HashSet<&str>> = (facts.volumes.as_ref())
+        .filter(|_| facts.complete)
         .map(|v| v.iter().map(|v| v.id.as_str()).collect());
     for pv in &facts.pvs {
         let age = facts.now_unix - pv.created_unix;
@@ -159,7 +159,6 @@ pub fn correlate(facts: &Facts, t: &Thresholds) -> Vec<Finding> {
             .as_ref()
             .map_or(String::new(), |c| format!(", claim {c}"));
         if let Some(listed) = &listed
-            && facts.complete
             && !listed.contains(pv.volume.as_str())
         {
             let bound = pv.phase == "Bound";
@@ -425,7 +424,6 @@ fn attachment_findings(
             });
         }
         if let Some(listed) = listed
-            && facts.complete
             && !listed.contains(volume)
         {
             found.push(Finding {

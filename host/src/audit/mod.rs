@@ -21,6 +21,6 @@ pub use correlate::{BackendVolume, Facts, Thresholds, correlate};
 pub use delete::Deletion;
 pub use finding::{Finding, Report, Severity, size};
 pub use history::UsagePoint;
-pub use scan::{Auditor, ScanOptions, now_unix};
+pub use scan::{Auditor, ScanOptions};
 pub use service::{Access, Service};
 pub use usage::Usage;

@@ -22,7 +22,7 @@ use crate::runtime::{
     Backend, BackendConfig, CallError, ConfigError, LoadError, Optional, RuntimeOptions,
 };
 use crate::state::{StateStore, StoreError};
-use crate::volume::records;
+use crate::volume::records::{self, now_unix};
 use crate::volume::types::KeyValues;
 
 pub struct ScanOptions {
@@ -57,8 +57,30 @@ pub enum ScanError {
     LocalDirs(#[from] crate::node::NodeError),
 }
 
-/// The most pages of `list-volumes` one scan reads.
+/// The most pages of `list-volumes` or `list-snapshots` one scan reads, and their size.
 const MOST_PAGES: usize = 10_000;
+const PAGE: u32 = 500;
+
+/// Every item of a paged list call, following its tokens (`page` answers the items after a
+/// token, and the next token, empty on the last page); `false` when there were more than
+/// [`MOST_PAGES`] pages and the rest went unread, so that nothing is called missing.
+async fn all_pages<T, F, Next>(mut page: F) -> Result<(Vec<T>, bool), CallError>
+where
+    F: FnMut(String) -> Next,
+    Next: Future<Output = Result<(Vec<T>, String), CallError>>,
+{
+    let mut items = vec![];
+    let mut token = String::new();
+    for _ in 0..MOST_PAGES {
+        let (more, next) = page(token).await?;
+        items.extend(more);
+        if next.is_empty() {
+            return Ok((items, true));
+        }
+        token = next;
+    }
+    Ok((items, false))
+}
 
 /// What the audit reads, and the verb it reads it with: the `rbac` check asks for each.
 const RIGHTS: [(&str, &str, &str, bool); 11] = [
@@ -86,12 +108,6 @@ pub struct Auditor {
     backend: Backend,
     driver_name: String,
     thresholds: Thresholds,
-}
-
-pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 impl Auditor {
@@ -155,21 +171,20 @@ impl Auditor {
             .iter()
             .map(|r| (r.id.as_str(), r.created_unix))
             .collect();
-        let mut volumes = vec![];
-        let mut token = String::new();
-        for _ in 0..MOST_PAGES {
-            let page = self.backend.list_volumes(500, token, None).await?;
-            volumes.extend(page.volumes.into_iter().map(|v| BackendVolume {
+        let (listed, complete) = all_pages(|token| async move {
+            let page = self.backend.list_volumes(PAGE, token, None).await?;
+            Ok((page.volumes, page.next_token))
+        })
+        .await?;
+        let volumes = listed
+            .into_iter()
+            .map(|v| BackendVolume {
                 created_unix: created.get(v.id.as_str()).copied().flatten(),
                 id: v.id,
                 capacity_bytes: v.capacity_bytes,
-            }));
-            if page.next_token.is_empty() {
-                break;
-            }
-            token = page.next_token;
-        }
-        Ok((volumes, true))
+            })
+            .collect();
+        Ok((volumes, complete))
     }
 
     /// This driver's VolumeAttachments, and what the backend's `get-volume` says of each
@@ -210,30 +225,30 @@ impl Auditor {
         Ok((attachments, views))
     }
 
-    /// Every snapshot the backend lists; `None` when it has no `snapshots` interface.
+    /// Every snapshot the backend lists; `None` when it has no `snapshots` interface, or more
+    /// than one scan reads (then nothing is judged missing).
     async fn snapshots(&self) -> Result<Option<Vec<BackendSnapshot>>, ScanError> {
         if !self.backend.offers(Optional::Snapshots) {
             return Ok(None);
         }
-        let mut snapshots = vec![];
-        let mut token = String::new();
-        for _ in 0..MOST_PAGES {
-            let page = self
-                .backend
-                .list_snapshots(500, token, Default::default(), vec![], None)
+        let (listed, complete) = all_pages(|token| async move {
+            let page = (self.backend)
+                .list_snapshots(PAGE, token, Default::default(), vec![], None)
                 .await?;
-            snapshots.extend(page.snapshots.into_iter().map(|s| BackendSnapshot {
-                id: s.id,
-                source_volume_id: s.source_volume_id,
-                size_bytes: s.size_bytes,
-                created_unix: (s.created_unix_seconds > 0).then_some(s.created_unix_seconds),
-            }));
-            if page.next_token.is_empty() {
-                break;
-            }
-            token = page.next_token;
-        }
-        Ok(Some(snapshots))
+            Ok((page.snapshots, page.next_token))
+        })
+        .await?;
+        Ok(complete.then(|| {
+            listed
+                .into_iter()
+                .map(|s| BackendSnapshot {
+                    id: s.id,
+                    source_volume_id: s.source_volume_id,
+                    size_bytes: s.size_bytes,
+                    created_unix: (s.created_unix_seconds > 0).then_some(s.created_unix_seconds),
+                })
+                .collect()
+        }))
     }
 
     /// What the backend says of a class's storage: free (`get-capacity`), and its pool's whole
@@ -482,5 +497,31 @@ impl Auditor {
             checks,
             scan_ms: started.elapsed().as_secs_f64() * 1e3,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MOST_PAGES, all_pages};
+
+    #[tokio::test]
+    async fn pages_are_followed_to_the_end_or_said_to_be_unfinished() {
+        let (items, complete) = all_pages(|token: String| async move {
+            let n: u32 = token.parse().unwrap_or(0);
+            let next = if n < 2 {
+                (n + 1).to_string()
+            } else {
+                String::new()
+            };
+            Ok((vec![n], next))
+        })
+        .await
+        .unwrap();
+        assert_eq!((items, complete), (vec![0, 1, 2], true));
+        // A list that never ends is read as far as a scan reads, and said to be unfinished.
+        let (items, complete) = all_pages(|_| async { Ok((vec![()], "more".to_owned())) })
+            .await
+            .unwrap();
+        assert_eq!((items.len(), complete), (MOST_PAGES, false));
     }
 }

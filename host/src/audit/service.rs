@@ -16,8 +16,9 @@ use hyper::{Request, StatusCode};
 use super::finding::Report;
 use super::history::{self, UsagePoint};
 use super::page;
-use super::scan::{Auditor, now_unix};
+use super::scan::Auditor;
 use crate::scrape::Answer;
+use crate::volume::records::now_unix;
 
 /// The key of the history ConfigMap that holds the points.
 const HISTORY_KEY: &str = "usage";

@@ -53,8 +53,9 @@ fn subdirectories(dir: &Path) -> Result<Vec<PathBuf>, NodeError> {
 }
 
 /// Every volume of `driver` mounted into a pod under `kubelet_root`, with its filesystem's
-/// usage. A directory whose `vol_data.json` does not read, or whose mount point holds no mount
-/// (kubelet between two steps), is left out.
+/// usage. A directory whose `vol_data.json` does not read, whose mount point holds no mount
+/// (kubelet between two steps) or cannot be measured (a stale mount; the node's own checks
+/// report those), is left out: one bad mount does not hide the others.
 pub fn published(kubelet_root: &Path, driver: &str) -> Result<Vec<Published>, NodeError> {
     let mounts = MountTable::read()?;
     let mut out = vec![];
@@ -70,10 +71,13 @@ pub fn published(kubelet_root: &Path, driver: &str) -> Result<Vec<Published>, No
             if data.driver != driver || mounts.at(&path).is_none() {
                 continue;
             }
+            let Ok(usage) = usage(&path) else {
+                continue;
+            };
             out.push(Published {
                 volume_id: data.volume_id,
                 pv: data.pv,
-                usage: usage(&path)?,
+                usage,
                 path,
             });
         }

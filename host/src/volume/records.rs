@@ -16,6 +16,13 @@ use crate::volume::types;
 /// The store namespace of the records.
 pub const NAMESPACE: &str = "host/volumes";
 
+/// Now, in Unix seconds (what records and the audit's ages count in).
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeRecord {
     pub name: String,
@@ -90,10 +97,7 @@ impl VolumeRecord {
                 .iter()
                 .map(|t| t.iter().cloned().collect())
                 .collect(),
-            created_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .ok()
-                .map(|d| d.as_secs() as i64),
+            created_unix: Some(now_unix()),
         }
     }
 
