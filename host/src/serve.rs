@@ -123,6 +123,8 @@ pub enum ServeError {
     Kube(#[from] crate::kube::KubeError),
     #[error("rebuilding attachments from the cluster: {0}")]
     Rebuild(#[from] crate::fencing::FenceError),
+    #[error("reading the cleanup requests noted before a restart: {0}")]
+    Cleanup(#[from] crate::cleanup::CleanupError),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -278,7 +280,17 @@ impl Server {
             Some(c) => crate::cleanup::Book::Cluster(c.clone(), Default::default()),
             None => crate::cleanup::Book::Embedded(state.clone()),
         };
-        let cleanup = Arc::new(crate::cleanup::Cleanup::new(book, &config.node_id));
+        // A node's requests after DeleteVolume are noted in its own store (its state directory
+        // holds its node-local directories too, so it outlives the process).
+        let notes = config.mode.serves_node().then(|| state.clone());
+        let cleanup = Arc::new(crate::cleanup::Cleanup::new(book, &config.node_id, notes));
+        let resumed = cleanup.resume()?;
+        if resumed > 0 {
+            tracing::info!(
+                resumed,
+                "cleanup requests noted before a restart are being made"
+            );
+        }
         let listener = bind(&socket).await?;
         let backend = Arc::new(backend);
         let host = Arc::new(crate::node::Host::new(

@@ -4,7 +4,8 @@
 //!
 //! 1. NodePublish of a `local-dir` volume adds the node to the record's `nodes_with_volume`
 //!    before the directory is made (a volume being deleted is refused instead).
-//! 2. DeleteVolume sets `cleanup_requested_at` and returns.
+//! 2. DeleteVolume sets `cleanup_requested_at` and returns (a host that is a node too removes
+//!    its own directory first and may set it just after returning: [`deferred`]).
 //! 3. Every node plugin removes its directory and adds itself to `nodes_completed` (or, when the
 //!    removal fails for another reason than the directory still being mounted, `nodes_failed`).
 //! 4. The controller marks listed nodes that no longer exist `nodes_decommissioned`, and removes
@@ -16,6 +17,7 @@
 //! the record is gone, so a directory of the new volume is never taken for the old one's.
 
 mod book;
+mod deferred;
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -25,12 +27,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use book::Book;
+use deferred::Deferred;
 
 use crate::kube::KubeError;
 use crate::node::NodeError;
 use crate::node::local_dir::LocalDirs;
 use crate::node::pool::NodeOps;
-use crate::state::StoreError;
+use crate::state::{StateStore, StoreError};
 
 /// How long changes are gathered into one pass.
 const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -136,6 +139,8 @@ pub enum CleanupError {
         "volume {volume} is being deleted (its directory is still being removed from nodes: {pending})"
     )]
     Deleting { volume: String, pending: String },
+    #[error("volume {volume} is being deleted (its cleanup request is still being recorded)")]
+    Recording { volume: String },
     #[error(
         "the cleanup record of volume {volume} changed {ATTEMPTS} times under this host; try again"
     )]
@@ -164,6 +169,8 @@ pub struct Cleanup {
     /// Told when this host first writes a record: the loop starts then (or at once when the
     /// driver has records already), so a driver without node-local volumes never runs it.
     wanted: tokio::sync::Notify,
+    /// With Kubernetes, in a host that is also a node: requests made after DeleteVolume answers.
+    deferred: Option<Deferred>,
 }
 
 fn jitter(attempt: u32) -> Duration {
@@ -173,12 +180,29 @@ fn jitter(attempt: u32) -> Duration {
 }
 
 impl Cleanup {
-    pub fn new(book: Book, node: &str) -> Self {
+    /// `notes`: this node's own store, where a host that is a node too (with Kubernetes) keeps
+    /// the requests it makes after DeleteVolume answers ([`deferred`]).
+    pub fn new(book: Book, node: &str, notes: Option<Arc<dyn StateStore>>) -> Self {
+        let deferred = match &book {
+            Book::Cluster(..) => notes.map(Deferred::new),
+            Book::Embedded(_) => None,
+        };
         Self {
             book,
             node: node.to_owned(),
             wake: tokio::sync::Notify::new(),
             wanted: tokio::sync::Notify::new(),
+            deferred,
+        }
+    }
+
+    /// Refuses a volume whose cleanup request is still to be made.
+    fn check_not_recording(&self, volume: &str) -> Result<(), CleanupError> {
+        match &self.deferred {
+            Some(d) if d.is_pending(volume) => Err(CleanupError::Recording {
+                volume: volume.to_owned(),
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -236,6 +260,7 @@ impl Cleanup {
 
     /// NodePublish: notes that this node holds the volume's directory, before it is made.
     pub async fn register(&self, volume: &str) -> Result<(), CleanupError> {
+        self.check_not_recording(volume)?;
         self.wanted.notify_one();
         self.update(volume, |status| {
             let mut status = status.unwrap_or_else(|| Status::new(volume));
@@ -257,6 +282,7 @@ impl Cleanup {
     /// own deletion requests are in it at once; another's after the watch's lag, milliseconds):
     /// a create then costs no request. The watch runs once the driver has a record.
     pub async fn check_not_deleting(&self, volume: &str) -> Result<(), CleanupError> {
+        self.check_not_recording(volume)?;
         let current = match self.book.cached(volume) {
             Some(read) => read?,
             None => self.book.get(volume).await?,
@@ -271,8 +297,62 @@ impl Cleanup {
 
     /// DeleteVolume: asks every node that held the volume to remove its directory; with
     /// `removed_here`, this host (a node too) has removed its own. Nothing to do when no node
-    /// ever published it.
-    pub async fn request(&self, volume: &str, removed_here: bool) -> Result<(), CleanupError> {
+    /// ever published it. With Kubernetes in a host that is a node too, the request is noted on
+    /// disk here and made after the call answers ([`deferred`]).
+    pub async fn request(
+        self: &Arc<Self>,
+        volume: &str,
+        removed_here: bool,
+    ) -> Result<(), CleanupError> {
+        match &self.deferred {
+            Some(deferred) if removed_here => {
+                if deferred.note(volume)? {
+                    tokio::spawn(self.clone().make_deferred(volume.to_owned()));
+                }
+                Ok(())
+            }
+            _ => self.request_now(volume, removed_here).await,
+        }
+    }
+
+    /// Makes a noted request, retrying while the cluster cannot take it, then drops the note.
+    async fn make_deferred(self: Arc<Self>, volume: String) {
+        let mut attempt = 0;
+        loop {
+            match self.request_now(&volume, true).await {
+                Ok(()) => break,
+                // Corrupt or forged: no retry will read it; the audit shows the record.
+                Err(e @ CleanupError::Malformed { .. }) => {
+                    tracing::error!(volume, "cannot make the cleanup request: {e}");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(volume, "cleanup request not made yet, retrying: {e}");
+                    tokio::time::sleep(jitter(attempt).max(FIRST_BACKOFF)).await;
+                    attempt = (attempt + 1).min(ATTEMPTS);
+                }
+            }
+        }
+        if let Some(deferred) = &self.deferred {
+            deferred.done(&volume);
+        }
+    }
+
+    /// Makes the requests a previous run noted but did not make (before this host serves: until
+    /// each is made, its volume counts as being deleted).
+    pub fn resume(self: &Arc<Self>) -> Result<usize, CleanupError> {
+        let Some(deferred) = &self.deferred else {
+            return Ok(0);
+        };
+        let volumes = deferred.load()?;
+        for volume in &volumes {
+            tracing::info!(volume, "making a cleanup request noted before a restart");
+            tokio::spawn(self.clone().make_deferred(volume.clone()));
+        }
+        Ok(volumes.len())
+    }
+
+    async fn request_now(&self, volume: &str, removed_here: bool) -> Result<(), CleanupError> {
         let written = self
             .update(volume, |status| {
                 let Some(mut s) = status else {

@@ -57,6 +57,7 @@ pub fn code(error: &Error) -> Code {
             crate::cleanup::CleanupError::Malformed { .. } => Code::Internal,
             // Retried by the caller: a deletion finishing, or the API coming back.
             crate::cleanup::CleanupError::Deleting { .. }
+            | crate::cleanup::CleanupError::Recording { .. }
             | crate::cleanup::CleanupError::Cluster { .. }
             | crate::cleanup::CleanupError::Store { .. } => Code::Unavailable,
         },

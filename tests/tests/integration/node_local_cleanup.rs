@@ -68,6 +68,8 @@ async fn standalone_the_record_lives_in_the_embedded_store_until_the_node_has_cl
 /// A node plugin process with its own node-local root.
 struct NodeHost {
     name: String,
+    /// `node`, or `all` (the controller too).
+    mode: &'static str,
     process: ServeProcess,
     root: tempfile::TempDir,
     dirs: PathBuf,
@@ -82,20 +84,27 @@ fn flags<'a>(node: &'a str, mode: &'a str, kubeconfig: &'a str) -> Vec<&'a str> 
 }
 
 impl NodeHost {
-    async fn start(name: &str, kubeconfig: &str) -> Self {
+    async fn start(name: &str, mode: &'static str, kubeconfig: &str) -> Self {
         let root = tempfile::tempdir().unwrap();
         let dirs = std::fs::canonicalize(root.path()).unwrap().join("nlc");
-        let process = Self::spawn(name, kubeconfig, root.path(), &dirs).await;
+        let process = Self::spawn(name, mode, kubeconfig, root.path(), &dirs).await;
         Self {
             name: name.into(),
+            mode,
             process,
             root,
             dirs,
         }
     }
 
-    async fn spawn(name: &str, kubeconfig: &str, root: &Path, dirs: &Path) -> ServeProcess {
-        let mut flags = flags(name, "node", kubeconfig);
+    async fn spawn(
+        name: &str,
+        mode: &str,
+        kubeconfig: &str,
+        root: &Path,
+        dirs: &Path,
+    ) -> ServeProcess {
+        let mut flags = flags(name, mode, kubeconfig);
         flags.extend(["--local-dir-root", dirs.to_str().unwrap()]);
         ServeProcess::start_with(&modcsi_binary(), NODE_LOCAL_CACHE, root, &flags).await
     }
@@ -103,7 +112,14 @@ impl NodeHost {
     /// Stops the process and starts it again on the same state.
     async fn restart(&mut self, kubeconfig: &str) {
         self.process.kill();
-        self.process = Self::spawn(&self.name, kubeconfig, self.root.path(), &self.dirs).await;
+        self.process = Self::spawn(
+            &self.name,
+            self.mode,
+            kubeconfig,
+            self.root.path(),
+            &self.dirs,
+        )
+        .await;
     }
 
     fn dir(&self, volume: &str) -> PathBuf {
@@ -146,7 +162,7 @@ impl Cluster {
         let mut nodes = Vec::new();
         for name in ["n1", "n2", "n3"] {
             objects::add_node(&client, name).await;
-            nodes.push(NodeHost::start(name, &kubeconfig).await);
+            nodes.push(NodeHost::start(name, "node", &kubeconfig).await);
         }
         let root = tempfile::tempdir().unwrap();
         let controller = Self::spawn_controller(&api, root.path()).await;
@@ -280,6 +296,62 @@ async fn a_deleted_volume_leaves_every_node_and_a_gone_node_is_decommissioned() 
     })
     .await;
     cluster.create("orphaned").await.unwrap();
+}
+
+/// A node that is the controller too answers DeleteVolume once its own directory is gone and
+/// changes the record after (the API write waits on etcd); a note in its own store says what is
+/// still to be done. Killed before doing it, it does it when it starts again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_is_the_controller_too_finishes_a_deletion_after_a_crash() {
+    let api = KubeApi::start_deployed().await;
+    let client = api.client().await;
+    objects::add_node(&client, "solo").await;
+    let records: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let record = async |id: &str| {
+        records
+            .get_opt(&format!("nlc-vol-{id}"))
+            .await
+            .unwrap()
+            .is_some()
+    };
+    let kubeconfig = api.controller_kubeconfig().to_str().unwrap().to_owned();
+    let mut host = NodeHost::start("solo", "all", &kubeconfig).await;
+    let create = async |host: &NodeHost, name: &str| {
+        let mut controller = host.process.client.controller.clone();
+        let volume = controller
+            .create_volume(requests::create(name))
+            .await
+            .unwrap()
+            .into_inner()
+            .volume
+            .unwrap();
+        host.use_volume(&volume).await;
+        volume.volume_id
+    };
+
+    let id = create(&host, "answered").await;
+    assert!(record(&id).await, "the publish made a record");
+    let mut controller = host.process.client.controller.clone();
+    controller
+        .delete_volume(requests::delete(&id))
+        .await
+        .unwrap();
+    assert!(!host.dir(&id).exists(), "removed before the answer");
+    wait_until("the record is gone", async || !record(&id).await).await;
+
+    // Killed after answering, before the record changed: what it leaves is its directory gone
+    // and the note in its store.
+    let id = create(&host, "crashed").await;
+    host.process.kill();
+    std::fs::remove_dir_all(host.dir(&id)).unwrap();
+    {
+        use modcsi::state::{EmbeddedStore, StateStore};
+        let store = EmbeddedStore::open(&host.root.path().join("state/state.redb")).unwrap();
+        store.put("host/cleanup-deferred", &id, b"", None).unwrap();
+    }
+    assert!(record(&id).await);
+    host.restart(&kubeconfig).await;
+    wait_until("the noted request is made", async || !record(&id).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
