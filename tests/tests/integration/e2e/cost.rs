@@ -5,7 +5,9 @@
 //!
 //! modcsi runs as a cluster driver does (node-local-cache, all services, its records in
 //! ConfigMaps). hostpath runs when `MODCSI_BENCH_HOSTPATH` names its `hostpathplugin` binary:
-//! the Go module proxy does not serve csi-driver-host-path, so nothing here builds it.
+//! the Go module proxy does not serve csi-driver-host-path, so nothing here builds it. A build
+//! of one's own needs `-ldflags "-X main.version=…"`: without a version the plugin answers
+//! GetPluginInfo UNAVAILABLE and the registrar never registers it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
