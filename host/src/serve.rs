@@ -284,13 +284,7 @@ impl Server {
         // holds its node-local directories too, so it outlives the process).
         let notes = config.mode.serves_node().then(|| state.clone());
         let cleanup = Arc::new(crate::cleanup::Cleanup::new(book, &config.node_id, notes));
-        let resumed = cleanup.resume()?;
-        if resumed > 0 {
-            tracing::info!(
-                resumed,
-                "cleanup requests noted before a restart are being made"
-            );
-        }
+        cleanup.resume()?;
         let listener = bind(&socket).await?;
         let backend = Arc::new(backend);
         let host = Arc::new(crate::node::Host::new(

@@ -80,18 +80,7 @@ impl Deferred {
 
     /// The notes a previous run left, now pending again.
     pub fn load(&self) -> Result<Vec<String>, CleanupError> {
-        let mut volumes: Vec<String> = vec![];
-        loop {
-            let after = volumes.last().cloned().unwrap_or_default();
-            let keys = self
-                .store
-                .list(NAMESPACE, "", &after, 1000)
-                .map_err(store_err("(notes)"))?;
-            if keys.is_empty() {
-                break;
-            }
-            volumes.extend(keys);
-        }
+        let volumes = self.store.keys(NAMESPACE).map_err(store_err("(notes)"))?;
         self.pending().extend(volumes.iter().cloned());
         Ok(volumes)
     }

@@ -340,16 +340,15 @@ impl Cleanup {
 
     /// Makes the requests a previous run noted but did not make (before this host serves: until
     /// each is made, its volume counts as being deleted).
-    pub fn resume(self: &Arc<Self>) -> Result<usize, CleanupError> {
+    pub fn resume(self: &Arc<Self>) -> Result<(), CleanupError> {
         let Some(deferred) = &self.deferred else {
-            return Ok(0);
+            return Ok(());
         };
-        let volumes = deferred.load()?;
-        for volume in &volumes {
+        for volume in deferred.load()? {
             tracing::info!(volume, "making a cleanup request noted before a restart");
-            tokio::spawn(self.clone().make_deferred(volume.clone()));
+            tokio::spawn(self.clone().make_deferred(volume));
         }
-        Ok(volumes.len())
+        Ok(())
     }
 
     async fn request_now(&self, volume: &str, removed_here: bool) -> Result<(), CleanupError> {

@@ -311,22 +311,12 @@ impl Fencing {
 
     /// Every volume with an attachment record.
     fn volumes(&self) -> Result<Vec<String>, FenceError> {
-        let store_err = |source| FenceError::Store {
-            volume: "(all)".into(),
-            source,
-        };
-        let mut all: Vec<String> = vec![];
-        loop {
-            let after = all.last().cloned().unwrap_or_default();
-            let page = self
-                .state
-                .list(NAMESPACE, "", &after, 500)
-                .map_err(store_err)?;
-            if page.is_empty() {
-                return Ok(all);
-            }
-            all.extend(page);
-        }
+        self.state
+            .keys(NAMESPACE)
+            .map_err(|source| FenceError::Store {
+                volume: "(all)".into(),
+                source,
+            })
     }
 
     /// The rules (`decide.rs`) on the volume's record, saved when they change it.

@@ -94,6 +94,19 @@ pub trait StateStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<String>, StoreError>;
 
+    /// Every key of `namespace`, in order ([`StateStore::list`] page by page).
+    fn keys(&self, namespace: &str) -> Result<Vec<String>, StoreError> {
+        let mut all: Vec<String> = vec![];
+        loop {
+            let after = all.last().cloned().unwrap_or_default();
+            let page = self.list(namespace, "", &after, 500)?;
+            if page.is_empty() {
+                return Ok(all);
+            }
+            all.extend(page);
+        }
+    }
+
     /// The entries of the keys [`StateStore::list`] gives, with their keys: a store that reads
     /// keys and values in one request overrides it.
     fn entries(
