@@ -1,9 +1,11 @@
-//! OS work on the node, and the only place that calls mount(2), umount(2), mkdir or statvfs.
+//! OS work on the node, and the only place that calls mount(2), umount(2), mkdir, statvfs or
+//! madvise(2) (on the process's own code: [`code_pages`]).
 //! [`Host`] is the facade the layers above use; the modules under it do one thing each. Pure
 //! parsing (mountinfo) is kept apart from the syscalls so it can be tested on fixtures.
 
 pub mod addresses;
 pub mod claim;
+pub mod code_pages;
 pub mod confined;
 pub mod device;
 pub mod format;

@@ -1057,6 +1057,29 @@ async fn audit_at_scale(binary: &Path) {
     );
 }
 
+/// How much of host/code-order.txt the binary still has: names a dependency update or a rename
+/// changed are placed anywhere, and their pages come back to a serving process's memory.
+fn code_order(binary: &Path) {
+    let list = Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/code-order.txt");
+    let list = std::fs::read_to_string(list).unwrap();
+    let nm = std::process::Command::new("nm")
+        .arg("--defined-only")
+        .arg(binary)
+        .output()
+        .expect("nm (binutils)");
+    let defined: std::collections::HashSet<&str> = std::str::from_utf8(&nm.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    let found = list.lines().filter(|name| defined.contains(name)).count();
+    println!(
+        "code order: {found} of the {} functions host/code-order.txt lists are in {} (below 90%: run scripts/code-order.sh)",
+        list.lines().count(),
+        binary.display()
+    );
+}
+
 #[tokio::main]
 async fn main() {
     println!(
@@ -1073,6 +1096,7 @@ async fn main() {
         "{} is missing: `just bench` builds it",
         binary.display()
     );
+    code_order(&binary);
     // `lifecycle-bench cleanup`, `volume-path`, `audit` or `emma`: that part alone.
     match std::env::args().nth(1).as_deref() {
         Some("cleanup") => return cleanup_at_scale(&binary).await,

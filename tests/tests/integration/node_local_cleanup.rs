@@ -299,11 +299,12 @@ async fn a_deleted_volume_leaves_every_node_and_a_gone_node_is_decommissioned() 
 }
 
 /// A node that is the controller too answers DeleteVolume once its own directory is gone and
-/// changes the record after (the API write waits on etcd); a note in its own store says what is
-/// still to be done. Killed before doing it, it does it when it starts again.
+/// changes the record after (the API write waits on etcd), even with the API server down; a note
+/// in its own store says what is still to be done, and until it is done the volume's name and id
+/// are refused. Killed before doing it, it does it when it starts again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_is_the_controller_too_finishes_a_deletion_after_a_crash() {
-    let api = KubeApi::start_deployed().await;
+    let mut api = KubeApi::start_deployed().await;
     let client = api.client().await;
     objects::add_node(&client, "solo").await;
     let records: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
@@ -338,6 +339,51 @@ async fn a_node_that_is_the_controller_too_finishes_a_deletion_after_a_crash() {
         .unwrap();
     assert!(!host.dir(&id).exists(), "removed before the answer");
     wait_until("the record is gone", async || !record(&id).await).await;
+
+    // The API server down: the delete still answers, the request waiting in the note. Until it
+    // is made, the name cannot be created again nor the id published; another name can.
+    let outage = requests::create("outage");
+    let volume = controller
+        .create_volume(outage.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    host.use_volume(&volume).await;
+    let id = volume.volume_id.clone();
+    api.stop_apiserver();
+    controller
+        .delete_volume(requests::delete(&id))
+        .await
+        .unwrap();
+    assert!(!host.dir(&id).exists());
+    let refused = controller.create_volume(outage.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains(&id), "{refused:?}");
+    assert!(refused.message().contains("being deleted"), "{refused:?}");
+    let target = host.process.targets().join("t-outage");
+    let refused = host
+        .process
+        .client
+        .node
+        .clone()
+        .node_publish_volume(requests::publish(&volume, target.to_str().unwrap(), false))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("being deleted"), "{refused:?}");
+    assert!(!target.exists() && !host.dir(&id).exists());
+    controller
+        .create_volume(requests::create("during-the-outage"))
+        .await
+        .unwrap();
+    api.start_apiserver().await;
+    wait_until("the noted request is made", async || !record(&id).await).await;
+    wait_until("the name is free again", async || {
+        controller.create_volume(outage.clone()).await.is_ok()
+    })
+    .await;
 
     // Killed after answering, before the record changed: what it leaves is its directory gone
     // and the note in its store.
