@@ -327,10 +327,10 @@ async fn a_node_that_is_the_controller_too_finishes_a_deletion_after_a_crash() {
             .volume
             .unwrap();
         host.use_volume(&volume).await;
-        volume.volume_id
+        volume
     };
 
-    let id = create(&host, "answered").await;
+    let id = create(&host, "answered").await.volume_id;
     assert!(record(&id).await, "the publish made a record");
     let mut controller = host.process.client.controller.clone();
     controller
@@ -342,16 +342,9 @@ async fn a_node_that_is_the_controller_too_finishes_a_deletion_after_a_crash() {
 
     // The API server down: the delete still answers, the request waiting in the note. Until it
     // is made, the name cannot be created again nor the id published; another name can.
-    let outage = requests::create("outage");
-    let volume = controller
-        .create_volume(outage.clone())
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
-    host.use_volume(&volume).await;
+    let volume = create(&host, "outage").await;
     let id = volume.volume_id.clone();
+    let outage = requests::create("outage");
     api.stop_apiserver();
     controller
         .delete_volume(requests::delete(&id))
@@ -387,7 +380,7 @@ async fn a_node_that_is_the_controller_too_finishes_a_deletion_after_a_crash() {
 
     // Killed after answering, before the record changed: what it leaves is its directory gone
     // and the note in its store.
-    let id = create(&host, "crashed").await;
+    let id = create(&host, "crashed").await.volume_id;
     host.process.kill();
     std::fs::remove_dir_all(host.dir(&id)).unwrap();
     {
