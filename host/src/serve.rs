@@ -350,8 +350,8 @@ impl Server {
         tracing::info!(socket = %self.socket.display(), ?mode, driver = %self.driver_name, "serving CSI");
         let background = self.background();
         // Startup is over: what it alone ran (arguments, loading the component, the clients'
-        // set-up) need not stay mapped. The calls map back the code they run, which the release build
-        // places together (host/build.rs).
+        // set-up) need not stay mapped. The calls map back the code they run, which the
+        // release build places together (host/build.rs).
         match crate::node::code_pages::release() {
             Ok(bytes) => {
                 tracing::debug!(mib = bytes >> 20, "released the mappings of startup's code")

@@ -146,23 +146,12 @@ impl Book {
                 records.iter().map(checked).collect()
             }
             Book::Embedded(store) => {
+                let keys = store.keys(NAMESPACE).map_err(Self::store_err("(all)"))?;
                 let mut out = Vec::new();
-                let mut after = String::new();
-                loop {
-                    let keys = store
-                        .list(NAMESPACE, "", &after, 500)
-                        .map_err(Self::store_err("(all)"))?;
-                    let Some(last) = keys.last().cloned() else {
-                        break;
-                    };
-                    for key in keys {
-                        if let Some(e) =
-                            store.get(NAMESPACE, &key).map_err(Self::store_err(&key))?
-                        {
-                            out.push(parse(&key, &e.value));
-                        }
+                for key in keys {
+                    if let Some(e) = store.get(NAMESPACE, &key).map_err(Self::store_err(&key))? {
+                        out.push(parse(&key, &e.value));
                     }
-                    after = last;
                 }
                 out
             }

@@ -65,19 +65,12 @@ pub fn nvme_users(
     except: &str,
 ) -> Result<Vec<String>, StoreError> {
     let mut users = vec![];
-    let mut after = String::new();
-    loop {
-        let keys = state.list(NAMESPACE, "", &after, 256)?;
-        let Some(last) = keys.last().cloned() else {
-            return Ok(users);
-        };
-        for key in keys.into_iter().filter(|k| k != except) {
-            if let Some(Attachment::NvmeTcp(t)) = load(state, &key)?.and_then(|s| s.attachment())
-                && t.nqn == nqn
-            {
-                users.push(key);
-            }
+    for key in state.keys(NAMESPACE)?.into_iter().filter(|k| k != except) {
+        if let Some(Attachment::NvmeTcp(t)) = load(state, &key)?.and_then(|s| s.attachment())
+            && t.nqn == nqn
+        {
+            users.push(key);
         }
-        after = last;
     }
+    Ok(users)
 }
