@@ -165,7 +165,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().with_current_span(true).init(),
     }
-    let runtime = tokio::runtime::Runtime::new()
+    // Node work runs on blocking threads (`node/pool.rs`). Tokio lets an idle one exit after
+    // 10 s, less than the gap between two volumes' calls in a cluster, so nearly every call
+    // started a thread; kept 5 minutes, kubelet's minutely stats calls keep one warm. A parked
+    // thread costs no wakeups, only its stack.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_keep_alive(Duration::from_secs(300))
+        .build()
         .map_err(|e| anyhow::anyhow!("starting the async runtime: {e}"))?;
     runtime.block_on(async {
         match cli.command {

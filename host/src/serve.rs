@@ -284,7 +284,6 @@ impl Server {
         // holds its node-local directories too, so it outlives the process).
         let notes = config.mode.serves_node().then(|| state.clone());
         let cleanup = Arc::new(crate::cleanup::Cleanup::new(book, &config.node_id, notes));
-        cleanup.resume()?;
         let listener = bind(&socket).await?;
         let backend = Arc::new(backend);
         let host = Arc::new(crate::node::Host::new(
@@ -294,6 +293,7 @@ impl Server {
             config.max_node_operations,
             state.clone(),
         ));
+        cleanup.resume(host.local_dirs())?;
         let controller = Arc::new(Controller::new(ControllerParts {
             backend: backend.clone(),
             node: host.clone(),

@@ -3,9 +3,10 @@
 //! Such a host removes its own directory of the volume before it answers. What is left is a
 //! change to the record (ask the other nodes, or remove the record when no other node held the
 //! volume): an API request that waits on etcd's disk. It is made after the answer, from a note
-//! kept in this node's embedded store and on disk (fsync) before the answer: a crash between
-//! the answer and the request leaves the note, and the next start makes the request. The note
-//! lives in the node's own state directory, beside the node-local directories themselves.
+//! kept in this node's embedded store and on disk (fsync) before the answer, written while the
+//! directory goes: a crash between the answer and the request leaves the note, and the next
+//! start removes what is left of the directory and makes the request. The note lives in the
+//! node's own state directory, beside the node-local directories themselves.
 //!
 //! Until the request is made, the volume counts as being deleted: a create of its name and a
 //! publish of its id are refused (UNAVAILABLE), as while any node is still removing its
@@ -62,8 +63,9 @@ impl Deferred {
         self.pending().contains(volume)
     }
 
-    /// The request is made: the note goes. (Lost in a crash, the note only makes the next start
-    /// repeat a request that then changes nothing.)
+    /// The request is made, or none will be (this node could not remove its directory): the
+    /// note goes. (Lost in a crash, the note makes the next start repeat a request that then
+    /// changes nothing, or find the directory still there and drop it.)
     pub fn done(&self, volume: &str) {
         let mut pending = self.pending();
         if let Err(e) = self

@@ -20,6 +20,7 @@ mod book;
 mod deferred;
 
 use std::collections::hash_map::RandomState;
+use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -173,6 +174,16 @@ pub struct Cleanup {
     deferred: Option<Deferred>,
 }
 
+/// Removes what is left of this node's directory of a volume with a noted request.
+async fn remove_left(volume: &str, dirs: LocalDirs, ops: NodeOps) -> Result<(), String> {
+    crate::volume::validate::volume_id(volume).map_err(|e| e.to_string())?;
+    let volume = volume.to_owned();
+    match ops.run(move || dirs.remove(&volume)).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("its directory remains ({e})")),
+    }
+}
+
 fn jitter(attempt: u32) -> Duration {
     let cap = (FIRST_BACKOFF * 2u32.saturating_pow(attempt)).min(MAX_BACKOFF);
     let random = RandomState::new().build_hasher().finish();
@@ -295,24 +306,39 @@ impl Cleanup {
         }
     }
 
-    /// DeleteVolume: asks every node that held the volume to remove its directory; with
-    /// `removed_here`, this host (a node too) has removed its own. Nothing to do when no node
-    /// ever published it. With Kubernetes in a host that is a node too, the request is noted on
-    /// disk here and made after the call answers ([`deferred`]).
-    pub async fn request(
+    /// DeleteVolume: `removal` removes this host's own directory of the volume (refusing while
+    /// it is mounted; true when there was one), then every other node that held the volume is
+    /// asked to remove its own; nothing to ask when no node ever published it. `removed_here`:
+    /// this host serves as a node, so its removal is its node's part. With Kubernetes in a host
+    /// that is a node too, the request is noted on disk while the directory goes, and made
+    /// after the call answers ([`deferred`]).
+    pub async fn request<E: From<CleanupError>>(
         self: &Arc<Self>,
         volume: &str,
         removed_here: bool,
-    ) -> Result<(), CleanupError> {
-        match &self.deferred {
-            Some(deferred) if removed_here => {
-                if deferred.note(volume)? {
-                    tokio::spawn(self.clone().make_deferred(volume.to_owned()));
+        removal: impl Future<Output = Result<bool, E>>,
+    ) -> Result<bool, E> {
+        let Some(deferred) = self.deferred.as_ref().filter(|_| removed_here) else {
+            let removed = removal.await?;
+            self.request_now(volume, removed_here).await?;
+            return Ok(removed);
+        };
+        // The removal's thread starts first; the note's fsync runs meanwhile.
+        let (removed, noted) = tokio::join!(biased; removal, async { deferred.note(volume) });
+        let removed = match removed {
+            Ok(removed) => removed,
+            Err(e) => {
+                // This node still holds the directory: no request, so no note of one.
+                if noted.is_ok_and(|new| new) {
+                    deferred.done(volume);
                 }
-                Ok(())
+                return Err(e);
             }
-            _ => self.request_now(volume, removed_here).await,
+        };
+        if noted? {
+            tokio::spawn(self.clone().make_deferred(volume.to_owned()));
         }
+        Ok(removed)
     }
 
     /// Makes a noted request, retrying while the cluster cannot take it, then drops the note.
@@ -339,14 +365,31 @@ impl Cleanup {
     }
 
     /// Makes the requests a previous run noted but did not make (before this host serves: until
-    /// each is made, its volume counts as being deleted).
-    pub fn resume(self: &Arc<Self>) -> Result<(), CleanupError> {
+    /// each is made, its volume counts as being deleted). A note is written while the directory
+    /// goes, so the directory may remain: it is removed first. One that cannot be removed (still
+    /// mounted) belongs to a DeleteVolume that never answered OK, which its caller retries: its
+    /// note goes.
+    pub fn resume(self: &Arc<Self>, (dirs, ops): (LocalDirs, NodeOps)) -> Result<(), CleanupError> {
         let Some(deferred) = &self.deferred else {
             return Ok(());
         };
         for volume in deferred.load()? {
             tracing::info!(volume, "making a cleanup request noted before a restart");
-            tokio::spawn(self.clone().make_deferred(volume));
+            let (this, dirs, ops) = (self.clone(), dirs.clone(), ops.clone());
+            tokio::spawn(async move {
+                match remove_left(&volume, dirs, ops).await {
+                    Ok(()) => this.make_deferred(volume).await,
+                    Err(e) => {
+                        tracing::warn!(
+                            volume,
+                            "dropping a noted cleanup request: {e}; the DeleteVolume that noted it did not finish, and its caller retries it"
+                        );
+                        if let Some(deferred) = &this.deferred {
+                            deferred.done(&volume);
+                        }
+                    }
+                }
+            });
         }
         Ok(())
     }

@@ -207,10 +207,13 @@ impl Controller {
             Err(e) if is_not_found(&e) => false,
             Err(e) => return Err(backend_error(subject)(e)),
         };
-        let removed = parts.node.remove_local_dir(id).await.map_err(node_err)?;
-        // Every other node that held a directory of it removes its own; this one has (when it
-        // serves as a node too).
-        parts.cleanup.request(id, parts.serves_node).await?;
+        // This node's directory goes (when it serves as a node too), and every other node that
+        // held one is asked to remove its own.
+        let removal = async { parts.node.remove_local_dir(id).await.map_err(node_err) };
+        let removed = parts
+            .cleanup
+            .request(id, parts.serves_node, removal)
+            .await?;
         parts.records.remove(id);
         if deleted || removed {
             tracing::info!(volume = id, local_dir_removed = removed, "volume deleted");

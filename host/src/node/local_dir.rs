@@ -55,6 +55,8 @@ impl LocalDirs {
             .mode(0o755)
             .create(&root)
             .map_err(io_error("create", &root))?;
+        // Canonical once, so that a volume's directory needs no resolving on every check.
+        let root = fs::canonicalize(&root).map_err(io_error("resolve", &root))?;
         let unenforced = super::quota::supported(&root).err();
         Ok(Self {
             root,
@@ -102,10 +104,15 @@ impl LocalDirs {
     /// node has none).
     pub fn check_unused(&self, volume_id: &str) -> Result<(), NodeError> {
         let path = self.path(volume_id);
-        if fs::symlink_metadata(&path).is_err() {
+        let Ok(meta) = fs::symlink_metadata(&path) else {
             return Ok(());
-        }
-        let canonical = fs::canonicalize(&path).map_err(io_error("resolve", &path))?;
+        };
+        // A directory one component below the canonical root is canonical itself.
+        let canonical = if meta.is_dir() {
+            path.clone()
+        } else {
+            fs::canonicalize(&path).map_err(io_error("resolve", &path))?
+        };
         let targets = MountTable::read()?.binds_of(&canonical);
         if targets.is_empty() {
             Ok(())

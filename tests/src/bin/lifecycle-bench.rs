@@ -813,6 +813,43 @@ async fn volume_path_in_cluster(binary: &Path) {
         );
     }
     drop(controller);
+
+    // A host that is its node too (`--mode all`, a single-node cluster's driver): DeleteVolume
+    // of a volume the node published, wrote to and unpublished, whose directory goes before
+    // the answer (and the note of the record's change with it).
+    objects::add_node(&client, "bench-node").await;
+    let root = tempfile::tempdir().unwrap();
+    let flags = cluster_flags("bench-node", "all", &config);
+    let host = ServeProcess::start_with(binary, NODE_LOCAL_CACHE, root.path(), &flags).await;
+    let mut c = host.client.clone();
+    let mut times = vec![];
+    for v in 0..VOLUMES {
+        let volume = c.controller.create(&format!("used-{v}")).await;
+        let id = &volume.volume_id;
+        let target = host.targets().join(format!("t-{v}"));
+        let target = target.to_str().unwrap();
+        c.node
+            .node_publish_volume(requests::publish(&volume, target, false))
+            .await
+            .unwrap();
+        std::fs::write(Path::new(target).join("data"), b"x").unwrap();
+        c.node
+            .node_unpublish_volume(requests::unpublish(id, target))
+            .await
+            .unwrap();
+        let started = Instant::now();
+        c.controller
+            .delete_volume(requests::delete(id))
+            .await
+            .unwrap();
+        times.push(started.elapsed());
+    }
+    times.sort();
+    println!(
+        "DeleteVolume of a used node-local volume in a host that is its node too (--mode all, with Kubernetes): p50 {}, p90 {}",
+        us(percentile(&times, 0.5)),
+        us(percentile(&times, 0.9)),
+    );
 }
 
 /// Runs `command` to its end, its stdout captured and its stderr in `stderr`: the wall time from

@@ -308,12 +308,16 @@ async fn a_node_that_is_the_controller_too_finishes_a_deletion_after_a_crash() {
     let client = api.client().await;
     objects::add_node(&client, "solo").await;
     let records: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let record = async |id: &str| {
-        records
-            .get_opt(&format!("nlc-vol-{id}"))
-            .await
-            .unwrap()
-            .is_some()
+    // The volume's record: None when gone, else whether its cleanup was requested.
+    let requested = async |id: &str| {
+        let cm = records.get_opt(&format!("nlc-vol-{id}")).await.unwrap()?;
+        let status: serde_json::Value = serde_json::from_str(&cm.data.unwrap()["status"]).unwrap();
+        Some(!status["cleanup_requested_at"].is_null())
+    };
+    let record = async |id: &str| requested(id).await.is_some();
+    let uid = async |id: &str| {
+        let cm = records.get(&format!("nlc-vol-{id}")).await.unwrap();
+        cm.metadata.uid.unwrap()
     };
     let kubeconfig = api.controller_kubeconfig().to_str().unwrap().to_owned();
     let mut host = NodeHost::start("solo", "all", &kubeconfig).await;
@@ -378,19 +382,105 @@ async fn a_node_that_is_the_controller_too_finishes_a_deletion_after_a_crash() {
     })
     .await;
 
-    // Killed after answering, before the record changed: what it leaves is its directory gone
-    // and the note in its store.
+    // A directory that cannot be removed (a file in it immutable): the delete fails and leaves
+    // no note, so the volume is not taken for one being deleted; removable again, it goes.
+    let volume = create(&host, "stuck").await;
+    let id = volume.volume_id.clone();
+    let immutable = Immutable::set(&host.dir(&id).join("data"));
+    let failed = controller
+        .delete_volume(requests::delete(&id))
+        .await
+        .unwrap_err();
+    assert!(failed.message().contains(&id), "{failed:?}");
+    let mut node = host.process.client.node.clone();
+    let target = host.process.targets().join("t-stuck");
+    let target = target.to_str().unwrap();
+    node.node_publish_volume(requests::publish(&volume, target, false))
+        .await
+        .unwrap();
+    node.node_unpublish_volume(requests::unpublish(&id, target))
+        .await
+        .unwrap();
+    assert_eq!(requested(&id).await, Some(false), "nothing was requested");
+    drop(immutable);
+    controller
+        .delete_volume(requests::delete(&id))
+        .await
+        .unwrap();
+    assert!(!host.dir(&id).exists());
+    wait_until("the record is gone", async || !record(&id).await).await;
+
+    // Killed while its directory went, after the note: the next start removes what is left of
+    // the directory, then makes the request.
     let id = create(&host, "crashed").await.volume_id;
     host.process.kill();
-    std::fs::remove_dir_all(host.dir(&id)).unwrap();
-    {
+    let note = |host: &NodeHost, id: &str| {
         use modcsi::state::{EmbeddedStore, StateStore};
         let store = EmbeddedStore::open(&host.root.path().join("state/state.redb")).unwrap();
-        store.put("host/cleanup-deferred", &id, b"", None).unwrap();
-    }
-    assert!(record(&id).await);
+        store.put("host/cleanup-deferred", id, b"", None).unwrap();
+    };
+    note(&host, &id);
+    assert!(host.dir(&id).join("data").exists() && record(&id).await);
     host.restart(&kubeconfig).await;
     wait_until("the noted request is made", async || !record(&id).await).await;
+    assert!(!host.dir(&id).exists(), "what was left is removed");
+
+    // Killed before its directory went, the volume published again meanwhile (its delete could
+    // not have answered OK): the next start drops the note and the volume stays as it was.
+    let volume = create(&host, "in-use").await;
+    let id = volume.volume_id.clone();
+    let target = host.process.targets().join("t-in-use");
+    let target = target.to_str().unwrap();
+    let mut node = host.process.client.node.clone();
+    node.node_publish_volume(requests::publish(&volume, target, false))
+        .await
+        .unwrap();
+    let before = uid(&id).await;
+    host.process.kill();
+    note(&host, &id);
+    host.restart(&kubeconfig).await;
+    let mut node = host.process.client.node.clone();
+    let again = host.process.targets().join("t-in-use-again");
+    let again = again.to_str().unwrap();
+    wait_until("the id publishes again", async || {
+        node.node_publish_volume(requests::publish(&volume, again, false))
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(host.dir(&id).join("data").is_file());
+    assert_eq!(requested(&id).await, Some(false), "nothing was requested");
+    assert_eq!(uid(&id).await, before, "the same record");
+    for t in [target, again] {
+        node.node_unpublish_volume(requests::unpublish(&id, t))
+            .await
+            .unwrap();
+    }
+}
+
+/// Makes a file immutable (chattr +i) until dropped: nothing, root included, can remove it.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn set(path: &Path) -> Self {
+        Self::chattr("+i", path);
+        Self(path.to_owned())
+    }
+
+    fn chattr(flag: &str, path: &Path) {
+        let status = std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "chattr {flag} {}", path.display());
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        Self::chattr("-i", &self.0);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
