@@ -33,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // A release binary starts .text with the functions a serving process runs once it serves,
-    // in the order code-order.txt lists them (scripts/code-order.sh writes it). They are 3.1 MiB
+    // in the order code-order.txt lists them (scripts/code-order.sh writes it). They are 3 MiB
     // of the 33: together, the code the calls map back after start-up's is released
     // (node::code_pages) was 6.4 MiB, where scattered it filled 16 MiB in 64 KiB neighbourhoods.
     // rust-lld, x86_64-unknown-linux-gnu's default linker, reads the list and skips the names
