@@ -178,10 +178,10 @@ pub struct Cleanup {
 async fn remove_left(volume: &str, dirs: LocalDirs, ops: NodeOps) -> Result<(), String> {
     crate::volume::validate::volume_id(volume).map_err(|e| e.to_string())?;
     let volume = volume.to_owned();
-    match ops.run(move || dirs.remove(&volume)).await {
-        Ok(_) => Ok(()),
-        Err(e) => Err(format!("its directory remains ({e})")),
-    }
+    ops.run(move || dirs.remove(&volume))
+        .await
+        .map(drop)
+        .map_err(|e| format!("its directory remains ({e})"))
 }
 
 fn jitter(attempt: u32) -> Duration {
@@ -329,7 +329,7 @@ impl Cleanup {
             Ok(removed) => removed,
             Err(e) => {
                 // This node still holds the directory: no request, so no note of one.
-                if noted.is_ok_and(|new| new) {
+                if matches!(noted, Ok(true)) {
                     deferred.done(volume);
                 }
                 return Err(e);

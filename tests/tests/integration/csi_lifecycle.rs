@@ -611,3 +611,38 @@ async fn node_mode_serves_no_controller() {
         "a node-only process does not claim the controller service"
     );
 }
+
+/// A `--local-dir-root` reached through a symbolic link: the bind mounts the table shows are of
+/// the real directory, and a delete still sees that the volume is published.
+#[tokio::test]
+async fn a_local_dir_root_behind_a_symlink_still_guards_a_published_volume() {
+    let real = tempfile::tempdir().unwrap();
+    let link = real.path().join("link");
+    std::os::unix::fs::symlink(real.path(), &link).unwrap();
+    let root = link.join("local");
+    let host =
+        TestHost::start_with(NODE_LOCAL_CACHE, |c| c.local_dir_root = Some(root.clone())).await;
+    let mut c = host.client.clone();
+    let volume = c.controller.create("behind-a-link").await;
+    let target = host.target("t");
+    c.node
+        .node_publish_volume(requests::publish(&volume, &target, false))
+        .await
+        .unwrap();
+    let err = c
+        .controller
+        .delete_volume(requests::delete(&volume.volume_id))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(root.join(&volume.volume_id).is_dir(), "the data stays");
+    c.node
+        .node_unpublish_volume(requests::unpublish(&volume.volume_id, &target))
+        .await
+        .unwrap();
+    c.controller
+        .delete_volume(requests::delete(&volume.volume_id))
+        .await
+        .unwrap();
+    assert!(!root.join(&volume.volume_id).exists());
+}
